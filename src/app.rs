@@ -1,0 +1,81 @@
+//! Composition root: builds `Shared` and the pingora server, then runs it.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use pingora::apps::http_app::HttpServer;
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+use pingora::services::listening::Service;
+use tracing::info;
+
+use crate::config::Config;
+use crate::demo::DemoApi;
+use crate::edge::Edge;
+use crate::hub::{Hub, LocalHub};
+use crate::routes::Routes;
+
+/// State every request shares; built once here and passed down, never a `static`.
+pub struct Shared {
+    /// Replaced whole by a reload; a request loads it once and sees one consistent table.
+    pub routes: ArcSwap<Routes>,
+    pub hub: Arc<dyn Hub>,
+    /// SSE clients attached now, against `limits.max_clients`.
+    pub clients: AtomicUsize,
+    /// Clients turned away by a limit since start-up.
+    pub overloaded: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot build the upstream HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+    #[error("cannot start the poller runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// Runs the gateway until a signal stops it.
+pub fn run(config: Config) -> Result<(), AppError> {
+    pingora::tls::install_default_crypto_provider();
+    let client = reqwest::Client::builder()
+        .user_agent(concat!("sse-gateway/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build()
+        .map_err(AppError::Client)?;
+    let hub = Arc::new(LocalHub::new(client).map_err(AppError::Runtime)?);
+
+    let listen = config.listen;
+    let threads = config.threads;
+    let demo = config.demo.clone();
+    let routes = Routes::new(config);
+    hub.reconcile(&routes);
+    let shared = Arc::new(Shared {
+        routes: ArcSwap::from_pointee(routes),
+        hub,
+        clients: AtomicUsize::new(0),
+        overloaded: AtomicU64::new(0),
+    });
+
+    let conf = ServerConf {
+        threads,
+        grace_period_seconds: Some(1),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Edge { shared });
+    proxy.add_tcp(&listen.to_string());
+    server.add_service(proxy);
+    if let Some(demo) = demo {
+        let mut svc = Service::new("demo api".into(), HttpServer::new_app(DemoApi::new()));
+        svc.add_tcp(&demo.listen.to_string());
+        server.add_service(svc);
+        info!(listen = %demo.listen, "demo api listening");
+    }
+    server.bootstrap();
+    info!(%listen, threads, "gateway listening");
+    server.run_forever()
+}

@@ -1,0 +1,33 @@
+//! Config errors that point into the file: `gateway.yaml:14:5: streams[0].interval: ...`.
+
+use std::fmt;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{col}: {key}: {msg}")]
+pub struct ConfigError {
+    pub file: Arc<str>,
+    pub line: usize,
+    pub col: usize,
+    /// The key path, like `streams[1].upstream`.
+    pub key: String,
+    pub msg: String,
+}
+
+/// Every error found in one config, so an operator fixes them in one pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}

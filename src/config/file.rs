@@ -1,0 +1,134 @@
+//! The serde mirror of gateway.yaml; the only file naming serde_yaml (it is deprecated, so
+//! replacing it touches this file alone).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::error::ConfigError;
+use super::DiffMode;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    pub listen: Option<String>,
+    pub threads: Option<usize>,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamFile>,
+    pub defaults: Option<StreamFile>,
+    #[serde(default)]
+    pub streams: Vec<StreamFile>,
+    pub proxy: Option<String>,
+    pub demo: Option<DemoFile>,
+    pub limits: Option<LimitsFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamFile {
+    pub url: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// A stream, and also `defaults` (which refuses `path`, `poll` and `params`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamFile {
+    pub path: Option<String>,
+    pub upstream: Option<String>,
+    pub poll: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub heartbeat: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub retry: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub backoff_max: Option<Duration>,
+    pub diff: Option<DiffMode>,
+    pub replay: Option<usize>,
+    pub replay_bytes: Option<Size>,
+    pub idle: Option<IdleFile>,
+    pub ignore: Option<Vec<String>>,
+    pub forward_headers: Option<Vec<String>>,
+    pub forward_query: Option<bool>,
+    pub max_instances: Option<usize>,
+    pub max_body: Option<Size>,
+    pub params: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoFile {
+    pub listen: Option<String>,
+    pub page: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    pub max_clients: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    pub write_timeout: Option<Duration>,
+}
+
+/// A byte size: a number of bytes or a string with a unit (`512KiB`, `8MiB`, `1MB`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Size {
+    Bytes(u64),
+    Text(String),
+}
+
+/// `idle`: a duration, or `never`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "String")]
+pub enum IdleFile {
+    Never,
+    After(Duration),
+}
+
+impl TryFrom<String> for IdleFile {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if s == "never" {
+            return Ok(IdleFile::Never);
+        }
+        humantime::parse_duration(&s)
+            .map(IdleFile::After)
+            .map_err(|e| format!("`{s}` is neither a duration nor `never`: {e}"))
+    }
+}
+
+/// Parses the text; a syntax or type error names its line, column and key path.
+pub fn parse(source: &Arc<str>, text: &str) -> Result<File, ConfigError> {
+    if text.trim().is_empty() {
+        return Ok(File::default());
+    }
+    let de = serde_yaml::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        let (line, col) = inner
+            .location()
+            .map_or((1, 1), |l| (l.line(), l.column()));
+        let msg = inner.to_string();
+        // serde_yaml appends the location we already print in front.
+        let msg = match msg.find(" at line ") {
+            Some(i) => msg[..i].to_string(),
+            None => msg,
+        };
+        ConfigError {
+            file: source.clone(),
+            line,
+            col,
+            key: if key == "." { "(top level)".into() } else { key },
+            msg,
+        }
+    })
+}

@@ -1,0 +1,266 @@
+//! The gateway's configuration: validated and immutable once loaded.
+//!
+//! `file.rs` mirrors gateway.yaml for serde, `validate.rs` turns it into these types and reports
+//! every problem with its line, `index.rs` finds those lines.
+
+mod error;
+mod file;
+mod index;
+mod template;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use serde::Deserialize;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use template::PathTemplate;
+
+pub struct Config {
+    /// The file it came from, for messages.
+    pub source: Arc<str>,
+    pub listen: SocketAddr,
+    pub threads: usize,
+    pub upstreams: BTreeMap<String, Arc<Upstream>>,
+    /// In file order.
+    pub streams: Vec<Arc<StreamSpec>>,
+    pub proxy: Option<Arc<Upstream>>,
+    pub demo: Option<Demo>,
+    pub limits: Limits,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// SSE clients attached at once, over all streams.
+    pub max_clients: usize,
+    /// A client whose socket stays blocked this long is dropped.
+    pub write_timeout: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Demo {
+    pub listen: SocketAddr,
+    pub page: bool,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub name: String,
+    /// The base URL: polls and proxied requests append their path to its path.
+    pub url: url::Url,
+    /// Resolved when the config loads, not per request: pingora's `HttpPeer::new`
+    /// panics on a host name it cannot resolve.
+    pub addr: SocketAddr,
+    pub tls: bool,
+    /// The host name, for SNI.
+    pub host: String,
+    /// Sent with every poll (not with proxied requests, which pass through unchanged).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl fmt::Debug for Upstream {
+    /// Header values are credentials: never printed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .field("url", &self.url.as_str())
+            .field("addr", &self.addr)
+            .field("headers", &names)
+            .finish()
+    }
+}
+
+#[derive(Debug)]
+pub struct StreamSpec {
+    pub path: PathTemplate,
+    pub poll: PathTemplate,
+    pub upstream: Arc<Upstream>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub heartbeat: Duration,
+    pub retry: Duration,
+    pub backoff_max: Duration,
+    pub diff: DiffMode,
+    pub replay: usize,
+    pub replay_bytes: usize,
+    pub idle: Idle,
+    pub ignore: Vec<String>,
+    pub forward_headers: Vec<HeaderName>,
+    pub forward_query: bool,
+    pub max_instances: usize,
+    pub max_body: usize,
+    /// A full-match pattern for every parameter of `path`.
+    pub params: BTreeMap<String, regex::Regex>,
+}
+
+impl PartialEq for StreamSpec {
+    fn eq(&self, o: &Self) -> bool {
+        self.path == o.path
+            && self.poll == o.poll
+            && self.upstream == o.upstream
+            && self.interval == o.interval
+            && self.timeout == o.timeout
+            && self.heartbeat == o.heartbeat
+            && self.retry == o.retry
+            && self.backoff_max == o.backoff_max
+            && self.diff == o.diff
+            && self.replay == o.replay
+            && self.replay_bytes == o.replay_bytes
+            && self.idle == o.idle
+            && self.ignore == o.ignore
+            && self.forward_headers == o.forward_headers
+            && self.forward_query == o.forward_query
+            && self.max_instances == o.max_instances
+            && self.max_body == o.max_body
+            && self.params.len() == o.params.len()
+            && self
+                .params
+                .iter()
+                .zip(&o.params)
+                .all(|((a, ra), (b, rb))| a == b && ra.as_str() == rb.as_str())
+    }
+}
+
+/// How changes are encoded: RFC 6902, RFC 7396, or the whole document.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DiffMode {
+    JsonPatch,
+    MergePatch,
+    Snapshot,
+}
+
+impl DiffMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiffMode::JsonPatch => "json-patch",
+            DiffMode::MergePatch => "merge-patch",
+            DiffMode::Snapshot => "snapshot",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DiffMode> {
+        [DiffMode::JsonPatch, DiffMode::MergePatch, DiffMode::Snapshot]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Idle {
+    After(Duration),
+    Never,
+}
+
+/// Reads, validates and resolves a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let source: Arc<str> = Arc::from(path.display().to_string());
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: source.clone(),
+            line: 0,
+            col: 0,
+            key: "(file)".into(),
+            msg: format!("cannot read: {e}"),
+        }])
+    })?;
+    parse(&source, &text, &|var| std::env::var(var).ok(), &resolve)
+}
+
+/// Validates config text. `env` looks up `${VAR}`s and `resolve` turns host and port into an
+/// address, so tests can run it without touching the environment or DNS.
+pub fn parse(
+    source: &str,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    resolve: &dyn Fn(&str, u16) -> Option<SocketAddr>,
+) -> Result<Config, ConfigErrors> {
+    let source: Arc<str> = Arc::from(source);
+    let file = file::parse(&source, text).map_err(|e| ConfigErrors(vec![e]))?;
+    validate::validate(source, text, file, env, resolve)
+}
+
+/// Resolves a host name once, at load time.
+pub fn resolve(host: &str, port: u16) -> Option<SocketAddr> {
+    (host, port).to_socket_addrs().ok()?.next()
+}
+
+impl Config {
+    /// What `sse-gateway check` prints: everything the gateway would serve, without secrets.
+    pub fn describe(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "listen: {} ({} threads)", self.listen, self.threads);
+        let _ = writeln!(
+            s,
+            "limits: max_clients {}, write_timeout {}",
+            self.limits.max_clients,
+            humantime::format_duration(self.limits.write_timeout)
+        );
+        for up in self.upstreams.values() {
+            let names: Vec<&str> = up.headers.iter().map(|(n, _)| n.as_str()).collect();
+            let _ = writeln!(
+                s,
+                "upstream {}: {} ({}), headers [{}]",
+                up.name,
+                up.url,
+                up.addr,
+                names.join(", ")
+            );
+        }
+        for st in &self.streams {
+            let d = |d: Duration| humantime::format_duration(d).to_string();
+            let idle = match st.idle {
+                Idle::Never => "never".to_string(),
+                Idle::After(x) => d(x),
+            };
+            let _ = writeln!(
+                s,
+                "stream {} -> {} {}: every {}, timeout {}, diff {}, heartbeat {}, replay {}, idle {}, max_instances {}, max_body {} B{}{}{}",
+                st.path.as_str(),
+                st.upstream.name,
+                st.poll.as_str(),
+                d(st.interval),
+                d(st.timeout),
+                st.diff.as_str(),
+                d(st.heartbeat),
+                st.replay,
+                idle,
+                st.max_instances,
+                st.max_body,
+                if st.ignore.is_empty() { String::new() } else { format!(", ignore {:?}", st.ignore) },
+                if st.forward_headers.is_empty() {
+                    String::new()
+                } else {
+                    let h: Vec<&str> = st.forward_headers.iter().map(|h| h.as_str()).collect();
+                    format!(", forwards [{}]", h.join(", "))
+                },
+                if st.forward_query { ", forwards query" } else { "" },
+            );
+        }
+        match &self.proxy {
+            Some(p) => {
+                let _ = writeln!(s, "proxy: every other request to {} ({})", p.name, p.url);
+            }
+            None => {
+                let _ = writeln!(s, "proxy: none (other paths get 404)");
+            }
+        }
+        if let Some(demo) = &self.demo {
+            let _ = writeln!(
+                s,
+                "demo: API on {}{}",
+                demo.listen,
+                if demo.page { ", page at /" } else { "" }
+            );
+        }
+        s
+    }
+}
+

@@ -1,0 +1,114 @@
+//! The built-in demo: a small JSON price ticker API, and the page at `/` that shows it live.
+//!
+//! The ticker is a pure function of the clock (a random walk seeded by the second), so it needs
+//! no state and answers conditional requests: its ETag is the second it describes.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use http::{header, Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde_json::{json, Map, Value};
+
+/// The demo page: an `EventSource` that applies snapshots and patches as they arrive.
+pub const PAGE: &str = include_str!("demo.html");
+
+const SYMBOLS: [(&str, f64); 5] = [
+    ("EUR/USD", 1.0850),
+    ("GBP/USD", 1.2650),
+    ("USD/JPY", 151.20),
+    ("BTC/USD", 64000.0),
+    ("ETH/USD", 3400.0),
+];
+
+pub struct DemoApi;
+
+impl DemoApi {
+    pub fn new() -> DemoApi {
+        DemoApi
+    }
+}
+
+impl Default for DemoApi {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The ticker at second `t`: each price walks from its base; about half move each second.
+pub fn prices(t: u64) -> Value {
+    let mut quotes = Map::new();
+    for (i, (symbol, base)) in SYMBOLS.iter().enumerate() {
+        // 60 steps of a walk seeded by (second, symbol): deterministic, different every second.
+        let walk: f64 = (0..60)
+            .map(|k| {
+                let h = mix(t.saturating_sub(k) ^ ((i as u64) << 40));
+                (h % 2001) as f64 / 1000.0 - 1.0
+            })
+            .sum::<f64>()
+            / 60.0;
+        let digits = if *base > 1000.0 { 2 } else { 4 };
+        let scale = 10f64.powi(digits);
+        let price = (base * (1.0 + walk * 0.01) * scale).round() / scale;
+        let moved = mix(t ^ ((i as u64) << 20)) % 2 == 0;
+        quotes.insert(
+            (*symbol).to_string(),
+            json!({ "price": price, "moved": moved }),
+        );
+    }
+    json!({ "generated_at": t, "quotes": quotes })
+}
+
+/// splitmix64: a cheap, well-spread hash for the walk.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+#[async_trait]
+impl ServeHttp for DemoApi {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let etag = format!("\"{now}\"");
+        let builder = Response::builder().header(header::CACHE_CONTROL, "no-cache");
+        let response = if req.uri.path() != "/api/prices" {
+            builder
+                .status(StatusCode::NOT_FOUND)
+                .header(header::CONTENT_TYPE, "text/plain")
+                .body(b"the demo API serves /api/prices\n".to_vec())
+        } else if req
+            .headers
+            .get(header::IF_NONE_MATCH)
+            .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+        {
+            builder
+                .status(StatusCode::NOT_MODIFIED)
+                .header(header::ETAG, &etag)
+                .body(Vec::new())
+        } else {
+            builder
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::ETAG, &etag)
+                .body(prices(now).to_string().into_bytes())
+        };
+        response.unwrap_or_else(|_| Response::new(Vec::new()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ticker_moves_every_second_and_is_stable_within_one() {
+        assert_eq!(prices(1_000), prices(1_000));
+        assert_ne!(prices(1_000)["quotes"], prices(1_001)["quotes"]);
+    }
+}

@@ -1,0 +1,62 @@
+//! One SSE client's loop: write what the subscription yields until the client or the stream ends.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use http::{header, Version};
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::Result;
+use tracing::debug;
+
+use crate::hub::{Delivery, Subscription};
+use crate::sse;
+
+pub struct Settings {
+    /// The `retry:` a browser waits before reconnecting.
+    pub retry: Duration,
+    /// pingora sets none: without it a client that stops reading pins its task forever.
+    pub write_timeout: Duration,
+}
+
+pub async fn run(session: &mut Session, mut sub: Subscription, settings: Settings) -> Result<()> {
+    session.set_write_timeout(Some(settings.write_timeout));
+    let mut resp = ResponseHeader::build(200, Some(5))?;
+    resp.insert_header(header::CONTENT_TYPE, "text/event-stream")?;
+    resp.insert_header(header::CACHE_CONTROL, "no-cache")?;
+    resp.insert_header("x-accel-buffering", "no")?;
+    // pingora would otherwise send a close-delimited body while saying keep-alive.
+    if session.req_header().version == Version::HTTP_11 && !session.is_http2() {
+        resp.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+
+    // The greeting goes out in one write: `retry:`, then the snapshot or the replayed events.
+    let mut first = BytesMut::from(&sse::retry(settings.retry.as_millis() as u64)[..]);
+    for bytes in sub.take_start() {
+        first.extend_from_slice(&bytes);
+    }
+    session.write_response_body(Some(first.freeze()), false).await?;
+
+    let outcome = loop {
+        tokio::select! {
+            // Resolves when the client closes (FIN or RST) or sends bytes it must not send.
+            r = session.read_body_or_idle(true) => break r.map(|_| "client left"),
+            delivery = sub.next() => match delivery {
+                Delivery::Send(bytes) => session.write_response_body(Some(bytes), false).await?,
+                Delivery::Close(last) => {
+                    if !last.is_empty() {
+                        session.write_response_body(Some(last), false).await?;
+                    }
+                    session.write_response_body(None, true).await?;
+                    break Ok("stream closed");
+                }
+            },
+        }
+    };
+    match outcome {
+        Ok(why) => debug!(instance = %sub.key(), why, "sse session ended"),
+        Err(e) => debug!(instance = %sub.key(), error = %e, "sse session ended"),
+    }
+    Ok(())
+}

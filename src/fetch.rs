@@ -1,0 +1,149 @@
+//! One upstream GET: timeout, conditional request, gzip, body cap.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::StatusCode;
+
+/// What the upstream said last time, so an unchanged resource costs a 304 and no body.
+#[derive(Clone, Debug, Default)]
+pub struct Validators {
+    etag: Option<HeaderValue>,
+    last_modified: Option<HeaderValue>,
+}
+
+impl Validators {
+    fn from_headers(h: &HeaderMap) -> Validators {
+        Validators {
+            etag: h.get(header::ETAG).cloned(),
+            last_modified: h.get(header::LAST_MODIFIED).cloned(),
+        }
+    }
+}
+
+pub struct Request<'a> {
+    pub url: url::Url,
+    /// The upstream's static headers, then the forwarded ones.
+    pub headers: &'a [(HeaderName, HeaderValue)],
+    pub forwarded: &'a [(HeaderName, HeaderValue)],
+    pub timeout: Duration,
+    pub max_body: usize,
+    pub validators: &'a Validators,
+}
+
+#[derive(Debug)]
+pub enum Fetched {
+    Body { body: Bytes, validators: Validators },
+    NotModified,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("timed out")]
+    Timeout,
+    #[error("request failed: {0}")]
+    Transport(#[source] reqwest::Error),
+    #[error("answered {status}")]
+    Status {
+        status: u16,
+        /// From `Retry-After` on 429 and 503 (seconds or an HTTP date).
+        retry_after: Option<Duration>,
+    },
+    #[error("body larger than max_body ({limit} bytes)")]
+    TooLarge { limit: usize },
+}
+
+impl FetchError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            FetchError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    fn from_reqwest(e: reqwest::Error) -> FetchError {
+        if e.is_timeout() {
+            FetchError::Timeout
+        } else {
+            FetchError::Transport(e)
+        }
+    }
+}
+
+pub async fn fetch(client: &reqwest::Client, req: Request<'_>) -> Result<Fetched, FetchError> {
+    let mut builder = client.get(req.url).timeout(req.timeout);
+    for (name, value) in req.headers.iter().chain(req.forwarded) {
+        builder = builder.header(name, value);
+    }
+    if let Some(etag) = &req.validators.etag {
+        builder = builder.header(header::IF_NONE_MATCH, etag);
+    }
+    if let Some(lm) = &req.validators.last_modified {
+        builder = builder.header(header::IF_MODIFIED_SINCE, lm);
+    }
+    let mut resp = builder.send().await.map_err(FetchError::from_reqwest)?;
+    let status = resp.status();
+    if status == StatusCode::NOT_MODIFIED {
+        return Ok(Fetched::NotModified);
+    }
+    if !status.is_success() {
+        return Err(FetchError::Status {
+            status: status.as_u16(),
+            retry_after: retry_after(resp.headers()),
+        });
+    }
+    let validators = Validators::from_headers(resp.headers());
+    // Refuse before reading when the upstream announces a larger body.
+    if resp
+        .content_length()
+        .is_some_and(|n| n > req.max_body as u64)
+    {
+        return Err(FetchError::TooLarge {
+            limit: req.max_body,
+        });
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = resp.chunk().await.map_err(FetchError::from_reqwest)? {
+        if body.len() + chunk.len() > req.max_body {
+            return Err(FetchError::TooLarge {
+                limit: req.max_body,
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Fetched::Body {
+        body: body.freeze(),
+        validators,
+    })
+}
+
+/// `Retry-After` as seconds or an HTTP date (RFC 9110 §10.2.3).
+fn retry_after(h: &HeaderMap) -> Option<Duration> {
+    let v = h.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_and_dates() {
+        let mut h = HeaderMap::new();
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("120"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(120)));
+        h.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&h), None);
+    }
+}

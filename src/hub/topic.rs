@@ -1,0 +1,328 @@
+//! One stream instance: its current document, event ids, replay ring and broadcast sender.
+//!
+//! The poller is the only writer. Every change is encoded once per format in use, and every
+//! session shares those `Bytes`: there is no per-client serialisation or copy.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use tokio::sync::{broadcast, watch, Notify};
+
+use super::{Delivery, EventId, StreamKey};
+use crate::config::{DiffMode, StreamSpec};
+use crate::sse;
+
+/// One change, as every format encodes it. Formats nobody used when it was published are `None`;
+/// a client wanting one gets the snapshot instead, which is always a valid next event.
+pub struct Frame {
+    pub seq: u64,
+    pub snapshot: Bytes,
+    pub json_patch: Option<Bytes>,
+    pub merge_patch: Option<Bytes>,
+}
+
+impl Frame {
+    fn bytes_for(&self, format: DiffMode) -> &Bytes {
+        let patch = match format {
+            DiffMode::JsonPatch => self.json_patch.as_ref(),
+            DiffMode::MergePatch => self.merge_patch.as_ref(),
+            DiffMode::Snapshot => None,
+        };
+        patch.unwrap_or(&self.snapshot)
+    }
+
+    fn size(&self) -> usize {
+        self.snapshot.len()
+            + self.json_patch.as_ref().map_or(0, Bytes::len)
+            + self.merge_patch.as_ref().map_or(0, Bytes::len)
+    }
+}
+
+/// What travels on a topic's broadcast channel.
+#[derive(Clone)]
+pub enum Message {
+    Event(Arc<Frame>),
+    /// An `upstream-status` event: not replayed, so it carries no id.
+    Status(Bytes),
+    Heartbeat,
+    Close(Bytes),
+}
+
+/// Where the first poll stands; subscribers wait for it to leave `Pending`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    Pending,
+    /// A poll finished: there is a document, or an `upstream-status` saying why not.
+    Ready,
+    /// The upstream refused these credentials; new subscribers get this status.
+    Denied(u16),
+}
+
+#[derive(Default)]
+struct State {
+    /// Sequence of the current document; 0 before the first one.
+    seq: u64,
+    /// The current document as a snapshot event, ready for new clients.
+    snapshot: Option<Bytes>,
+    ring: VecDeque<Arc<Frame>>,
+    ring_bytes: usize,
+    /// The current `upstream-status` event while the upstream fails.
+    failing: Option<Bytes>,
+}
+
+pub struct Topic {
+    pub key: StreamKey,
+    /// Swapped by a reload that retunes the stream; the poller reads it before every poll.
+    pub spec: ArcSwap<StreamSpec>,
+    pub epoch: u64,
+    state: Mutex<State>,
+    tx: broadcast::Sender<Message>,
+    ready: watch::Sender<Readiness>,
+    clients: AtomicUsize,
+    /// Clients per format (json-patch, merge-patch, snapshot), so only formats in use are encoded.
+    formats: [AtomicUsize; 3],
+    /// Signalled when the last client leaves, so the poller can start its idle countdown.
+    pub emptied: Notify,
+    /// Tells the poller to stop: its stream left the config.
+    pub stop: Notify,
+    last_left: Mutex<Instant>,
+}
+
+fn format_index(format: DiffMode) -> usize {
+    match format {
+        DiffMode::JsonPatch => 0,
+        DiffMode::MergePatch => 1,
+        DiffMode::Snapshot => 2,
+    }
+}
+
+impl Topic {
+    pub fn new(spec: Arc<StreamSpec>, key: StreamKey) -> Topic {
+        // Lagging past the ring means a client cannot be caught up by replay anyway: it resyncs.
+        let capacity = spec.replay.clamp(16, 4096);
+        let (tx, _) = broadcast::channel(capacity);
+        Topic {
+            key,
+            spec: ArcSwap::new(spec),
+            epoch: rand::random::<u64>() & 0xffff_ffff_ffff,
+            state: Mutex::new(State::default()),
+            tx,
+            ready: watch::channel(Readiness::Pending).0,
+            clients: AtomicUsize::new(0),
+            formats: Default::default(),
+            emptied: Notify::new(),
+            stop: Notify::new(),
+            last_left: Mutex::new(Instant::now()),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock only means a panic elsewhere; the state itself stays consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn clients(&self) -> usize {
+        self.clients.load(Ordering::Acquire)
+    }
+
+    pub fn last_left(&self) -> Instant {
+        *self.last_left.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a client in; called under the hub's map lock so the poller's idle check can't race
+    /// it. Dropping the `Member` counts it out.
+    pub fn join(self: &Arc<Self>) -> Member {
+        self.clients.fetch_add(1, Ordering::AcqRel);
+        Member(self.clone())
+    }
+
+    pub fn id(&self, seq: u64) -> EventId {
+        EventId {
+            epoch: self.epoch,
+            seq,
+        }
+    }
+
+    pub fn current_seq(&self) -> u64 {
+        self.state().seq
+    }
+
+    pub fn format_in_use(&self, format: DiffMode) -> bool {
+        self.formats[format_index(format)].load(Ordering::Acquire) > 0
+    }
+
+    pub fn readiness(&self) -> watch::Receiver<Readiness> {
+        self.ready.subscribe()
+    }
+
+    pub fn set_ready(&self, r: Readiness) {
+        self.ready.send_replace(r);
+    }
+
+    /// Publishes a new document version. `frame.seq` must be the current seq + 1.
+    pub fn publish(&self, frame: Frame) {
+        let frame = Arc::new(frame);
+        let spec = self.spec.load();
+        let mut st = self.state();
+        st.seq = frame.seq;
+        st.snapshot = Some(frame.snapshot.clone());
+        st.ring_bytes += frame.size();
+        st.ring.push_back(frame.clone());
+        while st.ring.len() > spec.replay.max(1)
+            || (st.ring_bytes > spec.replay_bytes && st.ring.len() > 1)
+        {
+            if let Some(old) = st.ring.pop_front() {
+                st.ring_bytes -= old.size();
+            }
+        }
+        // Sent under the lock, so a subscriber that read the state sees exactly what follows it.
+        let _ = self.tx.send(Message::Event(frame));
+        drop(st);
+        self.set_ready(Readiness::Ready);
+    }
+
+    /// Records the upstream's health: `Some(event)` while failing, `None` when healthy again;
+    /// `event` is broadcast either way.
+    pub fn set_status(&self, failing: Option<Bytes>, event: Bytes) {
+        let mut st = self.state();
+        st.failing = failing;
+        let _ = self.tx.send(Message::Status(event));
+        drop(st);
+        self.set_ready(Readiness::Ready);
+    }
+
+    pub fn heartbeat(&self) {
+        let _ = self.tx.send(Message::Heartbeat);
+    }
+
+    /// Ends every attached stream with `last`.
+    pub fn close(&self, last: Bytes) {
+        let _ = self.tx.send(Message::Close(last));
+    }
+
+}
+
+/// A client counted in a topic, before or after it attached.
+pub struct Member(Arc<Topic>);
+
+impl Member {
+    pub fn topic(&self) -> &Arc<Topic> {
+        &self.0
+    }
+
+    /// Builds a subscription that starts from the current state: the missed events if `resume`
+    /// is in the ring, the snapshot otherwise, then the upstream status if it is failing.
+    pub fn attach(self, format: DiffMode, resume: Option<EventId>) -> Subscription {
+        let topic = self.0.clone();
+        topic.formats[format_index(format)].fetch_add(1, Ordering::AcqRel);
+        let st = topic.state();
+        let mut start = Vec::new();
+        let replay = resume
+            .filter(|id| id.epoch == topic.epoch && id.seq <= st.seq && st.seq > 0)
+            .and_then(|id| {
+                let first = st.ring.front()?.seq;
+                (id.seq + 1 >= first).then_some(id.seq)
+            });
+        match replay {
+            Some(from) => start.extend(
+                st.ring
+                    .iter()
+                    .filter(|f| f.seq > from)
+                    .map(|f| f.bytes_for(format).clone()),
+            ),
+            None => start.extend(st.snapshot.clone()),
+        }
+        let have_doc = replay.is_some() || st.snapshot.is_some();
+        start.extend(st.failing.clone());
+        let rx = topic.tx.subscribe();
+        let last_seq = st.seq;
+        drop(st);
+        Subscription {
+            member: self,
+            topic,
+            start,
+            rx,
+            last_seq,
+            have_doc,
+            format,
+        }
+    }
+}
+
+/// A client's place in a topic. Dropping it leaves the topic.
+pub struct Subscription {
+    member: Member,
+    topic: Arc<Topic>,
+    start: Vec<Bytes>,
+    rx: broadcast::Receiver<Message>,
+    /// Frames up to this sequence are already reflected in what the client has.
+    last_seq: u64,
+    /// Whether the client has a document a patch could apply to.
+    have_doc: bool,
+    format: DiffMode,
+}
+
+impl Subscription {
+    /// What to send before any live event.
+    pub fn take_start(&mut self) -> Vec<Bytes> {
+        std::mem::take(&mut self.start)
+    }
+
+    pub fn key(&self) -> &StreamKey {
+        &self.member.topic().key
+    }
+
+    /// Waits for the next thing to write. Cancel-safe: it can sit in a `select!`.
+    pub async fn next(&mut self) -> Delivery {
+        loop {
+            match self.rx.recv().await {
+                Ok(Message::Event(frame)) => {
+                    if frame.seq <= self.last_seq {
+                        continue;
+                    }
+                    self.last_seq = frame.seq;
+                    let bytes = if self.have_doc {
+                        frame.bytes_for(self.format)
+                    } else {
+                        &frame.snapshot
+                    };
+                    self.have_doc = true;
+                    return Delivery::Send(bytes.clone());
+                }
+                Ok(Message::Status(b)) => return Delivery::Send(b),
+                Ok(Message::Heartbeat) => return Delivery::Send(Bytes::from_static(sse::HEARTBEAT)),
+                Ok(Message::Close(b)) => return Delivery::Close(b),
+                // Fell behind the channel: replace the backlog with one fresh snapshot.
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let st = self.topic.state();
+                    self.last_seq = st.seq;
+                    if let Some(snapshot) = st.snapshot.clone() {
+                        self.have_doc = true;
+                        return Delivery::Send(snapshot);
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return Delivery::Close(Bytes::new()),
+            }
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.topic.formats[format_index(self.format)].fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let topic = &self.0;
+        if topic.clients.fetch_sub(1, Ordering::AcqRel) == 1 {
+            *topic.last_left.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+            topic.emptied.notify_one();
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! sse-gateway: polls existing HTTP APIs and pushes their changes to clients as Server-Sent Events.
+//!
+//! # Layout
+//!
+//! ```text
+//! gateway.yaml ─► config ─► Routes ══ArcSwap══► edge ── not a stream ──► upstream, unchanged
+//!                                                │ a stream: hub.subscribe(key) → Subscription
+//!                                                ▼
+//!  hub ─► poller ─► fetch ─► diff ─► topic ─► broadcast<Frame> ─► session ─► client
+//! ```
+//!
+//! - `config/`: gateway.yaml → validated, immutable `Config`.
+//! - `routes`: request path → stream and instance key. Pure.
+//! - `edge/`: pingora's `ProxyHttp`: SSE subscription, demo page, or pass-through.
+//! - `hub/`: `trait Hub`, the in-process hub, and one topic per stream instance.
+//! - `poller`: an instance's schedule, backoff and change detection; `fetch`: one upstream GET.
+//! - `diff`, `sse`: pure encoders of changes and events.
+//! - `demo`: the built-in demo API and page.
+//! - `app`: the composition root.
+
+pub mod app;
+pub mod config;
+pub mod demo;
+pub mod diff;
+pub mod edge;
+pub mod fetch;
+pub mod hub;
+pub mod poller;
+pub mod routes;
+pub mod sse;

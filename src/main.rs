@@ -1,0 +1,83 @@
+//! The `sse-gateway` command: CLI, tracing set-up and exit codes.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use sse_gateway::{app, config};
+use tracing_subscriber::EnvFilter;
+
+/// Polls existing HTTP APIs and pushes their changes to clients as Server-Sent Events.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The gateway config.
+    #[arg(long, short, global = true, default_value = "gateway.yaml")]
+    config: PathBuf,
+    /// How log lines are written to stderr; filter them with RUST_LOG (default `info`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a config and print what it would serve, without starting.
+    Check {
+        /// The config to check (default: --config).
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+
+    match cli.command {
+        Some(Command::Check { file }) => {
+            let path = file.unwrap_or(cli.config);
+            match config::load(&path) {
+                Ok(config) => {
+                    println!("{} is valid.\n{}", path.display(), config.describe());
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        None => {
+            let config = match config::load(&cli.config) {
+                Ok(config) => config,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    return ExitCode::from(2);
+                }
+            };
+            match app::run(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sse-gateway: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! One stream instance's schedule: poll, detect change, publish; jitter, backoff, Retry-After.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use rand::Rng;
+use serde_json::{json, Value};
+use tokio::time::{sleep_until, Instant};
+use tracing::{debug, info, warn};
+
+use crate::config::{DiffMode, Idle, StreamSpec};
+use crate::diff;
+use crate::fetch::{self, FetchError, Fetched, Validators};
+use crate::hub::topic::{Frame, Readiness, Topic};
+use crate::sse;
+
+/// Bodies above this are diffed on a blocking thread, so one large document can't hold up the
+/// other pollers sharing the hub's runtime.
+const BLOCKING_DIFF_BYTES: usize = 256 * 1024;
+/// However long an upstream asks us to wait, we look again after this.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// Why a poller stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// No client for `idle`; the hub removed the instance.
+    Idle,
+    /// The upstream refused these credentials: clients were told and closed.
+    Denied(u16),
+    /// The stream left the config.
+    Removed,
+}
+
+/// Takes the instance out of the hub: `force` even with clients attached. Returns whether it was
+/// removed (an idle removal fails when a client joined meanwhile).
+pub type Release = Box<dyn Fn(bool) -> bool + Send + Sync>;
+
+pub struct Poller {
+    pub topic: Arc<Topic>,
+    pub client: reqwest::Client,
+    pub release: Release,
+    /// Delay before the first poll, so instances started together don't poll in one burst.
+    pub first_delay: Duration,
+}
+
+/// The last document, as change detection compares it.
+#[derive(PartialEq)]
+enum Doc {
+    Json(Value),
+    /// Not JSON: compared byte for byte and always sent as a snapshot.
+    Other(Bytes),
+}
+
+enum Health {
+    Healthy,
+    Failing,
+}
+
+impl Poller {
+    pub async fn run(self) -> Exit {
+        let topic = self.topic.clone();
+        let mut doc: Option<Doc> = None;
+        let mut validators = Validators::default();
+        let mut failures: u32 = 0;
+        let mut health = Health::Healthy;
+        let mut next_poll = Instant::now() + self.first_delay;
+        let mut next_heartbeat = Instant::now() + topic.spec.load().heartbeat;
+        loop {
+            let spec = topic.spec.load_full();
+            let idle_at = match spec.idle {
+                Idle::After(d) if topic.clients() == 0 => Some(Instant::from_std(topic.last_left() + d)),
+                _ => None,
+            };
+            tokio::select! {
+                _ = sleep_until(next_poll) => {}
+                _ = sleep_until(next_heartbeat) => {
+                    topic.heartbeat();
+                    next_heartbeat = Instant::now() + spec.heartbeat;
+                    continue;
+                }
+                _ = sleep_until(idle_at.unwrap_or(next_poll)), if idle_at.is_some() => {
+                    if (self.release)(false) {
+                        info!("poller stopped: idle");
+                        return Exit::Idle;
+                    }
+                    continue;
+                }
+                // The last client left: recompute the idle deadline.
+                _ = topic.emptied.notified() => continue,
+                _ = topic.stop.notified() => {
+                    info!("poller stopped: stream removed");
+                    return Exit::Removed;
+                }
+            }
+
+            let result = fetch::fetch(
+                &self.client,
+                fetch::Request {
+                    url: target_url(&spec, &topic.key.target),
+                    headers: &spec.upstream.headers,
+                    forwarded: &topic.key.forwarded,
+                    timeout: spec.timeout,
+                    max_body: spec.max_body,
+                    validators: &validators,
+                },
+            )
+            .await;
+
+            let delay = match result {
+                Ok(fetched) => {
+                    failures = 0;
+                    if let Health::Failing = health {
+                        health = Health::Healthy;
+                        info!("upstream back");
+                        let ev = status_event("healthy", None, None);
+                        topic.set_status(None, ev);
+                    }
+                    match fetched {
+                        Fetched::NotModified => debug!("poll: not modified"),
+                        Fetched::Body { body, validators: v } => {
+                            validators = v;
+                            doc = publish_if_changed(&topic, &spec, doc, body).await;
+                        }
+                    }
+                    spec.interval
+                }
+                Err(e) => {
+                    let status = e.status();
+                    let denied = matches!(status, Some(401 | 403))
+                        || (status == Some(404) && doc.is_none());
+                    if let Some(status) = status.filter(|_| denied) {
+                        warn!(status, "upstream refused credentials; closing instance");
+                        topic.set_ready(Readiness::Denied(status));
+                        let data = json!({ "reason": "upstream refused access", "status": status });
+                        topic.close(sse::event(Some("end"), None, &data.to_string()));
+                        (self.release)(true);
+                        return Exit::Denied(status);
+                    }
+                    failures = failures.saturating_add(1);
+                    if let Health::Healthy = health {
+                        health = Health::Failing;
+                        warn!(error = %e, "upstream failing");
+                        let ev = status_event("failing", status, Some(&e));
+                        topic.set_status(Some(ev.clone()), ev);
+                    } else {
+                        debug!(error = %e, failures, "poll failed");
+                    }
+                    backoff(&spec, failures, &e)
+                }
+            };
+            next_poll = Instant::now() + delay;
+        }
+    }
+}
+
+/// `base` + the instance's path and query; config validation guarantees the base has neither
+/// query nor fragment, so concatenation is exact.
+fn target_url(spec: &StreamSpec, target: &str) -> url::Url {
+    let base = spec.upstream.url.as_str().trim_end_matches('/');
+    url::Url::parse(&format!("{base}{target}")).unwrap_or_else(|_| spec.upstream.url.clone())
+}
+
+/// Capped exponential backoff with jitter, or longer when the upstream asked for it.
+fn backoff(spec: &StreamSpec, failures: u32, e: &FetchError) -> Duration {
+    let exp = spec
+        .interval
+        .saturating_mul(1u32 << failures.min(16))
+        .min(spec.backoff_max.max(spec.interval));
+    let jittered = rand::rng().random_range(exp / 2..=exp);
+    match e {
+        FetchError::Status {
+            retry_after: Some(ra),
+            ..
+        } => jittered.max((*ra).min(MAX_RETRY_AFTER)),
+        _ => jittered,
+    }
+}
+
+fn status_event(state: &str, status: Option<u16>, error: Option<&FetchError>) -> Bytes {
+    let since = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    let data = json!({
+        "state": state,
+        "status": status,
+        "error": error.map(|e| e.to_string()),
+        "since": since,
+    });
+    sse::event(Some("upstream-status"), None, &data.to_string())
+}
+
+/// Compares the new body with the last document and publishes a frame when it changed.
+async fn publish_if_changed(
+    topic: &Arc<Topic>,
+    spec: &Arc<StreamSpec>,
+    old: Option<Doc>,
+    body: Bytes,
+) -> Option<Doc> {
+    let seq = topic.current_seq() + 1;
+    let id = topic.id(seq).to_string();
+    let wanted = [DiffMode::JsonPatch, DiffMode::MergePatch]
+        .map(|m| spec.diff == m || topic.format_in_use(m));
+    let ignore = spec.ignore.clone();
+    let big = body.len() > BLOCKING_DIFF_BYTES;
+    let work = move || -> (Option<Doc>, Option<Frame>) {
+        let new = match serde_json::from_slice::<Value>(&body) {
+            Ok(mut v) => {
+                diff::strip(&mut v, &ignore);
+                Doc::Json(v)
+            }
+            Err(_) => Doc::Other(body),
+        };
+        if old.as_ref() == Some(&new) {
+            return (old, None);
+        }
+        let frame = encode(seq, &id, old.as_ref(), &new, wanted);
+        (Some(new), Some(frame))
+    };
+    let (doc, frame) = if big {
+        match tokio::task::spawn_blocking(work).await {
+            Ok(out) => out,
+            Err(e) => {
+                // Forgetting the document makes the next poll publish a fresh snapshot.
+                warn!(error = %e, "diff task failed");
+                (None, None)
+            }
+        }
+    } else {
+        work()
+    };
+    match frame {
+        Some(frame) => {
+            debug!(seq, "poll: changed");
+            topic.publish(frame);
+        }
+        None => debug!("poll: unchanged"),
+    }
+    doc
+}
+
+/// Encodes the change in every wanted format; `wanted` is [json-patch, merge-patch].
+fn encode(seq: u64, id: &str, old: Option<&Doc>, new: &Doc, wanted: [bool; 2]) -> Frame {
+    let snapshot = match new {
+        Doc::Json(v) => sse::event(Some("snapshot"), Some(id), &v.to_string()),
+        Doc::Other(b) => sse::event(Some("snapshot"), Some(id), &String::from_utf8_lossy(b)),
+    };
+    let (json_patch, merge_patch) = match (old, new) {
+        (Some(Doc::Json(old)), Doc::Json(new)) => {
+            let jp = wanted[0]
+                .then(|| serde_json::to_string(&diff::json_patch(old, new)).ok())
+                .flatten()
+                .map(|p| sse::event(Some("patch"), Some(id), &p));
+            let mp = wanted[1]
+                .then(|| diff::merge_patch(old, new))
+                .flatten()
+                .map(|p| sse::event(Some("merge-patch"), Some(id), &p.to_string()));
+            (jp, mp)
+        }
+        // No previous JSON document to patch: only a snapshot can say it.
+        _ => (None, None),
+    };
+    Frame {
+        seq,
+        snapshot,
+        json_patch,
+        merge_patch,
+    }
+}

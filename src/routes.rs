@@ -1,0 +1,113 @@
+//! Request → (StreamSpec, StreamKey). Pure: no I/O, no pingora types.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+use percent_encoding::percent_decode_str;
+
+use crate::config::{Config, StreamSpec};
+use crate::hub::StreamKey;
+
+/// Query parameters the gateway reads itself and never forwards.
+pub const RESERVED_QUERY: [&str; 2] = ["format", "lastEventId"];
+
+/// The routing table of one config; replaced whole by a reload.
+pub struct Routes {
+    pub config: Arc<Config>,
+}
+
+/// A matched stream and its raw parameter values, in template order.
+pub type Route<'r, 'p> = (&'r Arc<StreamSpec>, Vec<(&'r str, &'p str)>);
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("path parameter `{name}` is not valid: {reason}")]
+    BadParam { name: String, reason: &'static str },
+}
+
+impl Routes {
+    pub fn new(config: Config) -> Routes {
+        Routes {
+            config: Arc::new(config),
+        }
+    }
+
+    /// The stream serving `path`, with its raw (still percent-encoded) parameter values.
+    /// A literal path wins over a template; templates match in file order.
+    pub fn find<'p>(&self, path: &'p str) -> Option<Route<'_, 'p>> {
+        let streams = &self.config.streams;
+        streams
+            .iter()
+            .filter(|s| !s.path.is_template())
+            .chain(streams.iter().filter(|s| s.path.is_template()))
+            .find_map(|s| s.path.match_path(path).map(|values| (s, values)))
+    }
+}
+
+/// The instance a request subscribes to. Parameter values are decoded, checked against the
+/// stream's patterns and re-encoded as single segments, so `..`, `/` or `%2F` can never change
+/// which upstream path is polled.
+pub fn instance(
+    spec: &StreamSpec,
+    raw_values: &[(&str, &str)],
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<StreamKey, RouteError> {
+    let mut values = Vec::with_capacity(raw_values.len());
+    for (name, raw) in raw_values {
+        let bad = |reason| RouteError::BadParam {
+            name: (*name).to_string(),
+            reason,
+        };
+        let value = percent_decode_str(raw)
+            .decode_utf8()
+            .map_err(|_| bad("not UTF-8"))?;
+        if value == "." || value == ".." {
+            return Err(bad("dot segments are not allowed"));
+        }
+        if let Some(re) = spec.params.get(*name) {
+            if !re.is_match(&value) {
+                return Err(bad("does not match the allowed pattern"));
+            }
+        }
+        values.push((*name, value.into_owned()));
+    }
+    let mut target = spec.poll.render(&values);
+    if spec.forward_query {
+        let kept: Vec<&str> = query
+            .unwrap_or("")
+            .split('&')
+            .filter(|pair| {
+                let name = pair.split('=').next().unwrap_or("");
+                !pair.is_empty() && !RESERVED_QUERY.contains(&name)
+            })
+            .collect();
+        if !kept.is_empty() {
+            target.push('?');
+            target.push_str(&kept.join("&"));
+        }
+    }
+    let forwarded = spec
+        .forward_headers
+        .iter()
+        .flat_map(|name| {
+            headers
+                .get_all(name)
+                .iter()
+                .map(move |v| (name.clone(), v.clone()))
+        })
+        .collect();
+    Ok(StreamKey {
+        stream: Arc::from(spec.path.as_str()),
+        target,
+        forwarded,
+    })
+}
+
+/// A query parameter's decoded value (`format`, `lastEventId`).
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| percent_decode_str(v).decode_utf8_lossy().into_owned())
+    })
+}
