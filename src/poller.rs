@@ -69,7 +69,9 @@ impl Poller {
         loop {
             let spec = topic.spec.load_full();
             let idle_at = match spec.idle {
-                Idle::After(d) if topic.clients() == 0 => Some(Instant::from_std(topic.last_left() + d)),
+                Idle::After(d) if topic.clients() == 0 => {
+                    Some(Instant::from_std(topic.last_left() + d))
+                }
                 _ => None,
             };
             tokio::select! {
@@ -118,7 +120,10 @@ impl Poller {
                     }
                     match fetched {
                         Fetched::NotModified => debug!("poll: not modified"),
-                        Fetched::Body { body, validators: v } => {
+                        Fetched::Body {
+                            body,
+                            validators: v,
+                        } => {
                             validators = v;
                             doc = publish_if_changed(&topic, &spec, doc, body).await;
                         }
@@ -127,8 +132,8 @@ impl Poller {
                 }
                 Err(e) => {
                     let status = e.status();
-                    let denied = matches!(status, Some(401 | 403))
-                        || (status == Some(404) && doc.is_none());
+                    let denied =
+                        matches!(status, Some(401 | 403)) || (status == Some(404) && doc.is_none());
                     if let Some(status) = status.filter(|_| denied) {
                         warn!(status, "upstream refused credentials; closing instance");
                         topic.set_ready(Readiness::Denied(status));

@@ -48,9 +48,10 @@ fn field(buf: &mut BytesMut, prefix: &[u8], value: &str) {
     buf.put_u8(b'\n');
 }
 
-/// `retry: <ms>`: how long a browser waits before it reconnects.
+/// The `retry: <ms>` field: how long a browser waits before it reconnects. It is a line, not
+/// a block: put it in front of an event so the event's parser sees both, or end it with `\n`.
 pub fn retry(ms: u64) -> Bytes {
-    Bytes::from(format!("retry: {ms}\n\n"))
+    Bytes::from(format!("retry: {ms}\n"))
 }
 
 /// A comment line; line breaks in `text` are dropped.

@@ -114,9 +114,7 @@ pub fn parse(source: &Arc<str>, text: &str) -> Result<File, ConfigError> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
         let inner = e.into_inner();
-        let (line, col) = inner
-            .location()
-            .map_or((1, 1), |l| (l.line(), l.column()));
+        let (line, col) = inner.location().map_or((1, 1), |l| (l.line(), l.column()));
         let msg = inner.to_string();
         // serde_yaml appends the location we already print in front.
         let msg = match msg.find(" at line ") {
@@ -127,7 +125,11 @@ pub fn parse(source: &Arc<str>, text: &str) -> Result<File, ConfigError> {
             file: source.clone(),
             line,
             col,
-            key: if key == "." { "(top level)".into() } else { key },
+            key: if key == "." {
+                "(top level)".into()
+            } else {
+                key
+            },
             msg,
         }
     })

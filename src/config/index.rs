@@ -25,7 +25,10 @@ impl KeyIndex {
             }
             let mut indent = raw.len() - trimmed.len();
             let mut rest = trimmed;
-            while let Some(after) = rest.strip_prefix("- ").or_else(|| (rest == "-").then_some("")) {
+            while let Some(after) = rest
+                .strip_prefix("- ")
+                .or_else(|| (rest == "-").then_some(""))
+            {
                 while stack.last().is_some_and(|(i, _)| *i >= indent) {
                     stack.pop();
                 }

@@ -147,9 +147,13 @@ impl DiffMode {
     }
 
     pub fn parse(s: &str) -> Option<DiffMode> {
-        [DiffMode::JsonPatch, DiffMode::MergePatch, DiffMode::Snapshot]
-            .into_iter()
-            .find(|m| m.as_str() == s)
+        [
+            DiffMode::JsonPatch,
+            DiffMode::MergePatch,
+            DiffMode::Snapshot,
+        ]
+        .into_iter()
+        .find(|m| m.as_str() == s)
     }
 }
 
@@ -263,4 +267,3 @@ impl Config {
         s
     }
 }
-

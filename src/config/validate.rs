@@ -108,7 +108,12 @@ pub fn validate(
     });
 
     let demo = file.demo.map(|d| Demo {
-        listen: socket_addr(&mut errs, "demo.listen", d.listen.as_deref(), "127.0.0.1:3000"),
+        listen: socket_addr(
+            &mut errs,
+            "demo.listen",
+            d.listen.as_deref(),
+            "127.0.0.1:3000",
+        ),
         page: d.page.unwrap_or(true),
     });
 
@@ -243,11 +248,16 @@ fn upstream(
         errs.add(key, "must not have a query or fragment");
         return None;
     }
-    let Some(host) = url.host_str().map(|h| h.trim_matches(['[', ']']).to_string()) else {
+    let Some(host) = url
+        .host_str()
+        .map(|h| h.trim_matches(['[', ']']).to_string())
+    else {
         errs.add(key, "has no host");
         return None;
     };
-    let port = url.port_or_known_default().unwrap_or(if tls { 443 } else { 80 });
+    let port = url
+        .port_or_known_default()
+        .unwrap_or(if tls { 443 } else { 80 });
     let addr = match host.parse::<std::net::IpAddr>() {
         Ok(ip) => SocketAddr::new(ip, port),
         Err(_) => match resolve(&host, port) {
@@ -280,7 +290,10 @@ fn size(errs: &mut Errors, key: &str, s: &Size) -> Option<usize> {
         }
         Some(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
         None => {
-            errs.add(key, "not a size like `8MiB`, `512KiB`, `1MB` or a number of bytes");
+            errs.add(
+                key,
+                "not a size like `8MiB`, `512KiB`, `1MB` or a number of bytes",
+            );
             None
         }
     }
@@ -361,10 +374,18 @@ fn stream(
         }
     };
 
-    let dur = |errs: &mut Errors, field: &str, own: Option<Duration>, def: Option<Duration>, fallback: u64| {
+    let dur = |errs: &mut Errors,
+               field: &str,
+               own: Option<Duration>,
+               def: Option<Duration>,
+               fallback: u64| {
         let v = own.or(def).unwrap_or(Duration::from_millis(fallback));
         if v.is_zero() {
-            let at = if own.is_some() { k(field) } else { format!("defaults.{field}") };
+            let at = if own.is_some() {
+                k(field)
+            } else {
+                format!("defaults.{field}")
+            };
             errs.add(at, "must be more than zero");
         }
         v
@@ -373,13 +394,20 @@ fn stream(
     let timeout = dur(errs, "timeout", st.timeout, d.timeout, 5_000);
     let heartbeat = dur(errs, "heartbeat", st.heartbeat, d.heartbeat, 15_000);
     let retry = st.retry.or(d.retry).unwrap_or(Duration::from_secs(3));
-    let backoff_max = st.backoff_max.or(d.backoff_max).unwrap_or(Duration::from_secs(60));
+    let backoff_max = st
+        .backoff_max
+        .or(d.backoff_max)
+        .unwrap_or(Duration::from_secs(60));
 
     let replay = st.replay.or(d.replay).unwrap_or(256);
     if replay > 100_000 {
         errs.add(k("replay"), "at most 100000");
     }
-    let size_of = |errs: &mut Errors, field: &str, own: &Option<Size>, def: &Option<Size>, fallback: usize| {
+    let size_of = |errs: &mut Errors,
+                   field: &str,
+                   own: &Option<Size>,
+                   def: &Option<Size>,
+                   fallback: usize| {
         match (own, def) {
             (Some(s), _) => size(errs, &k(field), s),
             (None, Some(s)) => size(errs, &format!("defaults.{field}"), s),
@@ -387,7 +415,13 @@ fn stream(
         }
         .unwrap_or(fallback)
     };
-    let replay_bytes = size_of(errs, "replay_bytes", &st.replay_bytes, &d.replay_bytes, 4 << 20);
+    let replay_bytes = size_of(
+        errs,
+        "replay_bytes",
+        &st.replay_bytes,
+        &d.replay_bytes,
+        4 << 20,
+    );
     let max_body = size_of(errs, "max_body", &st.max_body, &d.max_body, 8 << 20);
 
     let idle = match st.idle.as_ref().or(d.idle.as_ref()) {
@@ -396,7 +430,12 @@ fn stream(
         Some(IdleFile::After(x)) => Idle::After(*x),
     };
 
-    let ignore = st.ignore.as_ref().or(d.ignore.as_ref()).cloned().unwrap_or_default();
+    let ignore = st
+        .ignore
+        .as_ref()
+        .or(d.ignore.as_ref())
+        .cloned()
+        .unwrap_or_default();
     for (i, p) in ignore.iter().enumerate() {
         if !p.starts_with('/') {
             errs.add(

@@ -138,9 +138,8 @@ impl Edge {
             Some(f) => match DiffMode::parse(&f) {
                 Some(m) => m,
                 None => {
-                    let body = format!(
-                        "unknown format `{f}`: use snapshot, json-patch or merge-patch\n"
-                    );
+                    let body =
+                        format!("unknown format `{f}`: use snapshot, json-patch or merge-patch\n");
                     return respond(session, 400, "text/plain; charset=utf-8", body.into()).await;
                 }
             },
@@ -164,10 +163,8 @@ impl Edge {
             }
         };
 
-        let Some(_permit) = Permit::acquire(
-            &self.shared.clients,
-            routes.config.limits.max_clients,
-        ) else {
+        let Some(_permit) = Permit::acquire(&self.shared.clients, routes.config.limits.max_clients)
+        else {
             return self
                 .overloaded(session, &spec, "the gateway is at its client limit")
                 .await;
@@ -207,7 +204,12 @@ impl Edge {
     /// Past a limit, a browser must come back later rather than give up: a non-200 answer ends
     /// a native EventSource for good (WHATWG HTML §9.2.3), so SSE clients get 200, a jittered
     /// `retry:` and an `overloaded` event; anything else gets 503 with `Retry-After`.
-    async fn overloaded(&self, session: &mut Session, spec: &StreamSpec, reason: &str) -> Result<()> {
+    async fn overloaded(
+        &self,
+        session: &mut Session,
+        spec: &StreamSpec,
+        reason: &str,
+    ) -> Result<()> {
         let total = self.shared.overloaded.fetch_add(1, Ordering::Relaxed) + 1;
         if total.is_power_of_two() || total % 1000 == 0 {
             warn!(overloaded_total = total, reason, "client turned away");
@@ -232,7 +234,12 @@ impl Edge {
 }
 
 /// A whole response with a body.
-async fn respond(session: &mut Session, status: u16, content_type: &str, body: Bytes) -> Result<()> {
+async fn respond(
+    session: &mut Session,
+    status: u16,
+    content_type: &str,
+    body: Bytes,
+) -> Result<()> {
     let mut resp = ResponseHeader::build(status, Some(3))?;
     resp.insert_header(header::CONTENT_TYPE, content_type)?;
     resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
@@ -247,7 +254,9 @@ struct Permit<'a>(&'a AtomicUsize);
 impl<'a> Permit<'a> {
     fn acquire(count: &'a AtomicUsize, max: usize) -> Option<Permit<'a>> {
         count
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
             .ok()
             .map(|_| Permit(count))
     }

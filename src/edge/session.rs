@@ -31,12 +31,19 @@ pub async fn run(session: &mut Session, mut sub: Subscription, settings: Setting
     }
     session.write_response_header(Box::new(resp), false).await?;
 
-    // The greeting goes out in one write: `retry:`, then the snapshot or the replayed events.
+    // The greeting goes out in one write: `retry:` in the block of the snapshot or the first
+    // replayed event, then the rest.
     let mut first = BytesMut::from(&sse::retry(settings.retry.as_millis() as u64)[..]);
-    for bytes in sub.take_start() {
+    let start = sub.take_start();
+    if start.is_empty() {
+        first.extend_from_slice(b"\n");
+    }
+    for bytes in start {
         first.extend_from_slice(&bytes);
     }
-    session.write_response_body(Some(first.freeze()), false).await?;
+    session
+        .write_response_body(Some(first.freeze()), false)
+        .await?;
 
     let outcome = loop {
         tokio::select! {

@@ -127,7 +127,10 @@ mod tests {
 
     #[test]
     fn event_ids_round_trip_and_refuse_garbage() {
-        let id = EventId { epoch: 0xabc, seq: 42 };
+        let id = EventId {
+            epoch: 0xabc,
+            seq: 42,
+        };
         assert_eq!(id.to_string(), "000000000abc-42");
         assert_eq!(EventId::parse(&id.to_string()), Some(id));
         for bad in ["", "42", "zz-1", "1-", "-1", "1-x", "1-2-3"] {

@@ -203,7 +203,6 @@ impl Topic {
     pub fn close(&self, last: Bytes) {
         let _ = self.tx.send(Message::Close(last));
     }
-
 }
 
 /// A client counted in a topic, before or after it attached.
@@ -294,7 +293,9 @@ impl Subscription {
                     return Delivery::Send(bytes.clone());
                 }
                 Ok(Message::Status(b)) => return Delivery::Send(b),
-                Ok(Message::Heartbeat) => return Delivery::Send(Bytes::from_static(sse::HEARTBEAT)),
+                Ok(Message::Heartbeat) => {
+                    return Delivery::Send(Bytes::from_static(sse::HEARTBEAT))
+                }
                 Ok(Message::Close(b)) => return Delivery::Close(b),
                 // Fell behind the channel: replace the backlog with one fresh snapshot.
                 Err(broadcast::error::RecvError::Lagged(_)) => {

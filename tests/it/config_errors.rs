@@ -1,0 +1,203 @@
+//! A broken gateway.yaml is refused with the file, line and key, and `check` says what is wrong.
+
+use crate::support::check;
+
+const GOOD: &str = "upstreams:
+  legacy:
+    url: http://127.0.0.1:3000
+streams:
+  - path: /sse/prices
+    upstream: legacy
+    poll: /api/prices
+";
+
+/// Runs `check` on `yaml` and asserts it fails naming `line` and `key`.
+fn refused(yaml: &str, line: usize, key: &str, words: &str) {
+    let (code, _out, err, path, _dir) = check(yaml);
+    assert_eq!(code, 2, "{err}");
+    let at = format!("{}:{line}:", path.display());
+    assert!(err.contains(&at), "expected {at} in:\n{err}");
+    assert!(
+        err.contains(&format!(": {key}: ")),
+        "expected key {key} in:\n{err}"
+    );
+    assert!(err.contains(words), "expected `{words}` in:\n{err}");
+}
+
+#[test]
+fn the_issue_example_loads_as_written() {
+    let yaml = r#"listen: 0.0.0.0:8080
+upstreams:
+  legacy:
+    url: http://127.0.0.1:3000
+    headers: { Authorization: "Bearer ${LEGACY_TOKEN}" }   # ${VAR} from the environment
+defaults:            # any stream key may be set here and overridden per stream
+  interval: 2s
+  timeout: 5s
+  diff: json-patch   # json-patch | merge-patch | snapshot
+  heartbeat: 15s
+  replay: 256        # events kept per stream instance for resume
+  idle: 30s          # keep polling this long after the last client leaves
+streams:
+  - path: /sse/prices               # what clients subscribe to
+    upstream: legacy
+    poll: /api/prices               # path polled on the upstream (default: same as path)
+    interval: 1s
+    ignore: [/generated_at]         # JSON pointers left out of change detection and diffs
+  - path: /sse/orders/{id}          # a template: one shared poller per distinct {id}
+    upstream: legacy
+    poll: /api/orders/{id}
+    forward_headers: [Authorization]
+    max_instances: 1000
+proxy: legacy        # where every other request goes, unchanged (optional)
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sse-gateway"))
+        .arg("check")
+        .arg(&path)
+        .env("LEGACY_TOKEN", "s3cret")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("stream /sse/prices -> legacy /api/prices: every 1s"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("stream /sse/orders/{id} -> legacy /api/orders/{id}: every 2s"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("forwards [authorization]"), "{stdout}");
+    assert!(
+        stdout.contains("proxy: every other request to legacy"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("s3cret"),
+        "secrets are never printed: {stdout}"
+    );
+}
+
+#[test]
+fn the_repos_gateway_yaml_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.yaml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sse-gateway"))
+        .args(["check", path])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn an_unknown_key_is_refused() {
+    refused(
+        &format!("{GOOD}    intervall: 1s\n"),
+        8,
+        "streams[0].intervall",
+        "unknown field `intervall`",
+    );
+}
+
+#[test]
+fn a_wrong_type_is_refused() {
+    refused(
+        &format!("{GOOD}    replay: lots\n"),
+        8,
+        "streams[0].replay",
+        "invalid type",
+    );
+}
+
+#[test]
+fn a_bad_duration_is_refused() {
+    refused(
+        &format!("{GOOD}    interval: soon\n"),
+        8,
+        "streams[0].interval",
+        "soon",
+    );
+}
+
+#[test]
+fn a_missing_upstream_is_refused() {
+    refused(
+        &GOOD.replace("upstream: legacy", "upstream: legacy2"),
+        6,
+        "streams[0].upstream",
+        "no upstream named `legacy2`",
+    );
+}
+
+#[test]
+fn a_duplicate_path_is_refused() {
+    let yaml = format!("{GOOD}  - path: /sse/prices\n    upstream: legacy\n");
+    refused(
+        &yaml,
+        8,
+        "streams[1].path",
+        "two streams have the path `/sse/prices`",
+    );
+}
+
+#[test]
+fn a_poll_param_missing_from_path_is_refused() {
+    refused(
+        &GOOD.replace("poll: /api/prices", "poll: /api/prices/{id}"),
+        7,
+        "streams[0].poll",
+        "`{id}` is not a parameter of path",
+    );
+}
+
+#[test]
+fn an_unset_environment_variable_is_refused() {
+    let yaml = GOOD.replace(
+        "    url: http://127.0.0.1:3000\n",
+        "    url: http://127.0.0.1:3000\n    headers:\n      Authorization: \"Bearer ${LEGACY_TOKEN}\"\n",
+    );
+    refused(
+        &yaml,
+        5,
+        "upstreams.legacy.headers.Authorization",
+        "`LEGACY_TOKEN` is not set",
+    );
+}
+
+#[test]
+fn a_proxy_naming_a_missing_upstream_is_refused() {
+    refused(
+        &format!("{GOOD}proxy: nowhere\n"),
+        8,
+        "proxy",
+        "no upstream named `nowhere`",
+    );
+}
+
+#[test]
+fn every_semantic_error_is_reported_at_once() {
+    let yaml = GOOD.replace("upstream: legacy", "upstream: nope") + "proxy: nowhere\n";
+    let (code, _, err, _, _dir) = check(&yaml);
+    assert_eq!(code, 2);
+    assert_eq!(err.lines().count(), 2, "{err}");
+}
+
+#[test]
+fn a_yaml_syntax_error_names_its_line() {
+    refused(
+        &format!("{GOOD}  - path: [unclosed\n"),
+        8,
+        "streams[1].path",
+        "",
+    );
+}

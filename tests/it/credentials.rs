@@ -1,0 +1,135 @@
+//! Clients never see data fetched with someone else's credentials, and paths stay in bounds.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::support::*;
+
+fn yaml(up: &Upstream) -> String {
+    config(
+        up,
+        "  - path: /sse/orders/{id}\n    upstream: api\n    poll: /orders/{id}\n    interval: 100ms\n    forward_headers: [Authorization]\n",
+    )
+}
+
+#[tokio::test]
+async fn clients_with_different_credentials_get_their_own_data_and_poller() {
+    let up = Upstream::start().await;
+    up.by_auth(
+        "/orders/1",
+        &[
+            ("Bearer alice", json!({"owner": "alice"})),
+            ("Bearer bob", json!({"owner": "bob"})),
+        ],
+    );
+    let gw = Gateway::start(&yaml(&up)).await;
+    let mut alice = gw
+        .sse_with("/sse/orders/1", &[("authorization", "Bearer alice")])
+        .await;
+    let mut bob = gw
+        .sse_with("/sse/orders/1", &[("authorization", "Bearer bob")])
+        .await;
+    assert_eq!(alice.snapshot().await, json!({"owner": "alice"}));
+    assert_eq!(bob.snapshot().await, json!({"owner": "bob"}));
+    let reqs = up.requests("/orders/1").await;
+    let alice_polls = reqs
+        .iter()
+        .filter(|r| r.headers["authorization"] == "Bearer alice")
+        .count();
+    let bob_polls = reqs
+        .iter()
+        .filter(|r| r.headers["authorization"] == "Bearer bob")
+        .count();
+    assert!(alice_polls >= 1 && bob_polls >= 1);
+}
+
+#[tokio::test]
+async fn a_first_poll_refused_with_401_gives_the_client_401() {
+    let up = Upstream::start().await;
+    up.by_auth("/orders/1", &[("Bearer alice", json!({"owner": "alice"}))]);
+    let gw = Gateway::start(&yaml(&up)).await;
+    let resp = gw
+        .get_sse("/sse/orders/1", &[("authorization", "Bearer mallory")])
+        .await;
+    assert_eq!(resp.status(), 401);
+    let resp = gw.get_sse("/sse/orders/1", &[]).await;
+    assert_eq!(resp.status(), 401);
+}
+
+#[tokio::test]
+async fn a_missing_resource_on_first_poll_gives_404() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&yaml(&up)).await;
+    let resp = gw.get_sse("/sse/orders/404", &[]).await;
+    assert_eq!(resp.status(), 404);
+}
+
+#[tokio::test]
+async fn revoked_access_closes_that_instances_clients() {
+    let up = Upstream::start().await;
+    up.by_auth(
+        "/orders/1",
+        &[
+            ("Bearer alice", json!({"owner": "alice"})),
+            ("Bearer bob", json!({"owner": "bob"})),
+        ],
+    );
+    let gw = Gateway::start(&yaml(&up)).await;
+    let mut alice = gw
+        .sse_with("/sse/orders/1", &[("authorization", "Bearer alice")])
+        .await;
+    let mut bob = gw
+        .sse_with("/sse/orders/1", &[("authorization", "Bearer bob")])
+        .await;
+    alice.snapshot().await;
+    bob.snapshot().await;
+    up.by_auth(
+        "/orders/1",
+        &[("Bearer bob", json!({"owner": "bob", "v": 2}))],
+    );
+    let end = alice.next_of("end").await;
+    assert!(end.data.contains("401"), "{}", end.data);
+    assert!(
+        alice.try_next_event().await.is_none(),
+        "alice's stream ends"
+    );
+    assert_eq!(bob.next_document().await, json!({"owner": "bob", "v": 2}));
+}
+
+#[tokio::test]
+async fn path_traversal_values_are_refused_and_never_polled() {
+    let up = Upstream::json("/orders/1", json!({})).await;
+    let gw = Gateway::start(&yaml(&up)).await;
+    // Sent raw: an HTTP client library would normalise the dot segments away.
+    for bad in [
+        "..", "%2e%2e", "%2E.", "a%2Fb", "%2F", "a%00b", "%252F", ".",
+    ] {
+        let (status, body) = raw_get(gw.port, &format!("/sse/orders/{bad}")).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body.contains("`id`"), "{bad}: {body}");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let polled: Vec<String> = up
+        .server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.url.path().to_string())
+        .collect();
+    assert!(polled.is_empty(), "{polled:?}");
+}
+
+#[tokio::test]
+async fn a_param_pattern_narrows_what_values_are_accepted() {
+    let up = Upstream::json("/orders/42", json!({"id": 42})).await;
+    let gw = Gateway::start(&config(
+        &up,
+        "  - path: /sse/orders/{id}\n    upstream: api\n    poll: /orders/{id}\n    params: { id: \"[0-9]+\" }\n",
+    ))
+    .await;
+    assert_eq!(gw.get_sse("/sse/orders/abc", &[]).await.status(), 400);
+    let mut c = gw.sse("/sse/orders/42").await;
+    assert_eq!(c.snapshot().await, json!({"id": 42}));
+}

@@ -1,0 +1,170 @@
+//! A client gets the document on connect and every change after it, in the format it wants.
+
+use serde_json::json;
+
+use crate::support::*;
+
+fn stream(up: &Upstream, extra: &str) -> String {
+    config(
+        up,
+        &format!(
+            "  - path: /sse/doc\n    upstream: api\n    poll: /doc\n    interval: 100ms\n{extra}"
+        ),
+    )
+}
+
+#[tokio::test]
+async fn a_client_gets_a_snapshot_on_connect() {
+    let up = Upstream::json("/doc", json!({"eur": 1.08})).await;
+    let gw = Gateway::start(&stream(&up, "")).await;
+    let resp = gw.get_sse("/sse/doc", &[]).await;
+    assert_eq!(resp.status(), 200);
+    let h = resp.headers();
+    assert_eq!(h["content-type"], "text/event-stream");
+    assert_eq!(h["cache-control"], "no-cache");
+    assert_eq!(h["x-accel-buffering"], "no");
+    assert_eq!(h["transfer-encoding"], "chunked");
+    let mut client = SseClient::new(resp);
+    let ev = client.next_event().await;
+    assert_eq!(ev.event, "snapshot");
+    assert_eq!(ev.retry, Some(std::time::Duration::from_secs(3)));
+    assert!(!ev.id.is_empty());
+    assert_eq!(client.doc, Some(json!({"eur": 1.08})));
+}
+
+#[tokio::test]
+async fn an_upstream_change_reaches_each_client_as_a_patch_that_rebuilds_the_document() {
+    let up = Upstream::json(
+        "/doc",
+        json!({"a": {"b": [1, 2, 3], "c": "x"}, "list": ["p", "q"], "s": "plain"}),
+    )
+    .await;
+    let gw = Gateway::start(&stream(&up, "")).await;
+    let mut client = gw.sse("/sse/doc").await;
+    client.snapshot().await;
+    let versions = [
+        json!({"a": {"b": [1, 2, 3, 4, 5], "c": "x", "d": {"deep": true}}, "list": ["p", "q"], "s": "plain"}),
+        json!({"a": {"b": [5, 4], "c": null}, "list": ["q", "p", "r"], "s": "line1\nline2\r\ndata: injected"}),
+        json!({"a": {}, "list": [], "s": "ünïcødé ✓ 漢字 🎉", "n": 1.5e300}),
+        json!([{"top": "level array"}, 2, "three"]),
+        json!({"back": "to an object", "empty": ""}),
+    ];
+    for v in versions {
+        up.set("/doc", v.clone());
+        assert_eq!(client.next_document().await, v);
+    }
+}
+
+#[tokio::test]
+async fn events_are_patches_whose_ids_increase() {
+    let up = Upstream::json("/doc", json!({"n": 0})).await;
+    let gw = Gateway::start(&stream(&up, "")).await;
+    let mut client = gw.sse("/sse/doc").await;
+    let first = client.next_event().await;
+    let mut last: u64 = first.id.rsplit('-').next().unwrap().parse().unwrap();
+    for n in 1..4 {
+        up.set("/doc", json!({"n": n}));
+        let ev = client.next_of("patch").await;
+        assert!(!ev.id.contains(['\r', '\n', '\0']));
+        let seq: u64 = ev.id.rsplit('-').next().unwrap().parse().unwrap();
+        assert_eq!(seq, last + 1);
+        last = seq;
+        assert_eq!(client.doc, Some(json!({"n": n})));
+    }
+}
+
+#[tokio::test]
+async fn merge_patch_mode_sends_rfc7396_patches() {
+    let up = Upstream::json("/doc", json!({"a": 1, "b": {"c": 2, "d": 3}})).await;
+    let gw = Gateway::start(&stream(&up, "    diff: merge-patch\n")).await;
+    let mut client = gw.sse("/sse/doc").await;
+    client.snapshot().await;
+    up.set("/doc", json!({"a": 1, "b": {"c": 5}}));
+    let ev = client.next_of("merge-patch").await;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&ev.data).unwrap(),
+        json!({"b": {"c": 5, "d": null}})
+    );
+    assert_eq!(client.doc, Some(json!({"a": 1, "b": {"c": 5}})));
+    // RFC 7396 cannot set a null: that change comes as a snapshot.
+    up.set("/doc", json!({"a": null, "b": {"c": 5}}));
+    let ev = client.next_event().await;
+    assert_eq!(ev.event, "snapshot");
+    assert_eq!(client.doc, Some(json!({"a": null, "b": {"c": 5}})));
+}
+
+#[tokio::test]
+async fn snapshot_mode_sends_the_whole_document_each_time() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    let gw = Gateway::start(&stream(&up, "    diff: snapshot\n")).await;
+    let mut client = gw.sse("/sse/doc").await;
+    client.snapshot().await;
+    up.set("/doc", json!({"v": 2}));
+    let ev = client.next_event().await;
+    assert_eq!(ev.event, "snapshot");
+    assert_eq!(client.doc, Some(json!({"v": 2})));
+}
+
+#[tokio::test]
+async fn each_client_may_pick_its_own_format() {
+    let up = Upstream::json("/doc", json!({"v": 1, "keep": true})).await;
+    let gw = Gateway::start(&stream(&up, "")).await;
+    let mut patch = gw.sse("/sse/doc").await;
+    let mut merge = gw.sse("/sse/doc?format=merge-patch").await;
+    let mut snap = gw.sse("/sse/doc?format=snapshot").await;
+    for c in [&mut patch, &mut merge, &mut snap] {
+        c.snapshot().await;
+    }
+    let v2 = json!({"v": 2, "keep": true});
+    up.set("/doc", v2.clone());
+    assert_eq!(patch.next_event().await.event, "patch");
+    assert_eq!(merge.next_event().await.event, "merge-patch");
+    assert_eq!(snap.next_event().await.event, "snapshot");
+    for c in [&patch, &merge, &snap] {
+        assert_eq!(c.doc.as_ref(), Some(&v2));
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_format_is_a_400_with_a_reason() {
+    let up = Upstream::json("/doc", json!({})).await;
+    let gw = Gateway::start(&stream(&up, "")).await;
+    let resp = gw.get_sse("/sse/doc?format=xml", &[]).await;
+    assert_eq!(resp.status(), 400);
+    assert!(resp.text().await.unwrap().contains("unknown format `xml`"));
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_json_is_sent_as_snapshots_over_several_data_lines() {
+    let up = Upstream::start().await;
+    up.set_text("/doc", "line one\nline two");
+    let gw = Gateway::start(&stream(&up, "")).await;
+    let mut client = gw.sse("/sse/doc").await;
+    let ev = client.next_event().await;
+    assert_eq!(
+        (ev.event.as_str(), ev.data.as_str()),
+        ("snapshot", "line one\nline two")
+    );
+    up.set_text("/doc", "changed");
+    let ev = client.next_event().await;
+    assert_eq!(
+        (ev.event.as_str(), ev.data.as_str()),
+        ("snapshot", "changed")
+    );
+}
+
+#[tokio::test]
+async fn heartbeats_keep_an_idle_stream_alive() {
+    let up = Upstream::json("/doc", json!({})).await;
+    let gw = Gateway::start(&stream(&up, "    heartbeat: 200ms\n")).await;
+    let mut resp = gw.get_sse("/sse/doc", &[]).await;
+    let mut text = String::new();
+    while text.matches(":\n\n").count() < 2 {
+        let chunk = tokio::time::timeout(DEADLINE, resp.chunk()).await;
+        let chunk = chunk
+            .expect("a heartbeat in time")
+            .unwrap()
+            .expect("the stream is open");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}

@@ -1,0 +1,14 @@
+//! Integration tests: the real gateway binary, a real HTTP upstream, a real SSE parser.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+mod config_errors;
+mod credentials;
+mod demo;
+mod events;
+mod limits;
+mod proxy;
+mod resume;
+mod sharing;
+mod upstream_failures;

@@ -1,0 +1,475 @@
+//! The harness: the real gateway binary on a free loopback port, a real HTTP mock upstream
+//! (wiremock) whose documents tests change, and an SSE client that parses with a real parser
+//! and applies every patch, so tests compare documents.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use eventsource_stream::{Event, Eventsource};
+use futures_util::{Stream, StreamExt};
+use serde_json::Value;
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+/// How long any single expectation may take before a test fails.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+pub fn http() -> reqwest::Client {
+    pingora::tls::install_default_crypto_provider();
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("reqwest client")
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after the deadline.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "not within {DEADLINE:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The real `sse-gateway` binary, killed on drop.
+pub struct Gateway {
+    child: Child,
+    pub port: u16,
+    stderr: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    /// Starts the gateway with `yaml`, which must not set `listen`: a free port is added.
+    pub async fn start(yaml: &str) -> Gateway {
+        Self::start_with_env(yaml, &[]).await
+    }
+
+    pub async fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Gateway {
+        // pingora retries a busy port for 30 s; on the rare collision, try another port.
+        for _ in 0..3 {
+            if let Some(gw) = Self::try_start(yaml, env).await {
+                return gw;
+            }
+        }
+        panic!("the gateway did not start listening");
+    }
+
+    async fn try_start(yaml: &str, env: &[(&str, &str)]) -> Option<Gateway> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let config = dir.path().join("gateway.yaml");
+        std::fs::write(&config, format!("listen: 127.0.0.1:{port}\n{yaml}")).expect("write config");
+        let stderr = dir.path().join("stderr.log");
+        let log = std::fs::File::create(&stderr).expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sse-gateway"));
+        cmd.arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info,pingora_core=warn,pingora_proxy=warn")
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn sse-gateway");
+        let mut gw = Gateway {
+            child,
+            port,
+            stderr,
+            _dir: dir,
+        };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(status)) = gw.child.try_wait() {
+                panic!("the gateway exited with {status}:\n{}", gw.stderr());
+            }
+            if TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).is_ok() {
+                return Some(gw);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        eprintln!("not listening on {port} yet; retrying:\n{}", gw.stderr());
+        None
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    pub async fn sse(&self, path: &str) -> SseClient {
+        self.sse_with(path, &[]).await
+    }
+
+    pub async fn sse_with(&self, path: &str, headers: &[(&str, &str)]) -> SseClient {
+        let resp = self.get_sse(path, headers).await;
+        assert_eq!(resp.status(), 200, "GET {path}: {}", self.stderr());
+        SseClient::new(resp)
+    }
+
+    /// The raw response to a subscription request, whatever its status.
+    pub async fn get_sse(&self, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut req = http()
+            .get(self.url(path))
+            .header("accept", "text/event-stream");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().await.expect("subscription request")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+type Events = Pin<Box<dyn Stream<Item = Result<Event, String>> + Send>>;
+
+/// An SSE client that keeps the document it would show up to date.
+pub struct SseClient {
+    events: Events,
+    pub doc: Option<Value>,
+    pub last_id: String,
+}
+
+impl SseClient {
+    pub fn new(resp: reqwest::Response) -> SseClient {
+        let events = resp
+            .bytes_stream()
+            .eventsource()
+            .map(|r| r.map_err(|e| e.to_string()));
+        SseClient {
+            events: Box::pin(events),
+            doc: None,
+            last_id: String::new(),
+        }
+    }
+
+    /// The next event, or `None` when the stream ended.
+    pub async fn try_next_event(&mut self) -> Option<Event> {
+        let next = tokio::time::timeout(DEADLINE, self.events.next())
+            .await
+            .unwrap_or_else(|_| panic!("no event within {DEADLINE:?}"));
+        let ev = next?.ok()?;
+        if !ev.id.is_empty() {
+            self.last_id = ev.id.clone();
+        }
+        self.apply(&ev);
+        Some(ev)
+    }
+
+    pub async fn next_event(&mut self) -> Event {
+        self.try_next_event().await.expect("the stream ended")
+    }
+
+    /// Waits up to `d` for an event; `None` if none came.
+    pub async fn event_within(&mut self, d: Duration) -> Option<Event> {
+        match tokio::time::timeout(d, self.events.next()).await {
+            Err(_) => None,
+            Ok(None) => panic!("the stream ended"),
+            Ok(Some(r)) => {
+                let ev = r.expect("a well-formed event");
+                if !ev.id.is_empty() {
+                    self.last_id = ev.id.clone();
+                }
+                self.apply(&ev);
+                Some(ev)
+            }
+        }
+    }
+
+    fn apply(&mut self, ev: &Event) {
+        match ev.event.as_str() {
+            "snapshot" => {
+                self.doc =
+                    Some(serde_json::from_str(&ev.data).unwrap_or(Value::String(ev.data.clone())))
+            }
+            "patch" => {
+                let doc = self.doc.as_mut().expect("a patch before any snapshot");
+                let patch: json_patch::Patch =
+                    serde_json::from_str(&ev.data).expect("RFC 6902 patch");
+                json_patch::patch(doc, &patch).expect("the patch applies");
+            }
+            "merge-patch" => {
+                let doc = self
+                    .doc
+                    .as_mut()
+                    .expect("a merge patch before any snapshot");
+                let patch: Value = serde_json::from_str(&ev.data).expect("RFC 7396 patch");
+                json_patch::merge(doc, &patch);
+            }
+            _ => {}
+        }
+    }
+
+    /// The first event must be the snapshot; returns the document.
+    pub async fn snapshot(&mut self) -> Value {
+        let ev = self.next_event().await;
+        assert_eq!(ev.event, "snapshot", "first event: {ev:?}");
+        self.doc.clone().expect("a document")
+    }
+
+    /// The document after the next event that changes it.
+    pub async fn next_document(&mut self) -> Value {
+        loop {
+            let ev = self.next_event().await;
+            if matches!(ev.event.as_str(), "snapshot" | "patch" | "merge-patch") {
+                return self.doc.clone().expect("a document");
+            }
+        }
+    }
+
+    /// The next event of kind `kind`, skipping others.
+    pub async fn next_of(&mut self, kind: &str) -> Event {
+        loop {
+            let ev = self.next_event().await;
+            if ev.event == kind {
+                return ev;
+            }
+        }
+    }
+}
+
+/// What the mock upstream answers for one path.
+#[derive(Clone)]
+struct Resource {
+    body: String,
+    content_type: &'static str,
+    status: u16,
+    headers: Vec<(String, String)>,
+    delay: Duration,
+    etag: bool,
+    version: u64,
+    /// Answers by `Authorization` header; an unknown or missing one gets 401.
+    by_auth: Option<HashMap<String, Value>>,
+}
+
+#[derive(Clone, Default)]
+struct State(Arc<Mutex<HashMap<String, Resource>>>);
+
+impl Respond for State {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let map = self.0.lock().expect("state");
+        let Some(r) = map.get(req.url.path()) else {
+            return ResponseTemplate::new(404);
+        };
+        let mut t = if let Some(by_auth) = &r.by_auth {
+            let auth = req
+                .headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            match by_auth.get(auth) {
+                Some(v) => {
+                    ResponseTemplate::new(200).set_body_raw(v.to_string(), "application/json")
+                }
+                None => ResponseTemplate::new(401),
+            }
+        } else if r.etag
+            && req
+                .headers
+                .get("if-none-match")
+                .is_some_and(|v| v.as_bytes() == format!("\"v{}\"", r.version).as_bytes())
+        {
+            ResponseTemplate::new(304)
+        } else if r.status == 200 {
+            ResponseTemplate::new(200).set_body_raw(r.body.clone(), r.content_type)
+        } else {
+            ResponseTemplate::new(r.status)
+        };
+        if r.etag {
+            t = t.insert_header("etag", format!("\"v{}\"", r.version).as_str());
+        }
+        for (k, v) in &r.headers {
+            t = t.insert_header(k.as_str(), v.as_str());
+        }
+        t.set_delay(r.delay)
+    }
+}
+
+/// A real HTTP upstream whose documents tests change.
+pub struct Upstream {
+    pub server: MockServer,
+    state: State,
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        let server = MockServer::start().await;
+        let state = State::default();
+        Mock::given(wiremock::matchers::any())
+            .respond_with(state.clone())
+            .mount(&server)
+            .await;
+        Upstream { server, state }
+    }
+
+    pub async fn json(path: &str, doc: Value) -> Upstream {
+        let up = Upstream::start().await;
+        up.set(path, doc);
+        up
+    }
+
+    pub fn url(&self) -> String {
+        self.server.uri()
+    }
+
+    fn edit(&self, path: &str, f: impl FnOnce(&mut Resource)) {
+        let mut map = self.state.0.lock().expect("state");
+        let r = map.entry(path.to_string()).or_insert_with(|| Resource {
+            body: String::new(),
+            content_type: "application/json",
+            status: 200,
+            headers: Vec::new(),
+            delay: Duration::ZERO,
+            etag: false,
+            version: 0,
+            by_auth: None,
+        });
+        f(r);
+        r.version += 1;
+    }
+
+    pub fn set(&self, path: &str, doc: Value) {
+        self.edit(path, |r| {
+            r.body = doc.to_string();
+            r.content_type = "application/json";
+        });
+    }
+
+    pub fn set_text(&self, path: &str, body: &str) {
+        self.edit(path, |r| {
+            r.body = body.to_string();
+            r.content_type = "text/plain";
+        });
+    }
+
+    pub fn fail(&self, path: &str, status: u16, headers: &[(&str, &str)]) {
+        self.edit(path, |r| {
+            r.status = status;
+            r.headers = headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        });
+    }
+
+    pub fn recover(&self, path: &str) {
+        self.edit(path, |r| {
+            r.status = 200;
+            r.headers.clear();
+        });
+    }
+
+    pub fn delay(&self, path: &str, d: Duration) {
+        self.edit(path, |r| r.delay = d);
+    }
+
+    pub fn with_etag(&self, path: &str) {
+        self.edit(path, |r| r.etag = true);
+    }
+
+    /// Answers `path` by the request's `Authorization` header; others get 401.
+    pub fn by_auth(&self, path: &str, docs: &[(&str, Value)]) {
+        self.edit(path, |r| {
+            r.by_auth = Some(
+                docs.iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect(),
+            )
+        });
+    }
+
+    pub async fn requests(&self, path: &str) -> Vec<Request> {
+        self.server
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.url.path() == path)
+            .collect()
+    }
+
+    pub async fn count(&self, path: &str) -> usize {
+        self.requests(path).await.len()
+    }
+}
+
+/// A stream section for a config: `stream(path, upstream_url, extra_yaml_lines)`.
+pub fn config(upstream: &Upstream, streams: &str) -> String {
+    format!(
+        "upstreams:\n  api:\n    url: {}\nstreams:\n{streams}",
+        upstream.url()
+    )
+}
+
+/// Writes a config to a temp file and runs `sse-gateway check` on it.
+pub fn check(yaml: &str) -> (i32, String, String, PathBuf, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("broken.yaml");
+    let mut f = std::fs::File::create(&path).expect("create");
+    f.write_all(yaml.as_bytes()).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_sse-gateway"))
+        .arg("check")
+        .arg(&path)
+        .env_remove("LEGACY_TOKEN")
+        .output()
+        .expect("run check");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        path,
+        dir,
+    )
+}
+
+/// A GET written by hand, so the path reaches the gateway exactly as given.
+pub async fn raw_get(port: u16, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: gateway\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}

@@ -1,0 +1,150 @@
+//! A failing upstream never ends a stream: clients hear about it, and about the recovery.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+fn yaml(up: &Upstream, extra: &str) -> String {
+    config(
+        up,
+        &format!("  - path: /sse/doc\n    upstream: api\n    poll: /doc\n    interval: 100ms\n    backoff_max: 200ms\n{extra}"),
+    )
+}
+
+fn status(ev: &eventsource_stream::Event) -> Value {
+    assert_eq!(ev.event, "upstream-status");
+    serde_json::from_str(&ev.data).unwrap()
+}
+
+#[tokio::test]
+async fn a_500_is_reported_and_recovery_resumes_patches() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    let gw = Gateway::start(&yaml(&up, "")).await;
+    let mut client = gw.sse("/sse/doc").await;
+    client.snapshot().await;
+
+    up.fail("/doc", 500, &[]);
+    let failing = status(&client.next_event().await);
+    assert_eq!(failing["state"], "failing");
+    assert_eq!(failing["status"], 500);
+    assert!(failing["since"].as_str().unwrap().ends_with('Z'));
+
+    // A new client during the outage gets the last good snapshot, then the status.
+    let mut late = gw.sse("/sse/doc").await;
+    assert_eq!(late.snapshot().await, json!({"v": 1}));
+    assert_eq!(status(&late.next_event().await)["state"], "failing");
+
+    up.set("/doc", json!({"v": 2}));
+    up.recover("/doc");
+    assert_eq!(status(&client.next_event().await)["state"], "healthy");
+    assert_eq!(client.next_document().await, json!({"v": 2}));
+    assert_eq!(late.next_of("patch").await.event, "patch");
+    assert_eq!(late.doc, Some(json!({"v": 2})));
+}
+
+#[tokio::test]
+async fn a_timeout_is_reported_as_failing() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    let gw = Gateway::start(&yaml(&up, "    timeout: 200ms\n")).await;
+    let mut client = gw.sse("/sse/doc").await;
+    client.snapshot().await;
+    up.delay("/doc", Duration::from_secs(2));
+    let failing = status(&client.next_event().await);
+    assert_eq!(failing["state"], "failing");
+    assert_eq!(failing["error"], "timed out");
+}
+
+#[tokio::test]
+async fn a_429_with_retry_after_is_honoured() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    let gw = Gateway::start(&yaml(&up, "")).await;
+    let mut client = gw.sse("/sse/doc").await;
+    client.snapshot().await;
+    up.fail("/doc", 429, &[("retry-after", "2")]);
+    let failing = status(&client.next_event().await);
+    assert_eq!(failing["status"], 429);
+    let refused_at = Instant::now();
+    let after_refusal = up.count("/doc").await;
+    up.recover("/doc");
+    up.set("/doc", json!({"v": 2}));
+    assert_eq!(status(&client.next_event().await)["state"], "healthy");
+    let waited = refused_at.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "polled again after {waited:?}"
+    );
+    // Nothing was asked of the upstream in between.
+    assert_eq!(up.count("/doc").await, after_refusal + 1);
+}
+
+#[tokio::test]
+async fn a_first_poll_that_fails_still_opens_the_stream() {
+    let up = Upstream::start().await;
+    up.fail("/doc", 503, &[]);
+    let gw = Gateway::start(&yaml(&up, "")).await;
+    let mut client = gw.sse("/sse/doc").await;
+    assert_eq!(status(&client.next_event().await)["state"], "failing");
+    up.set("/doc", json!({"v": 1}));
+    up.recover("/doc");
+    assert_eq!(status(&client.next_event().await)["state"], "healthy");
+    assert_eq!(client.snapshot().await, json!({"v": 1}));
+}
+
+#[tokio::test]
+async fn conditional_polls_turn_an_unchanged_resource_into_304s() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    up.with_etag("/doc");
+    let gw = Gateway::start(&yaml(&up, "")).await;
+    let mut client = gw.sse("/sse/doc").await;
+    client.snapshot().await;
+    eventually("a conditional poll", || async {
+        let reqs = up.requests("/doc").await;
+        reqs.iter()
+            .any(|r| r.headers.get("if-none-match").is_some())
+            .then_some(())
+    })
+    .await;
+    assert!(client
+        .event_within(Duration::from_millis(300))
+        .await
+        .is_none());
+    up.set("/doc", json!({"v": 2}));
+    assert_eq!(client.next_document().await, json!({"v": 2}));
+}
+
+#[tokio::test]
+async fn a_body_over_max_body_is_refused() {
+    let up = Upstream::json("/doc", json!({"small": true})).await;
+    let gw = Gateway::start(&yaml(&up, "    max_body: 1KiB\n")).await;
+    let mut client = gw.sse("/sse/doc").await;
+    client.snapshot().await;
+    up.set("/doc", json!({"big": "x".repeat(4096)}));
+    let failing = status(&client.next_event().await);
+    assert_eq!(failing["state"], "failing");
+    assert!(
+        failing["error"].as_str().unwrap().contains("max_body"),
+        "{failing}"
+    );
+    assert_eq!(client.doc, Some(json!({"small": true})));
+}
+
+#[tokio::test]
+async fn one_failing_stream_leaves_the_others_alone() {
+    let up = Upstream::json("/a", json!({"a": 1})).await;
+    up.set("/b", json!({"b": 1}));
+    let gw = Gateway::start(&config(
+        &up,
+        "  - path: /sse/a\n    upstream: api\n    poll: /a\n    interval: 100ms\n  - path: /sse/b\n    upstream: api\n    poll: /b\n    interval: 100ms\n",
+    ))
+    .await;
+    let mut a = gw.sse("/sse/a").await;
+    let mut b = gw.sse("/sse/b").await;
+    a.snapshot().await;
+    b.snapshot().await;
+    up.fail("/a", 500, &[]);
+    assert_eq!(status(&a.next_event().await)["state"], "failing");
+    up.set("/b", json!({"b": 2}));
+    assert_eq!(b.next_document().await, json!({"b": 2}));
+}
