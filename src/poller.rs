@@ -270,3 +270,56 @@ fn encode(seq: u64, id: &str, old: Option<&Doc>, new: &Doc, wanted: [bool; 2]) -
         merge_patch,
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    fn spec() -> Arc<StreamSpec> {
+        let yaml = "upstreams:\n  api:\n    url: http://127.0.0.1:1/base/\nstreams:\n  - path: /s\n    upstream: api\n    interval: 1s\n    backoff_max: 30s\n";
+        config::parse("p.yaml", yaml, &|_| None, &|_, _| None)
+            .unwrap()
+            .streams[0]
+            .clone()
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_its_cap() {
+        let s = spec();
+        let e = FetchError::Timeout;
+        for (failures, lo, hi) in [(1, 1, 2), (2, 2, 4), (3, 4, 8), (10, 15, 30), (40, 15, 30)] {
+            for _ in 0..50 {
+                let d = backoff(&s, failures, &e);
+                assert!(
+                    d >= Duration::from_secs(lo) && d <= Duration::from_secs(hi),
+                    "{failures}: {d:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn retry_after_wins_when_longer() {
+        let s = spec();
+        let e = FetchError::Status {
+            status: 429,
+            retry_after: Some(Duration::from_secs(120)),
+        };
+        assert_eq!(backoff(&s, 1, &e), Duration::from_secs(120));
+        let e = FetchError::Status {
+            status: 503,
+            retry_after: Some(Duration::from_secs(86_400)),
+        };
+        assert_eq!(backoff(&s, 1, &e), MAX_RETRY_AFTER);
+    }
+
+    #[test]
+    fn the_target_is_appended_to_the_base_path() {
+        assert_eq!(
+            target_url(&spec(), "/a/b?x=1").as_str(),
+            "http://127.0.0.1:1/base/a/b?x=1"
+        );
+    }
+}

@@ -111,3 +111,58 @@ pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
         (k == name).then(|| percent_decode_str(v).decode_utf8_lossy().into_owned())
     })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::config;
+    use http::HeaderValue;
+
+    fn routes() -> Routes {
+        let yaml = "upstreams:\n  api:\n    url: http://127.0.0.1:1\nstreams:\n  - path: /o/{id}\n    upstream: api\n    poll: /api/o/{id}\n    forward_headers: [authorization]\n    forward_query: true\n  - path: /o/latest\n    upstream: api\n";
+        Routes::new(config::parse("r.yaml", yaml, &|_| None, &|_, _| None).unwrap())
+    }
+
+    #[test]
+    fn a_literal_path_wins_over_a_template() {
+        let r = routes();
+        assert_eq!(r.find("/o/latest").unwrap().0.path.as_str(), "/o/latest");
+        assert_eq!(r.find("/o/7").unwrap().1, vec![("id", "7")]);
+        assert!(r.find("/o").is_none());
+    }
+
+    #[test]
+    fn the_instance_key_carries_values_query_and_credentials() {
+        let r = routes();
+        let (spec, values) = r.find("/o/7").unwrap();
+        let mut h = http::HeaderMap::new();
+        h.insert("authorization", HeaderValue::from_static("Bearer a"));
+        let key = instance(spec, &values, Some("format=snapshot&x=1&lastEventId=3"), &h).unwrap();
+        assert_eq!(key.target, "/api/o/7?x=1");
+        assert_eq!(key.forwarded.len(), 1);
+        assert!(!key.to_string().contains("Bearer"), "{key}");
+        let other = instance(spec, &values, Some("x=1"), &http::HeaderMap::new()).unwrap();
+        assert_ne!(key, other, "different credentials, different instance");
+    }
+
+    #[test]
+    fn values_that_could_escape_their_segment_are_refused() {
+        let r = routes();
+        let spec = r.find("/o/1").unwrap().0.clone();
+        for raw in ["..", ".", "%2e%2E", "a%2Fb", "%FF", "a%20b"] {
+            let err = instance(&spec, &[("id", raw)], None, &http::HeaderMap::new());
+            assert!(err.is_err(), "{raw}");
+        }
+    }
+
+    #[test]
+    fn query_params_are_decoded() {
+        assert_eq!(
+            query_param(Some("a=1&lastEventId=ab%2D3"), "lastEventId").as_deref(),
+            Some("ab-3")
+        );
+        assert_eq!(query_param(Some("a=1"), "b"), None);
+        assert_eq!(query_param(None, "b"), None);
+    }
+}

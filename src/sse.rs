@@ -59,3 +59,62 @@ pub fn comment(text: &str) -> Bytes {
     let clean: String = text.chars().filter(|c| !matches!(c, '\r' | '\n')).collect();
     Bytes::from(format!(": {clean}\n\n"))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use eventsource_stream::Eventsource;
+    use futures_util::StreamExt;
+    use proptest::prelude::*;
+
+    /// What a real SSE parser makes of these bytes.
+    fn parse(wire: Bytes) -> Vec<eventsource_stream::Event> {
+        let stream = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(wire)]);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(stream.eventsource().map(|e| e.unwrap()).collect())
+    }
+
+    proptest! {
+        #[test]
+        fn any_data_survives_the_wire(data in "(\\PC|\r\n|\r|\n|data: |id: ){0,40}", name in "[a-z-]{1,12}", id in "[0-9a-f]{1,12}-[0-9]{1,5}") {
+            let events = parse(event(Some(&name), Some(&id), &data));
+            prop_assert_eq!(events.len(), 1);
+            // A parser sees every line break as LF (WHATWG HTML §9.2.6).
+            let expected = data.replace("\r\n", "\n").replace('\r', "\n");
+            prop_assert_eq!(&events[0].data, &expected);
+            prop_assert_eq!(&events[0].event, &name);
+            prop_assert_eq!(&events[0].id, &id);
+        }
+    }
+
+    #[test]
+    fn empty_data_is_still_an_event() {
+        let events = parse(event(Some("snapshot"), None, ""));
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].data, "");
+    }
+
+    #[test]
+    fn retry_rides_with_the_next_event() {
+        let mut wire = retry(1500).to_vec();
+        wire.extend_from_slice(&event(Some("snapshot"), Some("1-1"), "{}"));
+        let events = parse(Bytes::from(wire));
+        assert_eq!(
+            events[0].retry,
+            Some(std::time::Duration::from_millis(1500))
+        );
+    }
+
+    #[test]
+    fn comments_and_heartbeats_are_invisible_to_parsers() {
+        let mut wire = comment("hello\nworld").to_vec();
+        wire.extend_from_slice(HEARTBEAT);
+        wire.extend_from_slice(&event(None, None, "x"));
+        let events = parse(Bytes::from(wire));
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].data, "x");
+    }
+}

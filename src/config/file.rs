@@ -121,6 +121,10 @@ pub fn parse(source: &Arc<str>, text: &str) -> Result<File, ConfigError> {
             Some(i) => msg[..i].to_string(),
             None => msg,
         };
+        // serde_yaml also puts the key path in front, which we print ourselves.
+        let msg = msg
+            .strip_prefix(&format!("{key}: "))
+            .map_or(msg.clone(), str::to_string);
         ConfigError {
             file: source.clone(),
             line,

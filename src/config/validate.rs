@@ -520,3 +520,127 @@ fn stream(
         params,
     })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::super::{parse, Config, ConfigErrors, DiffMode, Idle};
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    fn env(var: &str) -> Option<String> {
+        (var == "TOKEN").then(|| "t0k".to_string())
+    }
+
+    fn resolve(host: &str, port: u16) -> Option<SocketAddr> {
+        (host == "api.internal").then(|| SocketAddr::from(([10, 0, 0, 1], port)))
+    }
+
+    fn load(text: &str) -> Result<Config, ConfigErrors> {
+        parse("g.yaml", text, &env, &resolve)
+    }
+
+    const BASE: &str = "upstreams:\n  api:\n    url: http://api.internal:8000/v1\n    headers: { Authorization: \"Bearer ${TOKEN}\" }\n";
+
+    #[test]
+    fn defaults_fill_in_and_streams_override() {
+        let c = load(&format!(
+            "{BASE}defaults:\n  interval: 5s\n  upstream: api\n  idle: never\n  max_body: 512KiB\n  diff: merge-patch\nstreams:\n  - path: /a\n    interval: 250ms\n  - path: /b/{{id}}\n    poll: /x/{{id}}\n    max_body: 1MB\n    params: {{ id: \"[0-9]+\" }}\n"
+        ))
+        .unwrap();
+        let (a, b) = (&c.streams[0], &c.streams[1]);
+        assert_eq!(a.interval, Duration::from_millis(250));
+        assert_eq!(b.interval, Duration::from_secs(5));
+        assert_eq!(a.idle, Idle::Never);
+        assert_eq!(a.diff, DiffMode::MergePatch);
+        assert_eq!(a.max_body, 512 * 1024);
+        assert_eq!(b.max_body, 1_000_000);
+        assert_eq!(a.poll.as_str(), "/a");
+        assert_eq!(a.max_instances, 1);
+        assert_eq!(b.max_instances, 1000);
+        assert!(b.params["id"].is_match("42") && !b.params["id"].is_match("42a"));
+        let up = &c.upstreams["api"];
+        assert_eq!(up.addr, SocketAddr::from(([10, 0, 0, 1], 8000)));
+        assert_eq!(up.headers[0].1, "Bearer t0k");
+        assert!(
+            !format!("{up:?}").contains("t0k"),
+            "Debug hides credentials"
+        );
+        assert_eq!(c.limits.max_clients, 50_000);
+    }
+
+    #[test]
+    fn a_literal_dollar_brace_is_kept() {
+        let c = load(
+            "upstreams:\n  api:\n    url: http://127.0.0.1:1\n    headers: { X-T: \"$${NOT_A_VAR}\" }\nstreams: []\n",
+        )
+        .unwrap();
+        assert_eq!(c.upstreams["api"].headers[0].1, "${NOT_A_VAR}");
+    }
+
+    #[test]
+    fn semantic_errors_point_at_their_line_and_key() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("streams:\n  - path: /a\n    upstream: nope\n", "g.yaml:7:5: streams[0].upstream:", "no upstream named `nope`"),
+            ("streams:\n  - path: /a\n    upstream: api\n    interval: 0s\n", "g.yaml:8:5: streams[0].interval:", "more than zero"),
+            ("streams:\n  - path: /a\n    upstream: api\n    ignore: [generated_at]\n", "streams[0].ignore[0]:", "JSON pointer"),
+            ("streams:\n  - path: /a/{id}\n    upstream: api\n    params: { x: \"1\" }\n", "streams[0].params.x:", "not a parameter"),
+            ("streams:\n  - path: /a/{id}\n    upstream: api\n    params: { id: \"(\" }\n", "streams[0].params.id:", "bad regex"),
+            ("streams:\n  - path: /a{id}\n    upstream: api\n", "g.yaml:6:5: streams[0].path:", "whole path segment"),
+            ("streams:\n  - path: /a\n    upstream: api\n    forward_headers: [\"bad header\"]\n", "streams[0].forward_headers[0]:", "header name"),
+            ("streams:\n  - path: /a\n    upstream: api\n    max_body: 8 parsecs\n", "streams[0].max_body:", "not a size"),
+            ("defaults:\n  path: /x\nstreams: []\n", "g.yaml:6:3: defaults.path:", "not to defaults"),
+            ("listen: nowhere\nstreams: []\n", "g.yaml:5:1: listen:", "not an address"),
+        ];
+        for (tail, at, words) in cases {
+            let err = load(&format!("{BASE}{tail}")).err().unwrap().to_string();
+            assert!(err.contains(at) && err.contains(words), "{tail}\n=> {err}");
+        }
+    }
+
+    #[test]
+    fn upstream_urls_are_checked() {
+        for (url, words) in [
+            ("ftp://x", "scheme `ftp`"),
+            ("http://127.0.0.1:1/?q=1", "query"),
+            ("http://unknown.host", "cannot resolve"),
+            ("not a url", "is not a URL"),
+            ("http://${MISSING}/", "`MISSING` is not set"),
+        ] {
+            let err = load(&format!(
+                "upstreams:\n  api:\n    url: {url}\nstreams: []\n"
+            ))
+            .err()
+            .unwrap()
+            .to_string();
+            assert!(
+                err.contains("g.yaml:3:5: upstreams.api.url:") && err.contains(words),
+                "{url} => {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn type_errors_name_the_key() {
+        let err = load(&format!(
+            "{BASE}streams:\n  - path: /a\n    upstream: api\n    replay: many\n"
+        ))
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.starts_with("g.yaml:8:13: streams[0].replay: invalid type"),
+            "{err}"
+        );
+        let err = load(&format!(
+            "{BASE}streams:\n  - path: /a\n    upstream: api\n    idle: sometimes\n"
+        ))
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.contains("streams[0].idle") && err.contains("never"),
+            "{err}"
+        );
+    }
+}

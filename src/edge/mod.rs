@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::{header, Method};
 use pingora::http::ResponseHeader;
 use pingora::prelude::HttpPeer;
-use pingora::proxy::{ProxyHttp, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 use rand::Rng;
 use tracing::{debug, warn};
@@ -27,13 +27,21 @@ pub struct Edge {
     pub shared: Arc<Shared>,
 }
 
+/// Per request: whether it became an SSE stream, which changes how its errors end it.
+#[derive(Default)]
+pub struct Ctx {
+    streaming: bool,
+}
+
 #[async_trait]
 impl ProxyHttp for Edge {
-    type CTX = ();
+    type CTX = Ctx;
 
-    fn new_ctx(&self) {}
+    fn new_ctx(&self) -> Ctx {
+        Ctx::default()
+    }
 
-    async fn request_filter(&self, session: &mut Session, _ctx: &mut ()) -> Result<bool> {
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let routes = self.shared.routes.load_full();
         let req = session.req_header();
         let path = req.uri.path().to_owned();
@@ -65,11 +73,40 @@ impl ProxyHttp for Edge {
             .iter()
             .map(|(n, v)| ((*n).to_string(), (*v).to_string()))
             .collect();
-        self.serve_stream(session, &routes, spec, raw).await?;
+        self.serve_stream(session, ctx, &routes, spec, raw).await?;
         Ok(true)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
+    /// An SSE stream that ended in an error (client gone, write timeout) has nothing left to
+    /// answer: its head went out long ago. Drop the connection without an error page.
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        if ctx.streaming {
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            _ if e.esource() == &pingora::ErrorSource::Upstream => 502,
+            _ => 500,
+        };
+        if let Err(e) = session.respond_error(code).await {
+            debug!(error = %e, "cannot send the error response");
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// The session already logged how a stream ended; pingora's error line would repeat it for
+    /// every client that leaves.
+    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _e: &Error) -> bool {
+        ctx.streaming
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let routes = self.shared.routes.load();
         let up = routes.config.proxy.as_ref().ok_or_else(|| {
             Error::explain(ErrorType::HTTPStatus(404), "no proxy upstream configured")
@@ -81,7 +118,7 @@ impl ProxyHttp for Edge {
         &self,
         _session: &mut Session,
         upstream_request: &mut pingora::http::RequestHeader,
-        _ctx: &mut (),
+        _ctx: &mut Ctx,
     ) -> Result<()> {
         // A base path in the proxy upstream's URL prefixes every proxied path, as it does polls.
         let routes = self.shared.routes.load();
@@ -127,6 +164,7 @@ impl Edge {
     async fn serve_stream(
         &self,
         session: &mut Session,
+        ctx: &mut Ctx,
         routes: &Routes,
         spec: Arc<StreamSpec>,
         raw_values: Vec<(String, String)>,
@@ -190,6 +228,7 @@ impl Edge {
                 return self.overloaded(session, &spec, &e.to_string()).await;
             }
         };
+        ctx.streaming = true;
         session::run(
             session,
             sub,

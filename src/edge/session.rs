@@ -7,7 +7,7 @@ use http::{header, Version};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::Result;
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::hub::{Delivery, Subscription};
 use crate::sse;
@@ -45,25 +45,38 @@ pub async fn run(session: &mut Session, mut sub: Subscription, settings: Setting
         .write_response_body(Some(first.freeze()), false)
         .await?;
 
-    let outcome = loop {
+    let outcome: Result<&str> = loop {
         tokio::select! {
             // Resolves when the client closes (FIN or RST) or sends bytes it must not send.
-            r = session.read_body_or_idle(true) => break r.map(|_| "client left"),
+            r = session.read_body_or_idle(true) => break match r {
+                Ok(None) => Ok("client finished"),
+                Ok(Some(_)) => Err(pingora::Error::explain(
+                    pingora::ErrorType::InvalidHTTPHeader,
+                    "data sent on an event stream",
+                )),
+                Err(e) => Err(e),
+            },
             delivery = sub.next() => match delivery {
-                Delivery::Send(bytes) => session.write_response_body(Some(bytes), false).await?,
-                Delivery::Close(last) => {
-                    if !last.is_empty() {
-                        session.write_response_body(Some(last), false).await?;
+                Delivery::Send(bytes) => {
+                    if let Err(e) = session.write_response_body(Some(bytes), false).await {
+                        break Err(e);
                     }
-                    session.write_response_body(None, true).await?;
+                }
+                Delivery::Close(last) => {
+                    let _ = session.write_response_body(Some(last), false).await;
+                    let _ = session.write_response_body(None, true).await;
                     break Ok("stream closed");
                 }
             },
         }
     };
-    match outcome {
+    // An error hands the connection back to pingora as failed, so it is closed, never reused.
+    match &outcome {
         Ok(why) => debug!(instance = %sub.key(), why, "sse session ended"),
+        Err(e) if e.etype() == &pingora::ErrorType::WriteTimedout => {
+            info!(instance = %sub.key(), "sse client dropped: write timed out");
+        }
         Err(e) => debug!(instance = %sub.key(), error = %e, "sse session ended"),
     }
-    Ok(())
+    outcome.map(|_| ())
 }

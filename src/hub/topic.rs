@@ -301,6 +301,8 @@ impl Subscription {
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     let st = self.topic.state();
                     self.last_seq = st.seq;
+                    // Skip the rest of the backlog too: it is older than the snapshot.
+                    self.rx = self.topic.tx.subscribe();
                     if let Some(snapshot) = st.snapshot.clone() {
                         self.have_doc = true;
                         return Delivery::Send(snapshot);
@@ -325,5 +327,124 @@ impl Drop for Member {
             *topic.last_left.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
             topic.emptied.notify_one();
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::config;
+
+    fn topic(replay: usize) -> Arc<Topic> {
+        let yaml = format!(
+            "upstreams:\n  api:\n    url: http://127.0.0.1:1\nstreams:\n  - path: /s\n    upstream: api\n    replay: {replay}\n"
+        );
+        let cfg = config::parse("t.yaml", &yaml, &|_| None, &|_, _| None).unwrap();
+        let spec = cfg.streams[0].clone();
+        let key = StreamKey {
+            stream: Arc::from("/s"),
+            target: "/s".into(),
+            forwarded: vec![],
+        };
+        Arc::new(Topic::new(spec, key))
+    }
+
+    fn frame(seq: u64) -> Frame {
+        Frame {
+            seq,
+            snapshot: Bytes::from(format!("snapshot {seq}\n")),
+            json_patch: (seq > 1).then(|| Bytes::from(format!("patch {seq}\n"))),
+            merge_patch: None,
+        }
+    }
+
+    fn text(b: &[Bytes]) -> Vec<String> {
+        b.iter()
+            .map(|b| String::from_utf8_lossy(b).trim().to_string())
+            .collect()
+    }
+
+    async fn next(sub: &mut Subscription) -> String {
+        match sub.next().await {
+            Delivery::Send(b) | Delivery::Close(b) => {
+                String::from_utf8_lossy(&b).trim().to_string()
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_resume_inside_the_ring_replays_exactly_the_missed_events() {
+        let t = topic(16);
+        for seq in 1..=5 {
+            t.publish(frame(seq));
+        }
+        let mut sub = t.join().attach(DiffMode::JsonPatch, Some(t.id(3)));
+        assert_eq!(text(&sub.take_start()), ["patch 4", "patch 5"]);
+        let up_to_date = t
+            .join()
+            .attach(DiffMode::JsonPatch, Some(t.id(5)))
+            .take_start();
+        assert!(up_to_date.is_empty());
+        // Merge-patch was not in use: its clients get snapshots, always a valid next event.
+        let merge = t
+            .join()
+            .attach(DiffMode::MergePatch, Some(t.id(4)))
+            .take_start();
+        assert_eq!(text(&merge), ["snapshot 5"]);
+        t.publish(frame(6));
+        assert_eq!(next(&mut sub).await, "patch 6");
+    }
+
+    #[tokio::test]
+    async fn any_other_id_gets_the_current_snapshot() {
+        let t = topic(2);
+        for seq in 1..=5 {
+            t.publish(frame(seq));
+        }
+        let foreign = EventId {
+            epoch: t.epoch ^ 1,
+            seq: 4,
+        };
+        for resume in [None, Some(foreign), Some(t.id(1)), Some(t.id(99))] {
+            let start = t.join().attach(DiffMode::JsonPatch, resume).take_start();
+            assert_eq!(text(&start), ["snapshot 5"], "{resume:?}");
+        }
+        // Seq 3 is the oldest the ring of 2 can resume from (it holds 4 and 5).
+        let start = t
+            .join()
+            .attach(DiffMode::JsonPatch, Some(t.id(3)))
+            .take_start();
+        assert_eq!(text(&start), ["patch 4", "patch 5"]);
+    }
+
+    #[tokio::test]
+    async fn a_client_that_falls_behind_gets_one_snapshot_instead_of_its_backlog() {
+        let t = topic(16);
+        t.publish(frame(1));
+        let mut sub = t.join().attach(DiffMode::JsonPatch, None);
+        sub.take_start();
+        // The channel holds 16; 40 more overflow it.
+        for seq in 2..=41 {
+            t.publish(frame(seq));
+        }
+        assert_eq!(next(&mut sub).await, "snapshot 41");
+        t.publish(frame(42));
+        assert_eq!(next(&mut sub).await, "patch 42");
+    }
+
+    #[tokio::test]
+    async fn leaving_is_counted_and_signalled() {
+        let t = topic(4);
+        let a = t.join();
+        let b = t.join().attach(DiffMode::Snapshot, None);
+        assert_eq!(t.clients(), 2);
+        drop(a);
+        drop(b);
+        assert_eq!(t.clients(), 0);
+        // The poller's idle countdown wakes on this.
+        tokio::time::timeout(std::time::Duration::from_secs(1), t.emptied.notified())
+            .await
+            .unwrap();
     }
 }

@@ -11,4 +11,5 @@ mod limits;
 mod proxy;
 mod resume;
 mod sharing;
+mod slow_clients;
 mod upstream_failures;
