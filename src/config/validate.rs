@@ -488,9 +488,14 @@ fn stream(
             }
         }
     }
-    let max_instances = match &path {
-        Some(p) if !p.is_template() => 1,
-        _ => st.max_instances.or(d.max_instances).unwrap_or(1000),
+    // A plain path with nothing forwarded has exactly one instance.
+    let single = path.as_ref().is_some_and(|p| !p.is_template())
+        && !forward_query
+        && forward_headers.is_empty();
+    let max_instances = if single {
+        1
+    } else {
+        st.max_instances.or(d.max_instances).unwrap_or(1000)
     };
     if max_instances == 0 {
         errs.add(k("max_instances"), "must be at least 1");

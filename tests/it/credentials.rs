@@ -133,3 +133,35 @@ async fn a_param_pattern_narrows_what_values_are_accepted() {
     let mut c = gw.sse("/sse/orders/42").await;
     assert_eq!(c.snapshot().await, json!({"id": 42}));
 }
+
+#[tokio::test]
+async fn a_query_is_forwarded_only_when_the_stream_says_so_and_splits_instances() {
+    let up = Upstream::json("/search", json!({"hits": []})).await;
+    let gw = Gateway::start(&config(
+        &up,
+        "  - path: /sse/search\n    upstream: api\n    poll: /search\n    forward_query: true\n  - path: /sse/plain\n    upstream: api\n    poll: /search\n",
+    ))
+    .await;
+    let mut a = gw.sse("/sse/search?q=tea&format=merge-patch").await;
+    let mut b = gw.sse("/sse/search?q=coffee").await;
+    let mut plain = gw.sse("/sse/plain?q=ignored").await;
+    for c in [&mut a, &mut b, &mut plain] {
+        c.snapshot().await;
+    }
+    let queries: Vec<Option<String>> = up
+        .requests("/search")
+        .await
+        .iter()
+        .map(|r| r.url.query().map(str::to_string))
+        .collect();
+    assert!(queries.contains(&Some("q=tea".into())), "{queries:?}");
+    assert!(queries.contains(&Some("q=coffee".into())), "{queries:?}");
+    assert!(
+        queries.contains(&None),
+        "the plain stream forwards no query: {queries:?}"
+    );
+    assert!(
+        !queries.iter().flatten().any(|q| q.contains("format")),
+        "{queries:?}"
+    );
+}

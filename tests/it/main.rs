@@ -3,6 +3,7 @@
 
 mod support;
 
+mod cli;
 mod config_errors;
 mod credentials;
 mod demo;

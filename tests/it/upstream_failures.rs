@@ -106,6 +106,11 @@ async fn conditional_polls_turn_an_unchanged_resource_into_304s() {
             .then_some(())
     })
     .await;
+    let first = &up.requests("/doc").await[0];
+    assert!(first.headers["accept-encoding"]
+        .to_str()
+        .unwrap()
+        .contains("gzip"));
     assert!(client
         .event_within(Duration::from_millis(300))
         .await
