@@ -13,8 +13,8 @@ fn yaml(up: &Upstream) -> String {
     )
 }
 
-#[tokio::test]
-async fn clients_with_different_credentials_get_their_own_data_and_poller() {
+/// One order that Alice and Bob each may read, with their own view of it, and a client each.
+async fn alice_and_bob() -> (Upstream, Gateway, SseClient, SseClient) {
     let up = Upstream::start().await;
     up.by_auth(
         "/orders/1",
@@ -24,12 +24,18 @@ async fn clients_with_different_credentials_get_their_own_data_and_poller() {
         ],
     );
     let gw = Gateway::start(&yaml(&up)).await;
-    let mut alice = gw
+    let alice = gw
         .sse_with("/sse/orders/1", &[("authorization", "Bearer alice")])
         .await;
-    let mut bob = gw
+    let bob = gw
         .sse_with("/sse/orders/1", &[("authorization", "Bearer bob")])
         .await;
+    (up, gw, alice, bob)
+}
+
+#[tokio::test]
+async fn clients_with_different_credentials_get_their_own_data_and_poller() {
+    let (up, gw, mut alice, mut bob) = alice_and_bob().await;
     assert_eq!(alice.snapshot().await, json!({"owner": "alice"}));
     assert_eq!(bob.snapshot().await, json!({"owner": "bob"}));
     let reqs = up.requests("/orders/1").await;
@@ -67,21 +73,7 @@ async fn a_missing_resource_on_first_poll_gives_404() {
 
 #[tokio::test]
 async fn revoked_access_closes_that_instances_clients() {
-    let up = Upstream::start().await;
-    up.by_auth(
-        "/orders/1",
-        &[
-            ("Bearer alice", json!({"owner": "alice"})),
-            ("Bearer bob", json!({"owner": "bob"})),
-        ],
-    );
-    let gw = Gateway::start(&yaml(&up)).await;
-    let mut alice = gw
-        .sse_with("/sse/orders/1", &[("authorization", "Bearer alice")])
-        .await;
-    let mut bob = gw
-        .sse_with("/sse/orders/1", &[("authorization", "Bearer bob")])
-        .await;
+    let (up, gw, mut alice, mut bob) = alice_and_bob().await;
     alice.snapshot().await;
     bob.snapshot().await;
     up.by_auth(
