@@ -35,7 +35,7 @@ async fn alice_and_bob() -> (Upstream, Gateway, SseClient, SseClient) {
 
 #[tokio::test]
 async fn clients_with_different_credentials_get_their_own_data_and_poller() {
-    let (up, gw, mut alice, mut bob) = alice_and_bob().await;
+    let (up, _gw, mut alice, mut bob) = alice_and_bob().await;
     assert_eq!(alice.snapshot().await, json!({"owner": "alice"}));
     assert_eq!(bob.snapshot().await, json!({"owner": "bob"}));
     let reqs = up.requests("/orders/1").await;
@@ -73,7 +73,7 @@ async fn a_missing_resource_on_first_poll_gives_404() {
 
 #[tokio::test]
 async fn revoked_access_closes_that_instances_clients() {
-    let (up, gw, mut alice, mut bob) = alice_and_bob().await;
+    let (up, _gw, mut alice, mut bob) = alice_and_bob().await;
     alice.snapshot().await;
     bob.snapshot().await;
     up.by_auth(
