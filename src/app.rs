@@ -1,5 +1,6 @@
 //! Composition root: builds `Shared` and the pingora server, then runs it.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,13 +9,17 @@ use arc_swap::ArcSwap;
 use pingora::apps::http_app::HttpServer;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
+use tokio::sync::watch;
 use tracing::info;
 
 use crate::config::Config;
 use crate::demo::DemoApi;
 use crate::edge::Edge;
 use crate::hub::{Hub, LocalHub};
+use crate::reload::Reloader;
 use crate::routes::Routes;
 
 /// State every request shares; built once here and passed down, never a `static`.
@@ -26,6 +31,10 @@ pub struct Shared {
     pub clients: AtomicUsize,
     /// Clients turned away by a limit since start-up.
     pub overloaded: AtomicU64,
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
+    /// Becomes true when the process starts shutting down, so streams can say goodbye.
+    pub shutdown: watch::Sender<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,8 +45,8 @@ pub enum AppError {
     Runtime(#[source] std::io::Error),
 }
 
-/// Runs the gateway until a signal stops it.
-pub fn run(config: Config) -> Result<(), AppError> {
+/// Runs the gateway until a signal stops it; `path` is watched for changes.
+pub fn run(config: Config, path: PathBuf) -> Result<(), AppError> {
     pingora::tls::install_default_crypto_provider();
     let client = reqwest::Client::builder()
         .user_agent(concat!("sse-gateway/", env!("CARGO_PKG_VERSION")))
@@ -50,6 +59,8 @@ pub fn run(config: Config) -> Result<(), AppError> {
     let listen = config.listen;
     let threads = config.threads;
     let demo = config.demo.clone();
+    // pingora counts whole seconds; round up so a grace of 500ms is not none.
+    let grace = config.shutdown_grace.as_millis().div_ceil(1000) as u64;
     let routes = Routes::new(config);
     hub.reconcile(&routes);
     let shared = Arc::new(Shared {
@@ -57,15 +68,26 @@ pub fn run(config: Config) -> Result<(), AppError> {
         hub,
         clients: AtomicUsize::new(0),
         overloaded: AtomicU64::new(0),
+        reloads_ok: AtomicU64::new(0),
+        reloads_failed: AtomicU64::new(0),
+        shutdown: watch::channel(false).0,
     });
 
     let conf = ServerConf {
         threads,
-        grace_period_seconds: Some(1),
+        grace_period_seconds: Some(grace),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.add_service(background_service(
+        "config reload",
+        Reloader::new(shared.clone(), path),
+    ));
+    server.add_service(background_service(
+        "shutdown relay",
+        ShutdownRelay(shared.clone()),
+    ));
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Edge { shared });
     proxy.add_tcp(&listen.to_string());
     server.add_service(proxy);
@@ -78,4 +100,17 @@ pub fn run(config: Config) -> Result<(), AppError> {
     server.bootstrap();
     info!(%listen, threads, "gateway listening");
     server.run_forever()
+}
+
+/// Hands pingora's shutdown signal (SIGTERM, SIGINT) to the streams, which pingora's request
+/// callbacks never see.
+struct ShutdownRelay(Arc<Shared>);
+
+#[async_trait::async_trait]
+impl BackgroundService for ShutdownRelay {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let _ = shutdown.changed().await;
+        info!("shutting down: telling clients to reconnect");
+        self.0.shutdown.send_replace(true);
+    }
 }

@@ -16,6 +16,7 @@
 //! - `poller`: an instance's schedule, backoff and change detection; `fetch`: one upstream GET.
 //! - `diff`, `sse`: pure encoders of changes and events.
 //! - `demo`: the built-in demo API and page.
+//! - `reload`: file watch and SIGHUP → validated config → hub reconcile → routes swap.
 //! - `app`: the composition root.
 
 pub mod app;
@@ -26,5 +27,6 @@ pub mod edge;
 pub mod fetch;
 pub mod hub;
 pub mod poller;
+pub mod reload;
 pub mod routes;
 pub mod sse;

@@ -71,7 +71,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match app::run(config) {
+            match app::run(config, cli.config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("sse-gateway: {e}");

@@ -66,8 +66,22 @@ impl Poller {
         let mut health = Health::Healthy;
         let mut next_poll = Instant::now() + self.first_delay;
         let mut next_heartbeat = Instant::now() + topic.spec.load().heartbeat;
+        let mut running = topic.spec.load_full();
         loop {
             let spec = topic.spec.load_full();
+            if !Arc::ptr_eq(&spec, &running) {
+                // Another diff mode or another source: what clients hold can't be patched into
+                // it, so the next poll publishes a fresh snapshot.
+                if spec.diff != running.diff
+                    || spec.upstream.url != running.upstream.url
+                    || spec.poll != running.poll
+                {
+                    doc = None;
+                    validators = Validators::default();
+                }
+                info!("stream retuned by a reload");
+                running = spec.clone();
+            }
             let idle_at = match spec.idle {
                 Idle::After(d) if topic.clients() == 0 => {
                     Some(Instant::from_std(topic.last_left() + d))
@@ -313,6 +327,20 @@ mod tests {
             retry_after: Some(Duration::from_secs(86_400)),
         };
         assert_eq!(backoff(&s, 1, &e), MAX_RETRY_AFTER);
+    }
+
+    #[test]
+    fn a_change_is_encoded_in_each_wanted_format() {
+        let old = Doc::Json(json!({"a": 2, "b": 1}));
+        let new = Doc::Json(json!({"a": 3, "b": 1}));
+        let f = encode(3, "x-3", Some(&old), &new, [false, true]);
+        assert!(f.json_patch.is_none());
+        assert!(f.merge_patch.unwrap().ends_with(b"data: {\"a\":3}\n\n"));
+        let f = encode(3, "x-3", None, &new, [true, true]);
+        assert!(
+            f.json_patch.is_none() && f.merge_patch.is_none(),
+            "no document to patch"
+        );
     }
 
     #[test]

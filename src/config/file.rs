@@ -23,6 +23,14 @@ pub struct File {
     pub proxy: Option<String>,
     pub demo: Option<DemoFile>,
     pub limits: Option<LimitsFile>,
+    pub shutdown: Option<ShutdownFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownFile {
+    #[serde(default, with = "humantime_serde")]
+    pub grace: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]

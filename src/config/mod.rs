@@ -33,6 +33,8 @@ pub struct Config {
     pub proxy: Option<Arc<Upstream>>,
     pub demo: Option<Demo>,
     pub limits: Limits,
+    /// How long a shutdown may take once streams were told to reconnect.
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -200,7 +202,13 @@ impl Config {
     /// What `sse-gateway check` prints: everything the gateway would serve, without secrets.
     pub fn describe(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "listen: {} ({} threads)", self.listen, self.threads);
+        let _ = writeln!(
+            s,
+            "listen: {} ({} threads), shutdown grace {}",
+            self.listen,
+            self.threads,
+            humantime::format_duration(self.shutdown_grace)
+        );
         let _ = writeln!(
             s,
             "limits: max_clients {}, write_timeout {}",

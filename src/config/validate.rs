@@ -136,6 +136,11 @@ pub fn validate(
         },
     );
 
+    let shutdown_grace = file
+        .shutdown
+        .and_then(|s| s.grace)
+        .unwrap_or(Duration::from_secs(5));
+
     if !errs.list.is_empty() {
         return Err(ConfigErrors(errs.list));
     }
@@ -148,6 +153,7 @@ pub fn validate(
         proxy,
         demo,
         limits,
+        shutdown_grace,
     })
 }
 

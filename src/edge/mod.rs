@@ -172,9 +172,9 @@ impl Edge {
         let req = session.req_header();
         let query = req.uri.query().map(str::to_owned);
         let format = match routes::query_param(query.as_deref(), "format") {
-            None => spec.diff,
+            None => None,
             Some(f) => match DiffMode::parse(&f) {
-                Some(m) => m,
+                Some(m) => Some(m),
                 None => {
                     let body =
                         format!("unknown format `{f}`: use snapshot, json-patch or merge-patch\n");
@@ -233,6 +233,7 @@ impl Edge {
             session,
             sub,
             session::Settings {
+                shutdown: self.shared.shutdown.subscribe(),
                 retry: spec.retry,
                 write_timeout: routes.config.limits.write_timeout,
             },

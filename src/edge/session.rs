@@ -7,19 +7,27 @@ use http::{header, Version};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::Result;
+use rand::Rng;
+use tokio::sync::watch;
 use tracing::{debug, info};
 
 use crate::hub::{Delivery, Subscription};
 use crate::sse;
 
 pub struct Settings {
+    /// Turns true when the process shuts down.
+    pub shutdown: watch::Receiver<bool>,
     /// The `retry:` a browser waits before reconnecting.
     pub retry: Duration,
     /// pingora sets none: without it a client that stops reading pins its task forever.
     pub write_timeout: Duration,
 }
 
-pub async fn run(session: &mut Session, mut sub: Subscription, settings: Settings) -> Result<()> {
+pub async fn run(
+    session: &mut Session,
+    mut sub: Subscription,
+    mut settings: Settings,
+) -> Result<()> {
     session.set_write_timeout(Some(settings.write_timeout));
     let mut resp = ResponseHeader::build(200, Some(5))?;
     resp.insert_header(header::CONTENT_TYPE, "text/event-stream")?;
@@ -56,6 +64,16 @@ pub async fn run(session: &mut Session, mut sub: Subscription, settings: Setting
                 )),
                 Err(e) => Err(e),
             },
+            // Shutting down: a jittered `retry:` spreads the reconnects (with Last-Event-ID) over
+            // time and over whichever instances remain.
+            () = shutting_down(&mut settings.shutdown) => {
+                let retry = goodbye_retry(settings.retry);
+                let mut last = sse::retry(retry.as_millis() as u64).to_vec();
+                last.extend_from_slice(&sse::event(Some("end"), None, GOODBYE));
+                let _ = session.write_response_body(Some(last.into()), false).await;
+                let _ = session.write_response_body(None, true).await;
+                break Ok("gateway shutting down");
+            }
             delivery = sub.next() => match delivery {
                 Delivery::Send(bytes) => {
                     if let Err(e) = session.write_response_body(Some(bytes), false).await {
@@ -79,4 +97,19 @@ pub async fn run(session: &mut Session, mut sub: Subscription, settings: Setting
         Err(e) => debug!(instance = %sub.key(), error = %e, "sse session ended"),
     }
     outcome.map(|_| ())
+}
+
+const GOODBYE: &str = r#"{"reason":"gateway restarting","reconnect":true}"#;
+
+/// Between one and two `retry` periods (at least one second), so a restart's reconnects spread out.
+fn goodbye_retry(retry: Duration) -> Duration {
+    let base = retry.max(Duration::from_secs(1));
+    rand::rng().random_range(base..=base * 2)
+}
+
+async fn shutting_down(rx: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns must not live across the goodbye's awaits.
+    if rx.wait_for(|down| *down).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }

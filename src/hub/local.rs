@@ -17,6 +17,8 @@ use crate::sse;
 
 /// How long past the stream's `timeout` a new client waits for the first poll.
 const FIRST_POLL_SLACK: Duration = Duration::from_millis(250);
+/// The `retry:` sent with the last event of a stream that left the config.
+const REMOVED_RETRY_MS: u64 = 30_000;
 /// First polls started by a client are spread over at most this, so the client is not kept waiting.
 const CLIENT_START_JITTER: Duration = Duration::from_millis(100);
 
@@ -174,8 +176,11 @@ impl Hub for LocalHub {
             if let Some(topic) = topics.by_key.remove(&key) {
                 topics.per_stream.remove(&key.stream);
                 warn!(stream = %key.stream, "stream removed; closing its clients");
+                // A long retry: the browser comes back once, gets 404, and stops.
                 let data = r#"{"reason":"stream removed from the gateway config"}"#;
-                topic.close(sse::event(Some("end"), None, data));
+                let mut last = sse::retry(REMOVED_RETRY_MS).to_vec();
+                last.extend_from_slice(&sse::event(Some("end"), None, data));
+                topic.close(last.into());
                 topic.stop.notify_one();
             }
         }

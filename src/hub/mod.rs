@@ -34,8 +34,9 @@ pub trait Hub: Send + Sync + 'static {
 pub struct SubscribeRequest {
     pub spec: Arc<StreamSpec>,
     pub key: StreamKey,
-    /// The encoding this client wants for changes.
-    pub format: DiffMode,
+    /// The encoding this client asked for; `None` follows the stream's `diff`, even across a
+    /// reload that changes it.
+    pub format: Option<DiffMode>,
     /// The `Last-Event-ID` the client resumes from, if any and well formed.
     pub resume: Option<EventId>,
 }

@@ -215,9 +215,12 @@ impl Member {
 
     /// Builds a subscription that starts from the current state: the missed events if `resume`
     /// is in the ring, the snapshot otherwise, then the upstream status if it is failing.
-    pub fn attach(self, format: DiffMode, resume: Option<EventId>) -> Subscription {
+    pub fn attach(self, chosen: Option<DiffMode>, resume: Option<EventId>) -> Subscription {
         let topic = self.0.clone();
-        topic.formats[format_index(format)].fetch_add(1, Ordering::AcqRel);
+        if let Some(f) = chosen {
+            topic.formats[format_index(f)].fetch_add(1, Ordering::AcqRel);
+        }
+        let format = chosen.unwrap_or_else(|| topic.spec.load().diff);
         let st = topic.state();
         let mut start = Vec::new();
         let replay = resume
@@ -247,7 +250,7 @@ impl Member {
             rx,
             last_seq,
             have_doc,
-            format,
+            chosen,
         }
     }
 }
@@ -262,7 +265,7 @@ pub struct Subscription {
     last_seq: u64,
     /// Whether the client has a document a patch could apply to.
     have_doc: bool,
-    format: DiffMode,
+    chosen: Option<DiffMode>,
 }
 
 impl Subscription {
@@ -284,8 +287,9 @@ impl Subscription {
                         continue;
                     }
                     self.last_seq = frame.seq;
+                    let format = self.chosen.unwrap_or_else(|| self.topic.spec.load().diff);
                     let bytes = if self.have_doc {
-                        frame.bytes_for(self.format)
+                        frame.bytes_for(format)
                     } else {
                         &frame.snapshot
                     };
@@ -316,7 +320,9 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.topic.formats[format_index(self.format)].fetch_sub(1, Ordering::AcqRel);
+        if let Some(f) = self.chosen {
+            self.topic.formats[format_index(f)].fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -379,17 +385,17 @@ mod tests {
         for seq in 1..=5 {
             t.publish(frame(seq));
         }
-        let mut sub = t.join().attach(DiffMode::JsonPatch, Some(t.id(3)));
+        let mut sub = t.join().attach(Some(DiffMode::JsonPatch), Some(t.id(3)));
         assert_eq!(text(&sub.take_start()), ["patch 4", "patch 5"]);
         let up_to_date = t
             .join()
-            .attach(DiffMode::JsonPatch, Some(t.id(5)))
+            .attach(Some(DiffMode::JsonPatch), Some(t.id(5)))
             .take_start();
         assert!(up_to_date.is_empty());
         // Merge-patch was not in use: its clients get snapshots, always a valid next event.
         let merge = t
             .join()
-            .attach(DiffMode::MergePatch, Some(t.id(4)))
+            .attach(Some(DiffMode::MergePatch), Some(t.id(4)))
             .take_start();
         assert_eq!(text(&merge), ["snapshot 5"]);
         t.publish(frame(6));
@@ -407,13 +413,16 @@ mod tests {
             seq: 4,
         };
         for resume in [None, Some(foreign), Some(t.id(1)), Some(t.id(99))] {
-            let start = t.join().attach(DiffMode::JsonPatch, resume).take_start();
+            let start = t
+                .join()
+                .attach(Some(DiffMode::JsonPatch), resume)
+                .take_start();
             assert_eq!(text(&start), ["snapshot 5"], "{resume:?}");
         }
         // Seq 3 is the oldest the ring of 2 can resume from (it holds 4 and 5).
         let start = t
             .join()
-            .attach(DiffMode::JsonPatch, Some(t.id(3)))
+            .attach(Some(DiffMode::JsonPatch), Some(t.id(3)))
             .take_start();
         assert_eq!(text(&start), ["patch 4", "patch 5"]);
     }
@@ -422,7 +431,7 @@ mod tests {
     async fn a_client_that_falls_behind_gets_one_snapshot_instead_of_its_backlog() {
         let t = topic(16);
         t.publish(frame(1));
-        let mut sub = t.join().attach(DiffMode::JsonPatch, None);
+        let mut sub = t.join().attach(Some(DiffMode::JsonPatch), None);
         sub.take_start();
         // The channel holds 16; 40 more overflow it.
         for seq in 2..=41 {
@@ -437,7 +446,7 @@ mod tests {
     async fn leaving_is_counted_and_signalled() {
         let t = topic(4);
         let a = t.join();
-        let b = t.join().attach(DiffMode::Snapshot, None);
+        let b = t.join().attach(Some(DiffMode::Snapshot), None);
         assert_eq!(t.clients(), 2);
         drop(a);
         drop(b);

@@ -10,6 +10,7 @@ mod demo;
 mod events;
 mod limits;
 mod proxy;
+mod reload;
 mod resume;
 mod sharing;
 mod slow_clients;

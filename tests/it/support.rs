@@ -59,7 +59,9 @@ pub struct Gateway {
     child: Child,
     pub port: u16,
     stderr: PathBuf,
-    _dir: tempfile::TempDir,
+    /// The config file the gateway was started with (a symlink in `start_symlinked`).
+    pub config: PathBuf,
+    dir: tempfile::TempDir,
 }
 
 impl Gateway {
@@ -69,20 +71,37 @@ impl Gateway {
     }
 
     pub async fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Gateway {
+        Self::start_opts(yaml, env, false).await
+    }
+
+    /// Starts with `gateway.yaml` a symlink into a data directory, as a Kubernetes ConfigMap has it.
+    pub async fn start_symlinked(yaml: &str) -> Gateway {
+        Self::start_opts(yaml, &[], true).await
+    }
+
+    async fn start_opts(yaml: &str, env: &[(&str, &str)], symlinked: bool) -> Gateway {
         // pingora retries a busy port for 30 s; on the rare collision, try another port.
         for _ in 0..3 {
-            if let Some(gw) = Self::try_start(yaml, env).await {
+            if let Some(gw) = Self::try_start(yaml, env, symlinked).await {
                 return gw;
             }
         }
         panic!("the gateway did not start listening");
     }
 
-    async fn try_start(yaml: &str, env: &[(&str, &str)]) -> Option<Gateway> {
+    async fn try_start(yaml: &str, env: &[(&str, &str)], symlinked: bool) -> Option<Gateway> {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let config = dir.path().join("gateway.yaml");
-        std::fs::write(&config, format!("listen: 127.0.0.1:{port}\n{yaml}")).expect("write config");
+        let text = format!("listen: 127.0.0.1:{port}\n{yaml}");
+        if symlinked {
+            let data = dir.path().join("..data_0");
+            std::fs::create_dir(&data).expect("data dir");
+            std::fs::write(data.join("gateway.yaml"), text).expect("write config");
+            std::os::unix::fs::symlink(data.join("gateway.yaml"), &config).expect("symlink");
+        } else {
+            std::fs::write(&config, text).expect("write config");
+        }
         let stderr = dir.path().join("stderr.log");
         let log = std::fs::File::create(&stderr).expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sse-gateway"));
@@ -99,7 +118,8 @@ impl Gateway {
             child,
             port,
             stderr,
-            _dir: dir,
+            config,
+            dir,
         };
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(5) {
@@ -113,6 +133,47 @@ impl Gateway {
         }
         eprintln!("not listening on {port} yet; retrying:\n{}", gw.stderr());
         None
+    }
+
+    /// Replaces the config the way editors do: write a new file, rename it over the old one.
+    pub fn rewrite(&self, yaml: &str) {
+        let tmp = self.dir.path().join("gateway.yaml.new");
+        std::fs::write(&tmp, format!("listen: 127.0.0.1:{}\n{yaml}", self.port)).expect("write");
+        std::fs::rename(&tmp, &self.config).expect("rename");
+    }
+
+    /// Replaces a symlinked config the way Kubernetes does: a new data directory, then an atomic
+    /// swap of the symlink.
+    pub fn swap_symlink(&self, yaml: &str, generation: u32) {
+        let data = self.dir.path().join(format!("..data_{generation}"));
+        std::fs::create_dir(&data).expect("data dir");
+        let file = data.join("gateway.yaml");
+        std::fs::write(&file, format!("listen: 127.0.0.1:{}\n{yaml}", self.port)).expect("write");
+        let tmp = self.dir.path().join("gateway.yaml.tmp");
+        std::os::unix::fs::symlink(&file, &tmp).expect("symlink");
+        std::fs::rename(&tmp, &self.config).expect("swap");
+    }
+
+    /// Sends a signal by name (`HUP`, `TERM`).
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+    }
+
+    /// Waits for the process to exit, up to `limit`.
+    pub async fn exit_status(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(start.elapsed() < limit, "still running after {limit:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,213 @@
+//! gateway.yaml is reloaded without dropping clients; a broken one never replaces a working one.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::*;
+
+fn doc_stream(up: &Upstream, extra: &str) -> String {
+    config(
+        up,
+        &format!(
+            "  - path: /sse/doc\n    upstream: api\n    poll: /doc\n    interval: 100ms\n{extra}"
+        ),
+    )
+}
+
+fn seq(id: &str) -> u64 {
+    id.rsplit('-').next().unwrap().parse().unwrap()
+}
+
+async fn reloaded(gw: &Gateway, times: usize) {
+    eventually("the reload is applied", || async {
+        (gw.stderr().matches("config reloaded").count() >= times).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_reload_with_fifty_clients_attached_drops_none_and_loses_nothing() {
+    let up = Upstream::json("/doc", json!({"v": 0})).await;
+    up.set("/other", json!({"other": true}));
+    let gw = Gateway::start(&doc_stream(&up, "")).await;
+    let mut clients = Vec::new();
+    for _ in 0..50 {
+        let mut c = gw.sse("/sse/doc").await;
+        c.snapshot().await;
+        clients.push(c);
+    }
+    up.set("/doc", json!({"v": 1}));
+    for c in &mut clients {
+        c.next_document().await;
+    }
+    let before = clients[0].last_id.clone();
+
+    // Retune the stream and add another.
+    gw.rewrite(&doc_stream(
+        &up,
+        "    timeout: 2s\n  - path: /sse/other\n    upstream: api\n    poll: /other\n",
+    ));
+    reloaded(&gw, 1).await;
+    let mut other = gw.sse("/sse/other").await;
+    assert_eq!(other.snapshot().await, json!({"other": true}));
+
+    up.set("/doc", json!({"v": 2}));
+    for c in &mut clients {
+        let ev = c.next_event().await;
+        assert_eq!(ev.event, "patch", "no snapshot, no gap");
+        assert_eq!(seq(&ev.id), seq(&before) + 1, "ids carry on");
+        assert_eq!(c.doc, Some(json!({"v": 2})));
+    }
+}
+
+#[tokio::test]
+async fn an_invalid_reload_keeps_the_running_config() {
+    let up = Upstream::json("/doc", json!({"v": 0})).await;
+    let gw = Gateway::start(&doc_stream(&up, "")).await;
+    let mut client = gw.sse("/sse/doc").await;
+    client.snapshot().await;
+    gw.rewrite(&doc_stream(&up, "    timeout: never\n"));
+    eventually("the refusal is logged", || async {
+        let log = gw.stderr();
+        (log.contains("config reload refused") && log.contains("streams[0].timeout"))
+            .then_some(())
+            .or_else(|| {
+                eprintln!("{log}");
+                None
+            })
+    })
+    .await;
+    up.set("/doc", json!({"v": 1}));
+    assert_eq!(client.next_document().await, json!({"v": 1}));
+    let mut again = gw.sse("/sse/doc").await;
+    assert_eq!(again.snapshot().await, json!({"v": 1}));
+}
+
+#[tokio::test]
+async fn a_removed_stream_says_so_and_closes_with_a_long_retry() {
+    let up = Upstream::json("/doc", json!({"v": 0})).await;
+    up.set("/keep", json!({"keep": 1}));
+    let gw = Gateway::start(&format!(
+        "{}  - path: /sse/keep\n    upstream: api\n    poll: /keep\n",
+        doc_stream(&up, "")
+    ))
+    .await;
+    let mut gone = gw.sse("/sse/doc").await;
+    gone.snapshot().await;
+    let mut kept = gw.sse("/sse/keep").await;
+    kept.snapshot().await;
+    gw.rewrite(&config(
+        &up,
+        "  - path: /sse/keep\n    upstream: api\n    poll: /keep\n    interval: 100ms\n",
+    ));
+    let end = gone.next_of("end").await;
+    assert!(end.data.contains("removed"), "{}", end.data);
+    assert_eq!(end.retry, Some(Duration::from_secs(30)));
+    assert!(gone.try_next_event().await.is_none(), "the stream ends");
+    assert_eq!(gw.get_sse("/sse/doc", &[]).await.status(), 404);
+    up.set("/keep", json!({"keep": 2}));
+    assert_eq!(kept.next_document().await, json!({"keep": 2}));
+}
+
+#[tokio::test]
+async fn sighup_reloads() {
+    let up = Upstream::json("/doc", json!({"v": 0})).await;
+    up.set("/new", json!({"new": 1}));
+    let gw = Gateway::start(&doc_stream(&up, "")).await;
+    gw.rewrite(&format!(
+        "{}  - path: /sse/new\n    upstream: api\n    poll: /new\n",
+        doc_stream(&up, "")
+    ));
+    gw.signal("HUP");
+    eventually("a SIGHUP reload", || async {
+        gw.stderr().contains("trigger=\"SIGHUP\"").then_some(())
+    })
+    .await;
+    let mut c = gw.sse("/sse/new").await;
+    assert_eq!(c.snapshot().await, json!({"new": 1}));
+}
+
+#[tokio::test]
+async fn a_symlink_swap_reloads_like_a_configmap_update() {
+    let up = Upstream::json("/doc", json!({"v": 0})).await;
+    up.set("/new", json!({"new": 1}));
+    let gw = Gateway::start_symlinked(&doc_stream(&up, "")).await;
+    let mut client = gw.sse("/sse/doc").await;
+    client.snapshot().await;
+    gw.swap_symlink(
+        &format!(
+            "{}  - path: /sse/new\n    upstream: api\n    poll: /new\n",
+            doc_stream(&up, "")
+        ),
+        1,
+    );
+    reloaded(&gw, 1).await;
+    let mut c = gw.sse("/sse/new").await;
+    assert_eq!(c.snapshot().await, json!({"new": 1}));
+    up.set("/doc", json!({"v": 1}));
+    assert_eq!(client.next_document().await, json!({"v": 1}));
+}
+
+#[tokio::test]
+async fn a_new_diff_mode_gives_attached_clients_a_fresh_snapshot() {
+    let up = Upstream::json("/doc", json!({"a": 1, "b": 1})).await;
+    let gw = Gateway::start(&doc_stream(&up, "")).await;
+    let mut client = gw.sse("/sse/doc").await;
+    client.snapshot().await;
+    gw.rewrite(&doc_stream(&up, "    diff: merge-patch\n"));
+    reloaded(&gw, 1).await;
+    // The first change after the reload comes as a snapshot, later ones as merge patches;
+    // every document the client holds is the upstream's.
+    let mut kinds = Vec::new();
+    for a in 2..8 {
+        let want = json!({"a": a, "b": 1});
+        up.set("/doc", want.clone());
+        let ev = client.next_event().await;
+        assert_eq!(client.doc.as_ref(), Some(&want));
+        kinds.push(ev.event);
+    }
+    assert_eq!(kinds[0], "snapshot", "{kinds:?}");
+    assert_eq!(
+        kinds.last().map(String::as_str),
+        Some("merge-patch"),
+        "{kinds:?}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_tells_clients_to_come_back_and_exits_cleanly_within_the_grace() {
+    let up = Upstream::json("/doc", json!({"v": 0})).await;
+    let mut gw = Gateway::start(&format!(
+        "shutdown:\n  grace: 1s\n{}",
+        doc_stream(&up, "    retry: 1s\n")
+    ))
+    .await;
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        let mut c = gw.sse("/sse/doc").await;
+        c.snapshot().await;
+        clients.push(c);
+    }
+    let start = Instant::now();
+    gw.signal("TERM");
+    for c in &mut clients {
+        let end = c.next_of("end").await;
+        let retry = end.retry.expect("a retry");
+        assert!(
+            retry >= Duration::from_secs(1) && retry <= Duration::from_secs(2),
+            "{retry:?}"
+        );
+        assert!(
+            c.try_next_event().await.is_none(),
+            "the stream ends cleanly"
+        );
+    }
+    let status = gw.exit_status(Duration::from_secs(10)).await;
+    assert!(status.success(), "{status:?}: {}", gw.stderr());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+}
