@@ -1,7 +1,7 @@
 //! Composition root: builds `Shared` and the pingora server, then runs it.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,12 +13,14 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 
+use crate::admin::Admin;
 use crate::config::Config;
 use crate::demo::DemoApi;
 use crate::edge::Edge;
 use crate::hub::{Hub, LocalHub};
+use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::routes::Routes;
 
@@ -29,10 +31,7 @@ pub struct Shared {
     pub hub: Arc<dyn Hub>,
     /// SSE clients attached now, against `limits.max_clients`.
     pub clients: AtomicUsize,
-    /// Clients turned away by a limit since start-up.
-    pub overloaded: AtomicU64,
-    pub reloads_ok: AtomicU64,
-    pub reloads_failed: AtomicU64,
+    pub metrics: Arc<Metrics>,
     /// Becomes true when the process starts shutting down, so streams can say goodbye.
     pub shutdown: watch::Sender<bool>,
 }
@@ -43,6 +42,8 @@ pub enum AppError {
     Client(#[source] reqwest::Error),
     #[error("cannot start the poller runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    #[error("cannot register the metrics: {0}")]
+    Metrics(#[source] prometheus::Error),
 }
 
 /// Runs the gateway until a signal stops it; `path` is watched for changes.
@@ -54,11 +55,14 @@ pub fn run(config: Config, path: PathBuf) -> Result<(), AppError> {
         .pool_idle_timeout(Duration::from_secs(90))
         .build()
         .map_err(AppError::Client)?;
-    let hub = Arc::new(LocalHub::new(client).map_err(AppError::Runtime)?);
+    let metrics = Arc::new(Metrics::new().map_err(AppError::Metrics)?);
+    let hub = Arc::new(LocalHub::new(client, metrics.clone()).map_err(AppError::Runtime)?);
 
+    raise_open_file_limit(config.limits.max_clients);
     let listen = config.listen;
     let threads = config.threads;
     let demo = config.demo.clone();
+    let admin_listen = config.admin.listen;
     // pingora counts whole seconds; round up so a grace of 500ms is not none.
     let grace = config.shutdown_grace.as_millis().div_ceil(1000) as u64;
     let routes = Routes::new(config);
@@ -67,9 +71,7 @@ pub fn run(config: Config, path: PathBuf) -> Result<(), AppError> {
         routes: ArcSwap::from_pointee(routes),
         hub,
         clients: AtomicUsize::new(0),
-        overloaded: AtomicU64::new(0),
-        reloads_ok: AtomicU64::new(0),
-        reloads_failed: AtomicU64::new(0),
+        metrics,
         shutdown: watch::channel(false).0,
     });
 
@@ -88,6 +90,14 @@ pub fn run(config: Config, path: PathBuf) -> Result<(), AppError> {
         "shutdown relay",
         ShutdownRelay(shared.clone()),
     ));
+    let mut admin = Service::new(
+        "admin".into(),
+        HttpServer::new_app(Admin {
+            shared: shared.clone(),
+        }),
+    );
+    admin.add_tcp(&admin_listen.to_string());
+    server.add_service(admin);
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Edge { shared });
     proxy.add_tcp(&listen.to_string());
     server.add_service(proxy);
@@ -98,7 +108,7 @@ pub fn run(config: Config, path: PathBuf) -> Result<(), AppError> {
         info!(listen = %demo.listen, "demo api listening");
     }
     server.bootstrap();
-    info!(%listen, threads, "gateway listening");
+    info!(%listen, threads, admin = %admin_listen, "gateway listening");
     server.run_forever()
 }
 
@@ -112,5 +122,22 @@ impl BackgroundService for ShutdownRelay {
         let _ = shutdown.changed().await;
         info!("shutting down: telling clients to reconnect");
         self.0.shutdown.send_replace(true);
+    }
+}
+
+/// Each client holds a socket: lift the soft open-file limit to the hard one, and say so when
+/// `max_clients` still can't fit (a client past the limit would fail to connect, not be told).
+fn raise_open_file_limit(max_clients: usize) {
+    let (soft, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((0, 0));
+    let raised = rlimit::increase_nofile_limit(hard).unwrap_or(soft);
+    info!(soft = soft, hard = hard, now = raised, "open-file limit");
+    // Upstream connections, listeners and the process's own files need some room too.
+    let needed = max_clients as u64 + 256;
+    if raised < needed {
+        warn!(
+            limit = raised,
+            max_clients,
+            "the open-file limit is below limits.max_clients: raise it (ulimit -n, LimitNOFILE)"
+        );
     }
 }

@@ -17,8 +17,11 @@
 //! - `diff`, `sse`: pure encoders of changes and events.
 //! - `demo`: the built-in demo API and page.
 //! - `reload`: file watch and SIGHUP → validated config → hub reconcile → routes swap.
+//! - `admin`: the operator's listener: metrics, health, stream list, refresh.
+//! - `metrics`: the Prometheus registry.
 //! - `app`: the composition root.
 
+pub mod admin;
 pub mod app;
 pub mod config;
 pub mod demo;
@@ -26,6 +29,7 @@ pub mod diff;
 pub mod edge;
 pub mod fetch;
 pub mod hub;
+pub mod metrics;
 pub mod poller;
 pub mod reload;
 pub mod routes;

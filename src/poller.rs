@@ -63,6 +63,8 @@ impl Poller {
         let mut doc: Option<Doc> = None;
         let mut validators = Validators::default();
         let mut failures: u32 = 0;
+        // Size of the last body, which a 304 stands for.
+        let mut last_len: u64 = 0;
         let mut health = Health::Healthy;
         let mut next_poll = Instant::now() + self.first_delay;
         let mut next_heartbeat = Instant::now() + topic.spec.load().heartbeat;
@@ -104,12 +106,15 @@ impl Poller {
                 }
                 // The last client left: recompute the idle deadline.
                 _ = topic.emptied.notified() => continue,
+                // POST /streams/refresh: poll now.
+                _ = topic.refresh.notified() => {}
                 _ = topic.stop.notified() => {
                     info!("poller stopped: stream removed");
                     return Exit::Removed;
                 }
             }
 
+            let started = std::time::Instant::now();
             let result = fetch::fetch(
                 &self.client,
                 fetch::Request {
@@ -122,6 +127,10 @@ impl Poller {
                 },
             )
             .await;
+            let metrics = &topic.metrics;
+            metrics
+                .upstream_latency
+                .observe(started.elapsed().as_secs_f64());
 
             let delay = match result {
                 Ok(fetched) => {
@@ -132,19 +141,38 @@ impl Poller {
                         let ev = status_event("healthy", None, None);
                         topic.set_status(None, ev);
                     }
-                    match fetched {
-                        Fetched::NotModified => debug!("poll: not modified"),
+                    let result = match fetched {
+                        Fetched::NotModified => {
+                            debug!("poll: not modified");
+                            "not_modified"
+                        }
                         Fetched::Body {
                             body,
                             validators: v,
                         } => {
                             validators = v;
+                            last_len = body.len() as u64;
+                            metrics.upstream_bytes.inc_by(last_len);
+                            let seq = topic.current_seq();
                             doc = publish_if_changed(&topic, &spec, doc, body).await;
+                            if topic.current_seq() > seq {
+                                "changed"
+                            } else {
+                                "unchanged"
+                            }
                         }
-                    }
+                    };
+                    // What each attached client would have downloaded polling on its own.
+                    metrics
+                        .polling_equivalent_bytes
+                        .inc_by(last_len * topic.clients() as u64);
+                    metrics.polls.with_label_values(&[result]).inc();
+                    topic.record_poll(result);
                     spec.interval
                 }
                 Err(e) => {
+                    metrics.polls.with_label_values(&["error"]).inc();
+                    topic.record_poll("error");
                     let status = e.status();
                     let denied =
                         matches!(status, Some(401 | 403)) || (status == Some(404) && doc.is_none());
@@ -249,6 +277,18 @@ async fn publish_if_changed(
     match frame {
         Some(frame) => {
             debug!(seq, "poll: changed");
+            let patch = match spec.diff {
+                DiffMode::JsonPatch => frame.json_patch.as_ref(),
+                DiffMode::MergePatch => frame.merge_patch.as_ref(),
+                DiffMode::Snapshot => None,
+            };
+            if let Some(p) = patch {
+                topic.metrics.patch_bytes.inc_by(p.len() as u64);
+                topic
+                    .metrics
+                    .snapshot_bytes
+                    .inc_by(frame.snapshot.len() as u64);
+            }
             topic.publish(frame);
         }
         None => debug!("poll: unchanged"),

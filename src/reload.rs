@@ -5,7 +5,6 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -58,7 +57,11 @@ impl Reloader {
         let new = match config::load(&self.path) {
             Ok(c) => c,
             Err(errors) => {
-                self.shared.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .metrics
+                    .reloads
+                    .with_label_values(&["refused"])
+                    .inc();
                 error!(trigger, %errors, "config reload refused; the running config stays");
                 return Outcome::Refused;
             }
@@ -76,7 +79,11 @@ impl Reloader {
         // Stored first, so no request can reach a stream that reconcile is about to close.
         self.shared.routes.store(routes.clone());
         self.shared.hub.reconcile(&routes);
-        self.shared.reloads_ok.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .metrics
+            .reloads
+            .with_label_values(&["applied"])
+            .inc();
         info!(
             trigger,
             streams = routes.config.streams.len(),

@@ -24,6 +24,14 @@ pub struct File {
     pub demo: Option<DemoFile>,
     pub limits: Option<LimitsFile>,
     pub shutdown: Option<ShutdownFile>,
+    pub admin: Option<AdminFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    pub listen: Option<String>,
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

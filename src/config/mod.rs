@@ -35,6 +35,24 @@ pub struct Config {
     pub limits: Limits,
     /// How long a shutdown may take once streams were told to reconnect.
     pub shutdown_grace: Duration,
+    pub admin: Admin,
+}
+
+/// The operator's listener: metrics, health, stream list, refresh.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Admin {
+    pub listen: SocketAddr,
+    /// A bearer token every admin request must carry, when set.
+    pub token: Option<String>,
+}
+
+impl fmt::Debug for Admin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Admin")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -264,6 +282,16 @@ impl Config {
                 let _ = writeln!(s, "proxy: none (other paths get 404)");
             }
         }
+        let _ = writeln!(
+            s,
+            "admin: {}{}",
+            self.admin.listen,
+            if self.admin.token.is_some() {
+                " (bearer token required)"
+            } else {
+                ""
+            }
+        );
         if let Some(demo) = &self.demo {
             let _ = writeln!(
                 s,

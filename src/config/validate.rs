@@ -11,8 +11,8 @@ use http::{HeaderName, HeaderValue};
 use super::file::{File, IdleFile, Size, StreamFile, UpstreamFile};
 use super::index::KeyIndex;
 use super::{
-    Config, ConfigError, ConfigErrors, Demo, DiffMode, Idle, Limits, PathTemplate, StreamSpec,
-    Upstream,
+    Admin, Config, ConfigError, ConfigErrors, Demo, DiffMode, Idle, Limits, PathTemplate,
+    StreamSpec, Upstream,
 };
 
 const DEFAULT_PARAM: &str = "^[A-Za-z0-9._~-]+$";
@@ -136,6 +136,29 @@ pub fn validate(
         },
     );
 
+    let admin = {
+        let a = file.admin.as_ref();
+        let listen = socket_addr(
+            &mut errs,
+            "admin.listen",
+            a.and_then(|a| a.listen.as_deref()),
+            "127.0.0.1:9090",
+        );
+        let token = a.and_then(|a| a.token.as_deref()).and_then(|t| {
+            let t = expand(&mut errs, "admin.token", t, env)?;
+            if t.is_empty() {
+                errs.add(
+                    "admin.token",
+                    "is empty: omit `token` to serve admin without one",
+                );
+            }
+            Some(t)
+        });
+        if listen == socket_addr_of(file.listen.as_deref()) {
+            errs.add("admin.listen", "must differ from `listen`");
+        }
+        Admin { listen, token }
+    };
     let shutdown_grace = file
         .shutdown
         .and_then(|s| s.grace)
@@ -154,6 +177,7 @@ pub fn validate(
         demo,
         limits,
         shutdown_grace,
+        admin,
     })
 }
 
@@ -530,6 +554,14 @@ fn stream(
         max_body,
         params,
     })
+}
+
+/// The client listener's address as configured, for comparisons (parse errors are reported elsewhere).
+fn socket_addr_of(value: Option<&str>) -> SocketAddr {
+    value
+        .unwrap_or("0.0.0.0:8080")
+        .parse()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
 }
 
 #[cfg(test)]

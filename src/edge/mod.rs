@@ -234,6 +234,7 @@ impl Edge {
             sub,
             session::Settings {
                 shutdown: self.shared.shutdown.subscribe(),
+                metrics: self.shared.metrics.clone(),
                 retry: spec.retry,
                 write_timeout: routes.config.limits.write_timeout,
             },
@@ -250,7 +251,8 @@ impl Edge {
         spec: &StreamSpec,
         reason: &str,
     ) -> Result<()> {
-        let total = self.shared.overloaded.fetch_add(1, Ordering::Relaxed) + 1;
+        self.shared.metrics.overloaded.inc();
+        let total = self.shared.metrics.overloaded.get();
         if total.is_power_of_two() || total % 1000 == 0 {
             warn!(overloaded_total = total, reason, "client turned away");
         }

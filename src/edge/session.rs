@@ -1,5 +1,6 @@
 //! One SSE client's loop: write what the subscription yields until the client or the stream ends.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -12,9 +13,11 @@ use tokio::sync::watch;
 use tracing::{debug, info};
 
 use crate::hub::{Delivery, Subscription};
+use crate::metrics::Metrics;
 use crate::sse;
 
 pub struct Settings {
+    pub metrics: Arc<Metrics>,
     /// Turns true when the process shuts down.
     pub shutdown: watch::Receiver<bool>,
     /// The `retry:` a browser waits before reconnecting.
@@ -46,9 +49,11 @@ pub async fn run(
     if start.is_empty() {
         first.extend_from_slice(b"\n");
     }
+    settings.metrics.events_sent.inc_by(start.len() as u64);
     for bytes in start {
         first.extend_from_slice(&bytes);
     }
+    settings.metrics.bytes_sent.inc_by(first.len() as u64);
     session
         .write_response_body(Some(first.freeze()), false)
         .await?;
@@ -76,6 +81,10 @@ pub async fn run(
             }
             delivery = sub.next() => match delivery {
                 Delivery::Send(bytes) => {
+                    if bytes.as_ref() != sse::HEARTBEAT {
+                        settings.metrics.events_sent.inc();
+                    }
+                    settings.metrics.bytes_sent.inc_by(bytes.len() as u64);
                     if let Err(e) = session.write_response_body(Some(bytes), false).await {
                         break Err(e);
                     }
@@ -92,6 +101,7 @@ pub async fn run(
     match &outcome {
         Ok(why) => debug!(instance = %sub.key(), why, "sse session ended"),
         Err(e) if e.etype() == &pingora::ErrorType::WriteTimedout => {
+            settings.metrics.clients_dropped_slow.inc();
             info!(instance = %sub.key(), "sse client dropped: write timed out");
         }
         Err(e) => debug!(instance = %sub.key(), error = %e, "sse session ended"),

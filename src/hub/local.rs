@@ -9,8 +9,9 @@ use tokio::runtime::Runtime;
 use tracing::{info, info_span, warn, Instrument};
 
 use super::topic::{Member, Readiness, Topic};
-use super::{Hub, HubError, StreamKey, SubscribeRequest, Subscription};
+use super::{Hub, HubError, InstanceInfo, StreamKey, SubscribeRequest, Subscription};
 use crate::config::{Idle, StreamSpec};
+use crate::metrics::Metrics;
 use crate::poller::Poller;
 use crate::routes::{self, Routes};
 use crate::sse;
@@ -31,6 +32,7 @@ pub struct LocalHub {
 struct Inner {
     topics: Mutex<Topics>,
     client: reqwest::Client,
+    metrics: Arc<Metrics>,
     handle: tokio::runtime::Handle,
 }
 
@@ -41,7 +43,7 @@ struct Topics {
 }
 
 impl LocalHub {
-    pub fn new(client: reqwest::Client) -> std::io::Result<LocalHub> {
+    pub fn new(client: reqwest::Client, metrics: Arc<Metrics>) -> std::io::Result<LocalHub> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("sse-pollers")
@@ -51,15 +53,11 @@ impl LocalHub {
             inner: Arc::new(Inner {
                 topics: Mutex::new(Topics::default()),
                 client,
+                metrics,
                 handle: runtime.handle().clone(),
             }),
             runtime: Some(runtime),
         })
-    }
-
-    /// Stream instances currently polling.
-    pub fn instances(&self) -> usize {
-        self.inner.topics().by_key.len()
     }
 }
 
@@ -97,7 +95,7 @@ impl Inner {
             });
         }
         *count += 1;
-        let topic = Arc::new(Topic::new(spec.clone(), key.clone()));
+        let topic = Arc::new(Topic::new(spec.clone(), key.clone(), self.metrics.clone()));
         let member = topic.join();
         topics.by_key.insert(key, topic.clone());
         drop(topics);
@@ -159,6 +157,25 @@ impl Hub for LocalHub {
             return Err(HubError::Denied(status));
         }
         Ok(member.attach(req.format, req.resume))
+    }
+
+    fn instances(&self) -> Vec<InstanceInfo> {
+        let topics: Vec<Arc<Topic>> = self.inner.topics().by_key.values().cloned().collect();
+        topics.iter().map(|t| t.info()).collect()
+    }
+
+    fn refresh(&self, stream: &str, target: &str) -> usize {
+        let topics = self.inner.topics();
+        let matching = topics
+            .by_key
+            .iter()
+            .filter(|(k, _)| &*k.stream == stream && k.target == target);
+        let mut n = 0;
+        for (_, topic) in matching {
+            topic.refresh.notify_one();
+            n += 1;
+        }
+        n
     }
 
     fn reconcile(&self, routes: &Routes) {

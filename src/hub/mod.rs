@@ -28,6 +28,27 @@ pub trait Hub: Send + Sync + 'static {
 
     /// Applies a validated config: starts `idle: never` pollers, stops those of removed streams.
     fn reconcile(&self, routes: &Routes);
+
+    /// What runs now, for the admin listener and the metrics.
+    fn instances(&self) -> Vec<InstanceInfo>;
+
+    /// Polls now every instance of `stream` that polls `target` (whatever its credentials), for
+    /// upstreams that can call a webhook when their data changes. Returns how many.
+    fn refresh(&self, stream: &str, target: &str) -> usize;
+}
+
+/// One stream instance as the admin listener shows it. Never holds credentials.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct InstanceInfo {
+    pub stream: String,
+    pub instance: String,
+    pub clients: usize,
+    /// The id of the current document's event.
+    pub event_id: Option<String>,
+    /// RFC 3339 time of the last poll, and what it found.
+    pub last_poll: Option<String>,
+    pub last_result: Option<&'static str>,
+    pub upstream_healthy: bool,
 }
 
 /// What a session asks the hub for.

@@ -12,8 +12,9 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use tokio::sync::{broadcast, watch, Notify};
 
-use super::{Delivery, EventId, StreamKey};
+use super::{Delivery, EventId, InstanceInfo, StreamKey};
 use crate::config::{DiffMode, StreamSpec};
+use crate::metrics::Metrics;
 use crate::sse;
 
 /// One change, as every format encodes it. Formats nobody used when it was published are `None`;
@@ -89,6 +90,11 @@ pub struct Topic {
     pub emptied: Notify,
     /// Tells the poller to stop: its stream left the config.
     pub stop: Notify,
+    /// Asks the poller to poll now.
+    pub refresh: Notify,
+    pub metrics: Arc<Metrics>,
+    /// When the last poll ended, and its result.
+    last_poll: Mutex<Option<(std::time::SystemTime, &'static str)>>,
     last_left: Mutex<Instant>,
 }
 
@@ -101,7 +107,7 @@ fn format_index(format: DiffMode) -> usize {
 }
 
 impl Topic {
-    pub fn new(spec: Arc<StreamSpec>, key: StreamKey) -> Topic {
+    pub fn new(spec: Arc<StreamSpec>, key: StreamKey, metrics: Arc<Metrics>) -> Topic {
         // Lagging past the ring means a client cannot be caught up by replay anyway: it resyncs.
         let capacity = spec.replay.clamp(16, 4096);
         let (tx, _) = broadcast::channel(capacity);
@@ -116,6 +122,9 @@ impl Topic {
             formats: Default::default(),
             emptied: Notify::new(),
             stop: Notify::new(),
+            refresh: Notify::new(),
+            metrics,
+            last_poll: Mutex::new(None),
             last_left: Mutex::new(Instant::now()),
         }
     }
@@ -193,6 +202,28 @@ impl Topic {
         let _ = self.tx.send(Message::Status(event));
         drop(st);
         self.set_ready(Readiness::Ready);
+    }
+
+    pub fn record_poll(&self, result: &'static str) {
+        *self.last_poll.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((std::time::SystemTime::now(), result));
+    }
+
+    pub fn info(&self) -> InstanceInfo {
+        let (seq, healthy) = {
+            let st = self.state();
+            (st.seq, st.failing.is_none())
+        };
+        let last = *self.last_poll.lock().unwrap_or_else(|e| e.into_inner());
+        InstanceInfo {
+            stream: self.key.stream.to_string(),
+            instance: self.key.to_string(),
+            clients: self.clients(),
+            event_id: (seq > 0).then(|| self.id(seq).to_string()),
+            last_poll: last.map(|(t, _)| humantime::format_rfc3339_millis(t).to_string()),
+            last_result: last.map(|(_, r)| r),
+            upstream_healthy: healthy,
+        }
     }
 
     pub fn heartbeat(&self) {
@@ -303,6 +334,7 @@ impl Subscription {
                 Ok(Message::Close(b)) => return Delivery::Close(b),
                 // Fell behind the channel: replace the backlog with one fresh snapshot.
                 Err(broadcast::error::RecvError::Lagged(_)) => {
+                    self.topic.metrics.clients_resynced.inc();
                     let st = self.topic.state();
                     self.last_seq = st.seq;
                     // Skip the rest of the backlog too: it is older than the snapshot.
@@ -353,7 +385,7 @@ mod tests {
             target: "/s".into(),
             forwarded: vec![],
         };
-        Arc::new(Topic::new(spec, key))
+        Arc::new(Topic::new(spec, key, Arc::new(Metrics::new().unwrap())))
     }
 
     fn frame(seq: u64) -> Frame {

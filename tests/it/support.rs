@@ -58,6 +58,8 @@ where
 pub struct Gateway {
     child: Child,
     pub port: u16,
+    /// The admin listener's port (added to the config unless the test sets `admin:` itself).
+    pub admin_port: u16,
     stderr: PathBuf,
     /// The config file the gateway was started with (a symlink in `start_symlinked`).
     pub config: PathBuf,
@@ -92,8 +94,9 @@ impl Gateway {
     async fn try_start(yaml: &str, env: &[(&str, &str)], symlinked: bool) -> Option<Gateway> {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
+        let admin_port = free_port();
         let config = dir.path().join("gateway.yaml");
-        let text = format!("listen: 127.0.0.1:{port}\n{yaml}");
+        let text = with_ports(yaml, port, admin_port);
         if symlinked {
             let data = dir.path().join("..data_0");
             std::fs::create_dir(&data).expect("data dir");
@@ -117,6 +120,7 @@ impl Gateway {
         let mut gw = Gateway {
             child,
             port,
+            admin_port,
             stderr,
             config,
             dir,
@@ -138,7 +142,7 @@ impl Gateway {
     /// Replaces the config the way editors do: write a new file, rename it over the old one.
     pub fn rewrite(&self, yaml: &str) {
         let tmp = self.dir.path().join("gateway.yaml.new");
-        std::fs::write(&tmp, format!("listen: 127.0.0.1:{}\n{yaml}", self.port)).expect("write");
+        std::fs::write(&tmp, with_ports(yaml, self.port, self.admin_port)).expect("write");
         std::fs::rename(&tmp, &self.config).expect("rename");
     }
 
@@ -148,7 +152,7 @@ impl Gateway {
         let data = self.dir.path().join(format!("..data_{generation}"));
         std::fs::create_dir(&data).expect("data dir");
         let file = data.join("gateway.yaml");
-        std::fs::write(&file, format!("listen: 127.0.0.1:{}\n{yaml}", self.port)).expect("write");
+        std::fs::write(&file, with_ports(yaml, self.port, self.admin_port)).expect("write");
         let tmp = self.dir.path().join("gateway.yaml.tmp");
         std::os::unix::fs::symlink(&file, &tmp).expect("symlink");
         std::fs::rename(&tmp, &self.config).expect("swap");
@@ -174,6 +178,27 @@ impl Gateway {
             assert!(start.elapsed() < limit, "still running after {limit:?}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    /// One sample of the admin listener's Prometheus exposition, e.g.
+    /// `metric("sse_gateway_clients{stream=\"/sse/doc\"}")`.
+    pub async fn metric(&self, sample: &str) -> Option<f64> {
+        let text = http()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines().find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == sample).then(|| value.parse().ok()).flatten()
+        })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -533,4 +558,14 @@ pub async fn raw_get(port: u16, path: &str) -> (u16, String) {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     (status, text)
+}
+
+/// The test's YAML with the ports it runs on: `listen`, and `admin.listen` unless it sets `admin:`.
+fn with_ports(yaml: &str, port: u16, admin_port: u16) -> String {
+    let admin = if yaml.lines().any(|l| l.starts_with("admin:")) {
+        String::new()
+    } else {
+        format!("admin:\n  listen: 127.0.0.1:{admin_port}\n")
+    };
+    format!("listen: 127.0.0.1:{port}\n{admin}{yaml}")
 }

@@ -1,0 +1,142 @@
+//! The operator's listener (`admin.listen`): metrics, health, the stream list, and refresh.
+//!
+//! It binds to loopback by default and can require a bearer token; it never shows credentials.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::{header, Method, Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde_json::json;
+
+use crate::app::Shared;
+use crate::routes;
+
+pub struct Admin {
+    pub shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        let routes = self.shared.routes.load_full();
+        if let Some(token) = &routes.config.admin.token {
+            let given = req
+                .headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if !same(given.as_bytes(), token.as_bytes()) {
+                return text(StatusCode::UNAUTHORIZED, "a bearer token is required\n")
+                    .map(|mut r| {
+                        r.headers_mut().insert(
+                            header::WWW_AUTHENTICATE,
+                            header::HeaderValue::from_static("Bearer"),
+                        );
+                        r
+                    })
+                    .unwrap_or_else(|_| Response::new(Vec::new()));
+            }
+        }
+        let path = req.uri.path().to_string();
+        let query = req.uri.query().map(str::to_string);
+        let method = req.method.clone();
+        let response = match (method, path.as_str()) {
+            (Method::GET, "/metrics") => {
+                let body = self.shared.metrics.render(&self.shared.hub.instances());
+                Response::builder()
+                    .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+                    .body(body.into_bytes())
+            }
+            (Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+            (Method::GET, "/readyz") => {
+                if bound(routes.config.listen).await {
+                    text(StatusCode::OK, "ready\n")
+                } else {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "the client listener is not up yet\n")
+                }
+            }
+            (Method::GET, "/streams") => {
+                let list = self.shared.hub.instances();
+                Response::builder()
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(json!({ "instances": list }).to_string().into_bytes())
+            }
+            (Method::POST, "/streams/refresh") => self.refresh(query.as_deref()),
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "admin serves GET /metrics, /healthz, /readyz, /streams and POST /streams/refresh?path=\n",
+            ),
+        };
+        response.unwrap_or_else(|_| Response::new(Vec::new()))
+    }
+}
+
+impl Admin {
+    /// Polls now the instance a client of `path` would join (all of its credential variants).
+    fn refresh(&self, query: Option<&str>) -> http::Result<Response<Vec<u8>>> {
+        let Some(target) = routes::query_param(query, "path") else {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "give the stream path: ?path=/sse/...\n",
+            );
+        };
+        let (path, path_query) = match target.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (target.as_str(), None),
+        };
+        let routes = self.shared.routes.load_full();
+        let Some((spec, values)) = routes.find(path) else {
+            return text(StatusCode::NOT_FOUND, &format!("no stream serves {path}\n"));
+        };
+        let key = match routes::instance(spec, &values, path_query, &http::HeaderMap::new()) {
+            Ok(k) => k,
+            Err(e) => return text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
+        };
+        let n = self.shared.hub.refresh(&key.stream, &key.target);
+        let status = if n == 0 {
+            StatusCode::NOT_FOUND
+        } else {
+            StatusCode::ACCEPTED
+        };
+        Response::builder()
+            .status(status)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(
+                json!({ "path": path, "refreshed": n })
+                    .to_string()
+                    .into_bytes(),
+            )
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> http::Result<Response<Vec<u8>>> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(body.as_bytes().to_vec())
+}
+
+/// Compares in time independent of where the inputs differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether the client listener accepts connections (an unspecified address is tried on loopback).
+async fn bound(listen: SocketAddr) -> bool {
+    let ip = match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let connect = tokio::net::TcpStream::connect(SocketAddr::new(ip, listen.port()));
+    matches!(
+        tokio::time::timeout(Duration::from_millis(500), connect).await,
+        Ok(Ok(_))
+    )
+}

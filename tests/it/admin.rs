@@ -1,0 +1,142 @@
+//! The admin listener: metrics that move, health, the stream list, and refresh on demand.
+
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+fn yaml(up: &Upstream, interval: &str) -> String {
+    config(
+        up,
+        &format!(
+            "  - path: /sse/doc\n    upstream: api\n    poll: /doc\n    interval: {interval}\n"
+        ),
+    )
+}
+
+#[tokio::test]
+async fn metrics_move_as_clients_attach_and_polls_happen() {
+    let up = Upstream::json("/doc", json!({"v": 0, "pad": "x".repeat(1000)})).await;
+    let gw = Gateway::start(&yaml(&up, "100ms")).await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut c = gw.sse("/sse/doc").await;
+        c.snapshot().await;
+        clients.push(c);
+    }
+    let clients_gauge = "sse_gateway_clients{stream=\"/sse/doc\"}";
+    assert_eq!(gw.metric(clients_gauge).await, Some(3.0));
+    assert_eq!(gw.metric("sse_gateway_pollers").await, Some(1.0));
+    let changed = "sse_gateway_polls_total{result=\"changed\"}";
+    let before = gw.metric(changed).await.unwrap();
+    up.set("/doc", json!({"v": 1, "pad": "x".repeat(1000)}));
+    for c in &mut clients {
+        c.next_document().await;
+    }
+    assert_eq!(gw.metric(changed).await, Some(before + 1.0));
+    assert!(gw.metric("sse_gateway_events_sent_total").await.unwrap() >= 6.0);
+    // What the gateway saves: patches are far smaller than the snapshots they replace, and the
+    // clients would have fetched three times what the upstream sent.
+    let patch = gw.metric("sse_gateway_patch_bytes_total").await.unwrap();
+    let snapshot = gw.metric("sse_gateway_snapshot_bytes_total").await.unwrap();
+    assert!(
+        patch > 0.0 && patch * 10.0 < snapshot,
+        "{patch} vs {snapshot}"
+    );
+    let upstream = gw.metric("sse_gateway_upstream_bytes_total").await.unwrap();
+    let polling = gw
+        .metric("sse_gateway_polling_equivalent_bytes_total")
+        .await
+        .unwrap();
+    assert!(polling >= upstream * 2.0, "{polling} vs {upstream}");
+    assert!(gw.metric("sse_gateway_process_open_fds").await.unwrap() > 0.0);
+    assert!(gw.metric("sse_gateway_process_max_fds").await.unwrap() > 0.0);
+    drop(clients);
+    eventually("the gauge drops", || async {
+        (gw.metric(clients_gauge).await == Some(0.0)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn health_readiness_and_the_stream_list() {
+    let up = Upstream::json("/doc", json!({"v": 0})).await;
+    let gw = Gateway::start(&yaml(&up, "100ms")).await;
+    for path in ["/healthz", "/readyz"] {
+        let r = http().get(gw.admin_url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    let mut c = gw.sse("/sse/doc").await;
+    c.snapshot().await;
+    let list: Value = http()
+        .get(gw.admin_url("/streams"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let i = &list["instances"][0];
+    assert_eq!(i["stream"], "/sse/doc");
+    assert_eq!(i["instance"], "/doc");
+    assert_eq!(i["clients"], 1);
+    assert_eq!(i["event_id"], c.last_id.as_str());
+    assert_eq!(i["upstream_healthy"], true);
+    assert!(i["last_poll"].as_str().unwrap().ends_with('Z'));
+}
+
+#[tokio::test]
+async fn refresh_polls_at_once_instead_of_waiting_for_the_interval() {
+    let up = Upstream::json("/doc", json!({"v": 0})).await;
+    let gw = Gateway::start(&yaml(&up, "1h")).await;
+    let mut c = gw.sse("/sse/doc").await;
+    c.snapshot().await;
+    up.set("/doc", json!({"v": 1}));
+    let r = http()
+        .post(gw.admin_url("/streams/refresh?path=/sse/doc"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(r.json::<Value>().await.unwrap()["refreshed"], 1);
+    assert_eq!(c.next_document().await, json!({"v": 1}));
+    let r = http()
+        .post(gw.admin_url("/streams/refresh?path=/nowhere"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn an_admin_token_is_required_when_set() {
+    let up = Upstream::json("/doc", json!({"v": 0})).await;
+    let admin_port = free_port();
+    let _gw = Gateway::start_with_env(
+        &format!(
+            "admin:\n  listen: 127.0.0.1:{admin_port}\n  token: \"${{ADMIN_TOKEN}}\"\n{}",
+            yaml(&up, "1s")
+        ),
+        &[("ADMIN_TOKEN", "let-me-in")],
+    )
+    .await;
+    let url = format!("http://127.0.0.1:{admin_port}/metrics");
+    eventually("the admin listener is up", || async {
+        http().get(&url).send().await.ok().map(|_| ())
+    })
+    .await;
+    assert_eq!(http().get(&url).send().await.unwrap().status(), 401);
+    let wrong = http()
+        .get(&url)
+        .bearer_auth("let-me-out")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let right = http()
+        .get(&url)
+        .bearer_auth("let-me-in")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), 200);
+}
