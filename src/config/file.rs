@@ -25,6 +25,7 @@ pub struct File {
     pub limits: Option<LimitsFile>,
     pub shutdown: Option<ShutdownFile>,
     pub admin: Option<AdminFile>,
+    pub cors: Option<CorsFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,6 +77,15 @@ pub struct StreamFile {
     pub max_instances: Option<usize>,
     pub max_body: Option<Size>,
     pub params: Option<BTreeMap<String, String>>,
+    pub cors: Option<CorsFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsFile {
+    pub origins: Vec<String>,
+    #[serde(default)]
+    pub credentials: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -118,6 +118,17 @@ pub struct StreamSpec {
     pub max_body: usize,
     /// A full-match pattern for every parameter of `path`.
     pub params: BTreeMap<String, regex::Regex>,
+    /// The stream's own `cors`, or the global one.
+    pub cors: Option<Cors>,
+}
+
+/// Which other origins' pages may subscribe (WHATWG Fetch, CORS protocol).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cors {
+    /// Exact origins like `https://app.example.com`, or `*` for any.
+    pub origins: Vec<String>,
+    /// Whether `new EventSource(url, { withCredentials: true })` may send cookies.
+    pub credentials: bool,
 }
 
 impl PartialEq for StreamSpec {
@@ -139,6 +150,7 @@ impl PartialEq for StreamSpec {
             && self.forward_query == o.forward_query
             && self.max_instances == o.max_instances
             && self.max_body == o.max_body
+            && self.cors == o.cors
             && self.params.len() == o.params.len()
             && self
                 .params

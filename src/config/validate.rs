@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 
-use super::file::{File, IdleFile, Size, StreamFile, UpstreamFile};
+use super::file::{CorsFile, File, IdleFile, Size, StreamFile, UpstreamFile};
 use super::index::KeyIndex;
 use super::{
-    Admin, Config, ConfigError, ConfigErrors, Demo, DiffMode, Idle, Limits, PathTemplate,
+    Admin, Config, ConfigError, ConfigErrors, Cors, Demo, DiffMode, Idle, Limits, PathTemplate,
     StreamSpec, Upstream,
 };
 
@@ -84,11 +84,23 @@ pub fn validate(
         }
     }
 
+    let global_cors = file.cors.as_ref().and_then(|c| cors(&mut errs, "cors", c));
+    if defaults.cors.is_some() {
+        errs.add(
+            "defaults.cors",
+            "set `cors` at the top level, or per stream",
+        );
+    }
     let mut streams = Vec::new();
     let mut seen = HashSet::new();
     for (i, st) in file.streams.iter().enumerate() {
         let key = format!("streams[{i}]");
-        if let Some(spec) = stream(&mut errs, &key, st, &defaults, &file.upstreams, &upstreams) {
+        if let Some(mut spec) = stream(&mut errs, &key, st, &defaults, &file.upstreams, &upstreams)
+        {
+            spec.cors = match &st.cors {
+                Some(c) => cors(&mut errs, &format!("{key}.cors"), c),
+                None => global_cors.clone(),
+            };
             if !seen.insert(spec.path.as_str().to_string()) {
                 errs.add(
                     format!("{key}.path"),
@@ -553,6 +565,31 @@ fn stream(
         max_instances,
         max_body,
         params,
+        cors: None,
+    })
+}
+
+fn cors(errs: &mut Errors, key: &str, c: &CorsFile) -> Option<Cors> {
+    let mut ok = true;
+    for (i, o) in c.origins.iter().enumerate() {
+        let valid = o == "*"
+            || url::Url::parse(o).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.path() == "/"
+                    && !o.ends_with('/')
+                    && u.query().is_none()
+            });
+        if !valid {
+            errs.add(
+                format!("{key}.origins[{i}]"),
+                format!("`{o}` is not an origin like https://app.example.com (or `*`)"),
+            );
+            ok = false;
+        }
+    }
+    ok.then(|| Cors {
+        origins: c.origins.clone(),
+        credentials: c.credentials,
     })
 }
 

@@ -1,6 +1,7 @@
 //! The HTTP front end: each request is a stream subscription, the demo page, or passed through.
 //! Routing only; one SSE client's loop lives in `session.rs`.
 
+mod cors;
 mod session;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,6 +32,8 @@ pub struct Edge {
 #[derive(Default)]
 pub struct Ctx {
     streaming: bool,
+    /// CORS headers for the stream's response, when the origin is allowed.
+    cors: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 #[async_trait]
@@ -60,6 +63,21 @@ impl ProxyHttp for Edge {
             respond(session, 404, "text/plain; charset=utf-8", body.into()).await?;
             return Ok(true);
         };
+        let origin = session
+            .req_header()
+            .headers
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if session.req_header().method == Method::OPTIONS && spec.cors.is_some() {
+            let mut resp = ResponseHeader::build(204, Some(6))?;
+            for (name, value) in cors::preflight(spec, origin.as_deref()) {
+                resp.insert_header(name, value)?;
+            }
+            resp.insert_header(header::CONTENT_LENGTH, "0")?;
+            session.write_response_header(Box::new(resp), true).await?;
+            return Ok(true);
+        }
         if !wants_stream(session, spec, has_proxy) {
             if has_proxy {
                 return Ok(false);
@@ -69,6 +87,7 @@ impl ProxyHttp for Edge {
             return Ok(true);
         }
         let spec = spec.clone();
+        ctx.cors = cors::headers(spec.cors.as_ref(), origin.as_deref());
         let raw: Vec<(String, String)> = raw_values
             .iter()
             .map(|(n, v)| ((*n).to_string(), (*v).to_string()))
@@ -203,9 +222,8 @@ impl Edge {
 
         let Some(_permit) = Permit::acquire(&self.shared.clients, routes.config.limits.max_clients)
         else {
-            return self
-                .overloaded(session, &spec, "the gateway is at its client limit")
-                .await;
+            let why = "the gateway is at its client limit";
+            return self.overloaded(session, ctx, &spec, why).await;
         };
         let sub = match self
             .shared
@@ -225,7 +243,7 @@ impl Edge {
                 return respond(session, status, "text/plain; charset=utf-8", body.into()).await;
             }
             Err(e @ HubError::TooManyInstances { .. }) => {
-                return self.overloaded(session, &spec, &e.to_string()).await;
+                return self.overloaded(session, ctx, &spec, &e.to_string()).await;
             }
         };
         ctx.streaming = true;
@@ -233,6 +251,7 @@ impl Edge {
             session,
             sub,
             session::Settings {
+                headers: std::mem::take(&mut ctx.cors),
                 shutdown: self.shared.shutdown.subscribe(),
                 metrics: self.shared.metrics.clone(),
                 retry: spec.retry,
@@ -248,9 +267,11 @@ impl Edge {
     async fn overloaded(
         &self,
         session: &mut Session,
+        ctx: &mut Ctx,
         spec: &StreamSpec,
         reason: &str,
     ) -> Result<()> {
+        let cors_headers = std::mem::take(&mut ctx.cors);
         self.shared.metrics.overloaded.inc();
         let total = self.shared.metrics.overloaded.get();
         if total.is_power_of_two() || total % 1000 == 0 {
@@ -262,7 +283,15 @@ impl Edge {
             let data = serde_json::json!({ "reason": reason }).to_string();
             let mut body = sse::retry(retry.as_millis() as u64).to_vec();
             body.extend_from_slice(&sse::event(Some("overloaded"), None, &data));
-            respond(session, 200, "text/event-stream", body.into()).await
+            let mut resp = ResponseHeader::build(200, Some(6))?;
+            resp.insert_header(header::CONTENT_TYPE, "text/event-stream")?;
+            resp.insert_header(header::CACHE_CONTROL, "no-cache")?;
+            resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
+            for (name, value) in cors_headers {
+                resp.insert_header(name, value)?;
+            }
+            session.write_response_header(Box::new(resp), false).await?;
+            session.write_response_body(Some(body.into()), true).await
         } else {
             let mut resp = ResponseHeader::build(503, Some(3))?;
             resp.insert_header(header::RETRY_AFTER, retry.as_secs().to_string())?;

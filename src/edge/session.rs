@@ -17,6 +17,8 @@ use crate::metrics::Metrics;
 use crate::sse;
 
 pub struct Settings {
+    /// Extra response headers (CORS).
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     pub metrics: Arc<Metrics>,
     /// Turns true when the process shuts down.
     pub shutdown: watch::Receiver<bool>,
@@ -36,6 +38,9 @@ pub async fn run(
     resp.insert_header(header::CONTENT_TYPE, "text/event-stream")?;
     resp.insert_header(header::CACHE_CONTROL, "no-cache")?;
     resp.insert_header("x-accel-buffering", "no")?;
+    for (name, value) in std::mem::take(&mut settings.headers) {
+        resp.insert_header(name, value)?;
+    }
     // pingora would otherwise send a close-delimited body while saying keep-alive.
     if session.req_header().version == Version::HTTP_11 && !session.is_http2() {
         resp.insert_header(header::TRANSFER_ENCODING, "chunked")?;

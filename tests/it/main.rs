@@ -6,6 +6,7 @@ mod support;
 mod admin;
 mod cli;
 mod config_errors;
+mod cors;
 mod credentials;
 mod demo;
 mod events;
