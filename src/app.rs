@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use pingora::apps::http_app::HttpServer;
+use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::server::ShutdownWatch;
@@ -23,6 +24,7 @@ use crate::hub::{Hub, LocalHub};
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::routes::Routes;
+use crate::tls::{CertStore, TlsError};
 
 /// State every request shares; built once here and passed down, never a `static`.
 pub struct Shared {
@@ -32,6 +34,8 @@ pub struct Shared {
     /// SSE clients attached now, against `limits.max_clients`.
     pub clients: AtomicUsize,
     pub metrics: Arc<Metrics>,
+    /// The client listener's certificate, when it serves TLS.
+    pub certs: Option<Arc<CertStore>>,
     /// Becomes true when the process starts shutting down, so streams can say goodbye.
     pub shutdown: watch::Sender<bool>,
 }
@@ -44,6 +48,10 @@ pub enum AppError {
     Runtime(#[source] std::io::Error),
     #[error("cannot register the metrics: {0}")]
     Metrics(#[source] prometheus::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot set up the TLS listener: {0}")]
+    Listener(#[source] Box<pingora::Error>),
 }
 
 /// Runs the gateway until a signal stops it; `path` is watched for changes.
@@ -63,6 +71,10 @@ pub fn run(config: Config, path: PathBuf) -> Result<(), AppError> {
     let threads = config.threads;
     let demo = config.demo.clone();
     let admin_listen = config.admin.listen;
+    let certs = match &config.tls {
+        Some(tls) => Some(Arc::new(CertStore::load(&tls.cert, &tls.key)?)),
+        None => None,
+    };
     // pingora counts whole seconds; round up so a grace of 500ms is not none.
     let grace = config.shutdown_grace.as_millis().div_ceil(1000) as u64;
     let routes = Routes::new(config);
@@ -72,6 +84,7 @@ pub fn run(config: Config, path: PathBuf) -> Result<(), AppError> {
         hub,
         clients: AtomicUsize::new(0),
         metrics,
+        certs: certs.clone(),
         shutdown: watch::channel(false).0,
     });
 
@@ -99,7 +112,17 @@ pub fn run(config: Config, path: PathBuf) -> Result<(), AppError> {
     admin.add_tcp(&admin_listen.to_string());
     server.add_service(admin);
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Edge { shared });
-    proxy.add_tcp(&listen.to_string());
+    match certs {
+        Some(certs) => {
+            let mut tls = TlsSettings::intermediate("", "").map_err(AppError::Listener)?;
+            tls.set_cert_resolver(certs);
+            // HTTP/2 by ALPN: browsers then multiplex many streams over one connection instead
+            // of stopping at six per host.
+            tls.enable_h2();
+            proxy.add_tls_with_settings(&listen.to_string(), None, tls);
+        }
+        None => proxy.add_tcp(&listen.to_string()),
+    }
     server.add_service(proxy);
     if let Some(demo) = demo {
         let mut svc = Service::new("demo api".into(), HttpServer::new_app(DemoApi::new()));

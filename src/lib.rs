@@ -19,6 +19,7 @@
 //! - `reload`: file watch and SIGHUP → validated config → hub reconcile → routes swap.
 //! - `admin`: the operator's listener: metrics, health, stream list, refresh.
 //! - `metrics`: the Prometheus registry.
+//! - `tls`: the client listener's certificate, reloadable.
 //! - `app`: the composition root.
 
 pub mod admin;
@@ -34,3 +35,4 @@ pub mod poller;
 pub mod reload;
 pub mod routes;
 pub mod sse;
+pub mod tls;

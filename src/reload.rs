@@ -67,6 +67,20 @@ impl Reloader {
             }
         };
         let old = self.shared.routes.load_full();
+        if new.tls.is_some() != old.config.tls.is_some() {
+            warn!("tls switched on or off: it takes effect only after a restart");
+        }
+        if let (Some(tls), Some(certs)) = (&new.tls, &self.shared.certs) {
+            if let Err(e) = certs.reload(&tls.cert, &tls.key) {
+                self.shared
+                    .metrics
+                    .reloads
+                    .with_label_values(&["refused"])
+                    .inc();
+                error!(trigger, error = %e, "config reload refused; the running config stays");
+                return Outcome::Refused;
+            }
+        }
         if new.listen != old.config.listen {
             warn!(
                 running = %old.config.listen,

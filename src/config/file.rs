@@ -26,6 +26,7 @@ pub struct File {
     pub shutdown: Option<ShutdownFile>,
     pub admin: Option<AdminFile>,
     pub cors: Option<CorsFile>,
+    pub tls: Option<TlsFile>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -78,6 +79,13 @@ pub struct StreamFile {
     pub max_body: Option<Size>,
     pub params: Option<BTreeMap<String, String>>,
     pub cors: Option<CorsFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub cert: String,
+    pub key: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -36,6 +36,14 @@ pub struct Config {
     /// How long a shutdown may take once streams were told to reconnect.
     pub shutdown_grace: Duration,
     pub admin: Admin,
+    /// Certificate and key (PEM) for `listen`; HTTP/2 is offered by ALPN.
+    pub tls: Option<Tls>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tls {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 /// The operator's listener: metrics, health, stream list, refresh.
@@ -293,6 +301,14 @@ impl Config {
             None => {
                 let _ = writeln!(s, "proxy: none (other paths get 404)");
             }
+        }
+        if let Some(tls) = &self.tls {
+            let _ = writeln!(
+                s,
+                "tls: cert {}, key {} (HTTP/2 by ALPN)",
+                tls.cert.display(),
+                tls.key.display()
+            );
         }
         let _ = writeln!(
             s,

@@ -12,7 +12,7 @@ use super::file::{CorsFile, File, IdleFile, Size, StreamFile, UpstreamFile};
 use super::index::KeyIndex;
 use super::{
     Admin, Config, ConfigError, ConfigErrors, Cors, Demo, DiffMode, Idle, Limits, PathTemplate,
-    StreamSpec, Upstream,
+    StreamSpec, Tls, Upstream,
 };
 
 const DEFAULT_PARAM: &str = "^[A-Za-z0-9._~-]+$";
@@ -171,6 +171,15 @@ pub fn validate(
         }
         Admin { listen, token }
     };
+    // Relative paths are relative to the config file, like every path in it.
+    let base = std::path::Path::new(&*source)
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let tls = file.tls.as_ref().map(|t| Tls {
+        cert: base.join(&t.cert),
+        key: base.join(&t.key),
+    });
     let shutdown_grace = file
         .shutdown
         .and_then(|s| s.grace)
@@ -190,6 +199,7 @@ pub fn validate(
         limits,
         shutdown_grace,
         admin,
+        tls,
     })
 }
 

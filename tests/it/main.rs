@@ -16,4 +16,5 @@ mod reload;
 mod resume;
 mod sharing;
 mod slow_clients;
+mod tls;
 mod upstream_failures;

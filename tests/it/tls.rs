@@ -1,0 +1,82 @@
+//! TLS with HTTP/2 by ALPN on the client listener; renewed certificates load on SIGHUP.
+
+use serde_json::json;
+
+use crate::support::*;
+
+/// A self-signed certificate for localhost, written as PEM files; returns the certificate PEM.
+fn certificate(dir: &std::path::Path, name: &str) -> String {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let pem = cert.cert.pem();
+    std::fs::write(dir.join(format!("{name}.crt")), &pem).unwrap();
+    std::fs::write(
+        dir.join(format!("{name}.key")),
+        cert.signing_key.serialize_pem(),
+    )
+    .unwrap();
+    pem
+}
+
+fn client_trusting(pem: &str) -> reqwest::Client {
+    pingora::tls::install_default_crypto_provider();
+    reqwest::Client::builder()
+        .no_proxy()
+        .add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap())
+        .build()
+        .unwrap()
+}
+
+async fn subscribe(client: &reqwest::Client, port: u16) -> reqwest::Result<reqwest::Response> {
+    client
+        .get(format!("https://localhost:{port}/sse/doc"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+}
+
+#[tokio::test]
+async fn an_sse_stream_over_http2_with_tls() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pem = certificate(dir.path(), "a");
+    let yaml = format!(
+        "tls:\n  cert: {0}/a.crt\n  key: {0}/a.key\n{1}",
+        dir.path().display(),
+        config(
+            &up,
+            "  - path: /sse/doc\n    upstream: api\n    poll: /doc\n    interval: 100ms\n"
+        )
+    );
+    let gw = Gateway::start(&yaml).await;
+    let client = client_trusting(&pem);
+    let resp = subscribe(&client, gw.port).await.unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut c = SseClient::new(resp);
+    assert_eq!(c.snapshot().await, json!({"v": 1}));
+    up.set("/doc", json!({"v": 2}));
+    assert_eq!(c.next_document().await, json!({"v": 2}));
+
+    // Many streams share one connection.
+    let mut more = Vec::new();
+    for _ in 0..8 {
+        let mut s = SseClient::new(subscribe(&client, gw.port).await.unwrap());
+        s.snapshot().await;
+        more.push(s);
+    }
+
+    // A renewed certificate is served after SIGHUP, without restarting.
+    let renewed = certificate(dir.path(), "b");
+    std::fs::rename(dir.path().join("b.crt"), dir.path().join("a.crt")).unwrap();
+    std::fs::rename(dir.path().join("b.key"), dir.path().join("a.key")).unwrap();
+    gw.signal("HUP");
+    let fresh = client_trusting(&renewed);
+    eventually("the renewed certificate is served", || async {
+        subscribe(&fresh, gw.port).await.ok().map(|_| ())
+    })
+    .await;
+    // Streams opened before the renewal carry on.
+    up.set("/doc", json!({"v": 3}));
+    assert_eq!(c.next_document().await, json!({"v": 3}));
+}
