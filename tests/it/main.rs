@@ -9,6 +9,7 @@ mod config_errors;
 mod cors;
 mod credentials;
 mod demo;
+mod deploy;
 mod events;
 mod limits;
 mod proxy;

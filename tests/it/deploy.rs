@@ -1,0 +1,130 @@
+//! What can't run here (Docker, Kubernetes, systemd) is checked against the gateway's defaults.
+
+use std::path::Path;
+
+use serde_yaml::Value;
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
+}
+
+fn yaml(path: &str) -> Value {
+    serde_yaml::from_str(&read(path)).unwrap()
+}
+
+fn port(addr: &str) -> u64 {
+    addr.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn the_kubernetes_manifests_match_the_gateway() {
+    let cm = yaml("deploy/kubernetes/configmap.yaml");
+    let gateway = cm["data"]["gateway.yaml"].as_str().unwrap();
+    let cfg: Value = serde_yaml::from_str(gateway).unwrap();
+
+    // The ConfigMap's gateway.yaml is one the gateway accepts.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gateway.yaml");
+    std::fs::write(
+        &file,
+        gateway.replace("api.default.svc.cluster.local", "127.0.0.1"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sse-gateway"))
+        .arg("check")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let dep = yaml("deploy/kubernetes/deployment.yaml");
+    let pod = &dep["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    let admin = port(cfg["admin"]["listen"].as_str().unwrap());
+    let listen = port(cfg["listen"].as_str().unwrap());
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["port"].as_u64(), Some(admin));
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["livenessProbe"]["httpGet"]["port"].as_u64(), Some(admin));
+    let ports: Vec<u64> = c["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| p["containerPort"].as_u64().unwrap())
+        .collect();
+    assert!(
+        ports.contains(&listen) && ports.contains(&admin),
+        "{ports:?}"
+    );
+    assert!(
+        cfg["admin"]["listen"]
+            .as_str()
+            .unwrap()
+            .starts_with("0.0.0.0:"),
+        "probes come from outside"
+    );
+
+    // Mounted as a directory (hot reload needs the symlink swap), where the image looks.
+    let mount = &c["volumeMounts"][0];
+    assert!(mount.get("subPath").is_none());
+    let dockerfile = read("deploy/Dockerfile");
+    let mount_path = mount["mountPath"].as_str().unwrap();
+    assert!(dockerfile.contains(&format!("\"{mount_path}/gateway.yaml\"")));
+
+    // Kubernetes waits longer than the gateway's own grace.
+    let grace = humantime::parse_duration(cfg["shutdown"]["grace"].as_str().unwrap()).unwrap();
+    assert!(pod["terminationGracePeriodSeconds"].as_u64().unwrap() > grace.as_secs());
+
+    let svc = yaml("deploy/kubernetes/service.yaml");
+    let targets: Vec<u64> = svc["spec"]["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| p["targetPort"].as_u64().unwrap())
+        .collect();
+    assert!(targets.contains(&listen), "{targets:?}");
+    assert_eq!(
+        svc["spec"]["selector"],
+        dep["spec"]["selector"]["matchLabels"]
+    );
+}
+
+#[test]
+fn the_image_is_multi_stage_and_runs_as_a_non_root_user() {
+    let d = read("deploy/Dockerfile");
+    assert_eq!(d.lines().filter(|l| l.starts_with("FROM ")).count(), 2);
+    assert!(d.contains("cmake"), "pingora needs cmake to build");
+    let user = d
+        .lines()
+        .find_map(|l| l.strip_prefix("USER "))
+        .unwrap()
+        .trim();
+    assert!(user != "root" && user != "0");
+    assert!(d.contains("EXPOSE 8080 9090"));
+}
+
+#[test]
+fn the_systemd_unit_reloads_with_sighup_and_is_hardened() {
+    let u = read("deploy/systemd/sse-gateway.service");
+    for line in [
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "KillSignal=SIGTERM",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "DynamicUser=yes",
+    ] {
+        assert!(u.lines().any(|l| l == line), "missing {line}");
+    }
+    let nofile: u64 = u
+        .lines()
+        .find_map(|l| l.strip_prefix("LimitNOFILE="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(nofile >= 100_000);
+    assert!(u.contains("--config /etc/sse-gateway/gateway.yaml"));
+}
