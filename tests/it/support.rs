@@ -459,6 +459,13 @@ impl Upstream {
         });
     }
 
+    pub fn set_html(&self, path: &str, html: &str) {
+        self.edit(path, |r| {
+            r.body = html.to_string();
+            r.content_type = "text/html";
+        });
+    }
+
     pub fn fail(&self, path: &str, status: u16, headers: &[(&str, &str)]) {
         self.edit(path, |r| {
             r.status = status;

@@ -1,0 +1,45 @@
+// A line protocol over stdin/stdout, so a Rust test can drive a real browser step by step:
+//   goto URL                 -> ok
+//   doc                      -> the page's current document (window.sseDocument()) as JSON
+//   wait-doc JSON            -> ok once the page shows that document, else timeout
+//   text SELECTOR            -> the element's text
+//   eval JS                  -> JSON of the expression's value (awaited)
+//   screenshot PATH          -> ok
+//   quit
+import { chromium } from "playwright-core";
+import readline from "node:readline";
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+const page = await browser.newPage({ viewport: { width: 900, height: 640 } });
+const say = (s) => process.stdout.write(s + "\n");
+say("ready");
+
+const rl = readline.createInterface({ input: process.stdin });
+for await (const line of rl) {
+  const sp = line.indexOf(" ");
+  const cmd = sp < 0 ? line : line.slice(0, sp);
+  const arg = sp < 0 ? "" : line.slice(sp + 1);
+  try {
+    if (cmd === "goto") { await page.goto(arg); say("ok"); }
+    else if (cmd === "doc") {
+      await page.waitForFunction(() => window.sseDocument && window.sseDocument() !== null, null, { timeout: 10000 });
+      say(JSON.stringify(await page.evaluate(() => window.sseDocument())));
+    } else if (cmd === "wait-doc") {
+      const want = JSON.parse(arg);
+      await page.waitForFunction((w) => JSON.stringify(window.sseDocument()) === JSON.stringify(w), want, { timeout: 10000 });
+      say("ok");
+    } else if (cmd === "text") { say(JSON.stringify(await page.locator(arg).first().textContent({ timeout: 10000 }))); }
+    else if (cmd === "eval") { say(JSON.stringify(await page.evaluate(arg))); }
+    else if (cmd === "screenshot") { await page.screenshot({ path: arg }); say("ok"); }
+    else if (cmd === "quit") break;
+    else say("error unknown command " + cmd);
+  } catch (e) {
+    say("error " + String(e.message || e).split("\n")[0]);
+  }
+}
+await browser.close();
+process.exit(0);

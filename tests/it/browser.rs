@@ -1,0 +1,163 @@
+//! A real browser (Debian's chromium, headless, driven through playwright-core) watches the demo
+//! page update live, and subscribes from another origin with `withCredentials`.
+//!
+//! Needs `/usr/bin/chromium` and `npm install` in tests/browser (.ci/run does both). Elsewhere
+//! these tests say why they did not run, and fail if `CI` is set.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+use crate::support::*;
+
+struct Browser {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl Browser {
+    async fn start() -> Option<Browser> {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+        let missing = [
+            Path::new("/usr/bin/chromium").to_path_buf(),
+            dir.join("node_modules/playwright-core"),
+        ]
+        .into_iter()
+        .find(|p| !p.exists());
+        if let Some(p) = missing {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must provide {}",
+                p.display()
+            );
+            eprintln!(
+                "browser test not run: {} is missing (see .ci/run)",
+                p.display()
+            );
+            return None;
+        }
+        let mut child = Command::new("node")
+            .arg(dir.join("driver.mjs"))
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node");
+        let stdin = child.stdin.take().unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut b = Browser {
+            child,
+            stdin,
+            lines,
+        };
+        assert_eq!(b.read().await, "ready");
+        Some(b)
+    }
+
+    async fn read(&mut self) -> String {
+        tokio::time::timeout(DEADLINE * 2, self.lines.next_line())
+            .await
+            .expect("the browser answers")
+            .unwrap()
+            .expect("the browser is running")
+    }
+
+    async fn cmd(&mut self, line: &str) -> String {
+        self.stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
+        let answer = self.read().await;
+        assert!(!answer.starts_with("error"), "{line} -> {answer}");
+        answer
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+#[tokio::test]
+async fn the_demo_page_shows_the_stream_live_in_a_real_browser() {
+    let Some(mut browser) = Browser::start().await else {
+        return;
+    };
+    let up = Upstream::json("/prices", json!({"quotes": {"AAA/USD": {"price": 1.5}}})).await;
+    let gw = Gateway::start(&format!(
+        "demo:\n  listen: 127.0.0.1:{}\n{}",
+        free_port(),
+        config(
+            &up,
+            "  - path: /sse/prices\n    upstream: api\n    poll: /prices\n    interval: 100ms\n"
+        )
+    ))
+    .await;
+    browser.cmd(&format!("goto {}", gw.url("/"))).await;
+    let doc: Value = serde_json::from_str(&browser.cmd("doc").await).unwrap();
+    assert_eq!(doc, json!({"quotes": {"AAA/USD": {"price": 1.5}}}));
+    let cell = "#q-AAA\\/USD td.price";
+    assert_eq!(browser.cmd(&format!("text {cell}")).await, "\"1.5\"");
+
+    let next = json!({"quotes": {"AAA/USD": {"price": 2.25}, "BBB/USD": {"price": 7}}});
+    up.set("/prices", next.clone());
+    browser.cmd(&format!("wait-doc {next}")).await;
+    assert_eq!(browser.cmd(&format!("text {cell}")).await, "\"2.25\"");
+    assert_eq!(browser.cmd("text #state").await, "\"live\"");
+
+    let dir = tempfile::tempdir().unwrap();
+    let shot = dir.path().join("demo.png");
+    browser.cmd(&format!("screenshot {}", shot.display())).await;
+    assert!(std::fs::metadata(&shot).unwrap().len() > 1000);
+}
+
+/// A page on its own origin that subscribes with credentials and records what happened.
+fn page(gateway: &str) -> String {
+    format!(
+        r#"<!doctype html><script>
+const es = new EventSource("{gateway}/sse/doc", {{ withCredentials: true }});
+es.addEventListener("snapshot", (e) => {{ window.outcome = e.data; es.close(); }});
+es.onerror = () => {{ if (!window.outcome) window.outcome = "refused"; es.close(); }};
+</script>"#
+    )
+}
+
+const OUTCOME: &str = "eval new Promise((r) => { const t = setInterval(() => { if (window.outcome) { clearInterval(t); r(window.outcome); } }, 50); })";
+
+#[tokio::test]
+async fn a_page_on_a_listed_origin_subscribes_with_credentials_and_others_cannot() {
+    let Some(mut browser) = Browser::start().await else {
+        return;
+    };
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    let stranger = Upstream::start().await;
+    let gw = Gateway::start(&format!(
+        "cors:\n  origins: [\"{}\"]\n  credentials: true\n{}",
+        up.url(),
+        config(
+            &up,
+            "  - path: /sse/doc\n    upstream: api\n    poll: /doc\n"
+        )
+    ))
+    .await;
+    let html = page(&gw.url(""));
+    up.set_html("/page.html", &html);
+    stranger.set_html("/page.html", &html);
+
+    browser.cmd(&format!("goto {}/page.html", up.url())).await;
+    assert_eq!(
+        browser.cmd(OUTCOME).await,
+        json!(json!({"v": 1}).to_string()).to_string()
+    );
+
+    browser
+        .cmd(&format!("goto {}/page.html", stranger.url()))
+        .await;
+    assert_eq!(browser.cmd(OUTCOME).await, "\"refused\"");
+}
