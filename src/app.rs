@@ -8,7 +8,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use pingora::apps::http_app::HttpServer;
 use pingora::listeners::tls::TlsSettings;
-use pingora::server::configuration::ServerConf;
+use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::{background_service, BackgroundService};
@@ -54,8 +54,10 @@ pub enum AppError {
     Listener(#[source] Box<pingora::Error>),
 }
 
-/// Runs the gateway until a signal stops it; `path` is watched for changes.
-pub fn run(config: Config, path: PathBuf) -> Result<(), AppError> {
+/// Runs the gateway until a signal stops it; `path` is watched for changes. With `upgrade`, the
+/// listening sockets are taken over from a running instance (pingora's zero-downtime upgrade:
+/// the old one hands them over on SIGQUIT).
+pub fn run(config: Config, path: PathBuf, upgrade: bool) -> Result<(), AppError> {
     pingora::tls::install_default_crypto_provider();
     let client = reqwest::Client::builder()
         .user_agent(concat!("sse-gateway/", env!("CARGO_PKG_VERSION")))
@@ -71,6 +73,7 @@ pub fn run(config: Config, path: PathBuf) -> Result<(), AppError> {
     let threads = config.threads;
     let demo = config.demo.clone();
     let admin_listen = config.admin.listen;
+    let upgrade_sock = config.upgrade_sock.clone();
     let certs = match &config.tls {
         Some(tls) => Some(Arc::new(CertStore::load(&tls.cert, &tls.key)?)),
         None => None,
@@ -90,11 +93,16 @@ pub fn run(config: Config, path: PathBuf) -> Result<(), AppError> {
 
     let conf = ServerConf {
         threads,
+        upgrade_sock: upgrade_sock.to_string_lossy().into_owned(),
         grace_period_seconds: Some(grace),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = Opt {
+        upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.add_service(background_service(
         "config reload",
         Reloader::new(shared.clone(), path),

@@ -18,6 +18,10 @@ struct Cli {
     /// How log lines are written to stderr; filter them with RUST_LOG (default `info`).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Take the listening sockets over from a running gateway, which hands them over on SIGQUIT
+    /// (zero-downtime upgrade; both must use the same `shutdown.upgrade_sock`).
+    #[arg(long)]
+    upgrade: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -71,7 +75,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match app::run(config, cli.config) {
+            match app::run(config, cli.config, cli.upgrade) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("sse-gateway: {e}");

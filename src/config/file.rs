@@ -41,6 +41,7 @@ pub struct AdminFile {
 pub struct ShutdownFile {
     #[serde(default, with = "humantime_serde")]
     pub grace: Option<Duration>,
+    pub upgrade_sock: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -35,6 +35,8 @@ pub struct Config {
     pub limits: Limits,
     /// How long a shutdown may take once streams were told to reconnect.
     pub shutdown_grace: Duration,
+    /// Where a new process started with `--upgrade` receives the listening sockets.
+    pub upgrade_sock: std::path::PathBuf,
     pub admin: Admin,
     /// Certificate and key (PEM) for `listen`; HTTP/2 is offered by ALPN.
     pub tls: Option<Tls>,

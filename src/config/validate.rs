@@ -182,8 +182,17 @@ pub fn validate(
     });
     let shutdown_grace = file
         .shutdown
+        .as_ref()
         .and_then(|s| s.grace)
         .unwrap_or(Duration::from_secs(5));
+    let upgrade_sock = file
+        .shutdown
+        .as_ref()
+        .and_then(|s| s.upgrade_sock.as_ref())
+        .map_or_else(
+            || std::path::PathBuf::from("/tmp/sse-gateway-upgrade.sock"),
+            |p| base.join(p),
+        );
 
     if !errs.list.is_empty() {
         return Err(ConfigErrors(errs.list));
@@ -198,6 +207,7 @@ pub fn validate(
         demo,
         limits,
         shutdown_grace,
+        upgrade_sock,
         admin,
         tls,
     })

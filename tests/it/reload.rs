@@ -211,3 +211,44 @@ async fn sigterm_tells_clients_to_come_back_and_exits_cleanly_within_the_grace()
         start.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_new_binary_takes_over_the_sockets_on_sigquit_and_clients_come_back_to_it() {
+    let up = Upstream::json("/doc", json!({"v": 0})).await;
+    let sock = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "shutdown:\n  grace: 1s\n  upgrade_sock: {}/upgrade.sock\n{}",
+        sock.path().display(),
+        doc_stream(&up, "    retry: 1s\n")
+    );
+    let mut old = Gateway::start(&yaml).await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut c = old.sse("/sse/doc").await;
+        c.snapshot().await;
+        clients.push(c);
+    }
+    let new = old.take_over();
+    eventually("the new process waits for the sockets", || async {
+        new.stderr()
+            .contains("No incoming socket transfer")
+            .then_some(())
+    })
+    .await;
+    old.signal("QUIT");
+    for c in &mut clients {
+        c.next_of("end").await;
+        assert!(
+            c.try_next_event().await.is_none(),
+            "the old stream ends cleanly"
+        );
+    }
+    let status = old.exit_status(Duration::from_secs(15)).await;
+    assert!(status.success(), "{status:?}: {}", old.stderr());
+    // The same address, now served by the new process; the browser resumes there.
+    let id = clients[0].last_id.clone();
+    let mut back = new.sse_with("/sse/doc", &[("last-event-id", &id)]).await;
+    assert_eq!(back.snapshot().await, json!({"v": 0}));
+    up.set("/doc", json!({"v": 1}));
+    assert_eq!(back.next_document().await, json!({"v": 1}));
+}

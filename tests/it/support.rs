@@ -139,6 +139,31 @@ impl Gateway {
         None
     }
 
+    /// Starts a second process on the same config with `--upgrade`: it waits for this one to hand
+    /// over its listening sockets (on SIGQUIT).
+    pub fn take_over(&self) -> Gateway {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let stderr = dir.path().join("stderr.log");
+        let log = std::fs::File::create(&stderr).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_sse-gateway"))
+            .arg("--upgrade")
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info,pingora_core=info,pingora_proxy=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn sse-gateway --upgrade");
+        Gateway {
+            child,
+            port: self.port,
+            admin_port: self.admin_port,
+            stderr,
+            config: self.config.clone(),
+            dir,
+        }
+    }
+
     /// Replaces the config the way editors do: write a new file, rename it over the old one.
     pub fn rewrite(&self, yaml: &str) {
         let tmp = self.dir.path().join("gateway.yaml.new");
