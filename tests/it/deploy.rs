@@ -23,23 +23,9 @@ fn the_kubernetes_manifests_match_the_gateway() {
     let cfg: Value = serde_yaml::from_str(gateway).unwrap();
 
     // The ConfigMap's gateway.yaml is one the gateway accepts.
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("gateway.yaml");
-    std::fs::write(
-        &file,
-        gateway.replace("api.default.svc.cluster.local", "127.0.0.1"),
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sse-gateway"))
-        .arg("check")
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, _, err, _, _dir) =
+        crate::support::check(&gateway.replace("api.default.svc.cluster.local", "127.0.0.1"));
+    assert_eq!(code, 0, "{err}");
 
     let dep = yaml("deploy/kubernetes/deployment.yaml");
     let pod = &dep["spec"]["template"]["spec"];
