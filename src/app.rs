@@ -69,6 +69,7 @@ pub fn run(config: Config, path: PathBuf, upgrade: bool) -> Result<(), AppError>
     let hub = Arc::new(LocalHub::new(client, metrics.clone()).map_err(AppError::Runtime)?);
 
     raise_open_file_limit(config.limits.max_clients);
+    claim_sighup().map_err(AppError::Runtime)?;
     let listen = config.listen;
     let threads = config.threads;
     let demo = config.demo.clone();
@@ -171,4 +172,15 @@ fn raise_open_file_limit(max_clients: usize) {
             "the open-file limit is below limits.max_clients: raise it (ulimit -n, LimitNOFILE)"
         );
     }
+}
+
+/// SIGHUP's default action ends the process. The reloader listens for it once its service runs,
+/// which under load can be a moment after the listener accepts: claim the signal now, so an
+/// early SIGHUP is harmless. tokio keeps a signal's handler for the life of the process.
+fn claim_sighup() -> std::io::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) })
+        .map(drop)
 }

@@ -157,6 +157,7 @@ impl BackgroundService for Reloader {
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .map_err(|e| warn!(error = %e, "cannot listen for SIGHUP"))
             .ok();
+        info!(config = %self.path.display(), "watching the config for changes and SIGHUP");
         loop {
             tokio::select! {
                 Some(()) = async { hup.as_mut()?.recv().await } => {

@@ -44,6 +44,7 @@ async fn a_reload_with_fifty_clients_attached_drops_none_and_loses_nothing() {
     let before = clients[0].last_id.clone();
 
     // Retune the stream and add another.
+    gw.watching().await;
     gw.rewrite(&doc_stream(
         &up,
         "    timeout: 2s\n  - path: /sse/other\n    upstream: api\n    poll: /other\n",
@@ -67,6 +68,7 @@ async fn an_invalid_reload_keeps_the_running_config() {
     let gw = Gateway::start(&doc_stream(&up, "")).await;
     let mut client = gw.sse("/sse/doc").await;
     client.snapshot().await;
+    gw.watching().await;
     gw.rewrite(&doc_stream(&up, "    timeout: never\n"));
     eventually("the refusal is logged", || async {
         let log = gw.stderr();
@@ -97,6 +99,7 @@ async fn a_removed_stream_says_so_and_closes_with_a_long_retry() {
     gone.snapshot().await;
     let mut kept = gw.sse("/sse/keep").await;
     kept.snapshot().await;
+    gw.watching().await;
     gw.rewrite(&config(
         &up,
         "  - path: /sse/keep\n    upstream: api\n    poll: /keep\n    interval: 100ms\n",
@@ -115,6 +118,7 @@ async fn sighup_reloads() {
     let up = Upstream::json("/doc", json!({"v": 0})).await;
     up.set("/new", json!({"new": 1}));
     let gw = Gateway::start(&doc_stream(&up, "")).await;
+    gw.watching().await;
     gw.rewrite(&format!(
         "{}  - path: /sse/new\n    upstream: api\n    poll: /new\n",
         doc_stream(&up, "")
@@ -135,6 +139,7 @@ async fn a_symlink_swap_reloads_like_a_configmap_update() {
     let gw = Gateway::start_symlinked(&doc_stream(&up, "")).await;
     let mut client = gw.sse("/sse/doc").await;
     client.snapshot().await;
+    gw.watching().await;
     gw.swap_symlink(
         &format!(
             "{}  - path: /sse/new\n    upstream: api\n    poll: /new\n",
@@ -155,6 +160,7 @@ async fn a_new_diff_mode_gives_attached_clients_a_fresh_snapshot() {
     let gw = Gateway::start(&doc_stream(&up, "")).await;
     let mut client = gw.sse("/sse/doc").await;
     client.snapshot().await;
+    gw.watching().await;
     gw.rewrite(&doc_stream(&up, "    diff: merge-patch\n"));
     reloaded(&gw, 1).await;
     // The first change after the reload comes as a snapshot, later ones as merge patches;

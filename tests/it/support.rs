@@ -164,6 +164,14 @@ impl Gateway {
         }
     }
 
+    /// Waits until the gateway watches its config, so a change made now is seen.
+    pub async fn watching(&self) {
+        eventually("the gateway watches its config", || async {
+            self.stderr().contains("watching the config").then_some(())
+        })
+        .await;
+    }
+
     /// Replaces the config the way editors do: write a new file, rename it over the old one.
     pub fn rewrite(&self, yaml: &str) {
         let tmp = self.dir.path().join("gateway.yaml.new");

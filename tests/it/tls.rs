@@ -70,6 +70,7 @@ async fn an_sse_stream_over_http2_with_tls() {
     let renewed = certificate(dir.path(), "b");
     std::fs::rename(dir.path().join("b.crt"), dir.path().join("a.crt")).unwrap();
     std::fs::rename(dir.path().join("b.key"), dir.path().join("a.key")).unwrap();
+    gw.watching().await;
     gw.signal("HUP");
     let fresh = client_trusting(&renewed);
     eventually("the renewed certificate is served", || async {
