@@ -1,0 +1,338 @@
+//! N SSE clients against one server: memory per idle client, fan-out latency of each change, and
+//! the server's CPU per change. One thread, so it takes one of the machine's cores at most.
+//!
+//! Each change carries its send time (`t`, ns since the epoch) and sequence (`seq`); a client
+//! reads them from the snapshot, the patch ops or the published message, so one parser serves the
+//! gateway and its peers alike.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Parser, Clone)]
+struct Args {
+    /// The SSE URL every client subscribes to.
+    #[arg(long)]
+    url: String,
+    #[arg(long, default_value_t = 1000)]
+    clients: usize,
+    /// Loopback source addresses (127.0.0.1..=N), to stay under the ephemeral port range.
+    #[arg(long, default_value_t = 8)]
+    sources: u8,
+    #[arg(long, default_value_t = 5)]
+    changes: u64,
+    /// Bytes of padding in each message.
+    #[arg(long, default_value_t = 1000)]
+    size: usize,
+    /// Serve the document here (gateway mode): the gateway polls it.
+    #[arg(long)]
+    upstream: Option<SocketAddr>,
+    /// POSTed after each change in gateway mode (`/streams/refresh?path=...` on the admin port).
+    #[arg(long)]
+    refresh: Option<String>,
+    /// POST each message here instead (nchan, Pushpin, Node).
+    #[arg(long)]
+    publish: Option<String>,
+    /// The server's PID, for memory and CPU (its whole process tree).
+    #[arg(long)]
+    pid: u32,
+    #[arg(long, default_value_t = 3.0)]
+    settle: f64,
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+fn message(seq: u64, size: usize) -> Value {
+    json!({ "seq": seq, "t": now_ns() as u64, "pad": "x".repeat(size) })
+}
+
+/// (seq, t) from whatever the event carries: a document, a JSON Patch, a merge patch.
+fn stamp(data: &str) -> Option<(u64, u64)> {
+    let v: Value = serde_json::from_str(data).ok()?;
+    let find = |key: &str| -> Option<u64> {
+        match &v {
+            Value::Object(m) => m.get(key)?.as_u64(),
+            Value::Array(ops) => ops
+                .iter()
+                .find(|op| op["path"] == format!("/{key}"))?
+                .get("value")?
+                .as_u64(),
+            _ => None,
+        }
+    };
+    Some((find("seq")?, find("t")?))
+}
+
+/// PSS and RSS in KB of `pid` and its children.
+fn memory(pid: u32) -> (u64, u64) {
+    let mut pids = vec![pid];
+    let mut i = 0;
+    while i < pids.len() {
+        let p = pids[i];
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for t in tasks.flatten() {
+                let children =
+                    std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                pids.extend(
+                    children
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
+            }
+        }
+        i += 1;
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    let field = |text: &str, name: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    };
+    pids.iter().fold((0, 0), |(pss, rss), p| {
+        let rollup = std::fs::read_to_string(format!("/proc/{p}/smaps_rollup")).unwrap_or_default();
+        (pss + field(&rollup, "Pss:"), rss + field(&rollup, "Rss:"))
+    })
+}
+
+/// User + system CPU time of a process, in ms.
+fn cpu_ms(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 (clock ticks of 10 ms); `after` starts at field 3.
+    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) * 10.0
+}
+
+struct Shared {
+    /// seq -> receive latencies in µs.
+    seen: HashMap<u64, Vec<u64>>,
+    connected: usize,
+    dropped: usize,
+    doc: Value,
+    upstream_requests: u64,
+    upstream_bytes: u64,
+}
+
+async fn serve_upstream(addr: SocketAddr, shared: Rc<RefCell<Shared>>) {
+    let Ok(listener) = tokio::net::TcpListener::bind(addr).await else {
+        eprintln!("cannot bind the upstream on {addr}");
+        return;
+    };
+    while let Ok((mut sock, _)) = listener.accept().await {
+        let shared = shared.clone();
+        tokio::task::spawn_local(async move {
+            let mut buf = vec![0u8; 8192];
+            loop {
+                let Ok(n) = sock.read(&mut buf).await else {
+                    return;
+                };
+                if n == 0 {
+                    return;
+                }
+                let (body, etag) = {
+                    let s = shared.borrow();
+                    (s.doc.to_string(), format!("\"{}\"", s.doc["seq"]))
+                };
+                let req = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+                let not_modified =
+                    req.contains(&format!("if-none-match: {}", etag.to_ascii_lowercase()));
+                let resp = if not_modified {
+                    format!(
+                        "HTTP/1.1 304 Not Modified\r\netag: {etag}\r\ncontent-length: 0\r\n\r\n"
+                    )
+                } else {
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\netag: {etag}\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    )
+                };
+                {
+                    let mut s = shared.borrow_mut();
+                    s.upstream_requests += 1;
+                    s.upstream_bytes += resp.len() as u64;
+                }
+                if sock.write_all(resp.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+async fn client(http: reqwest::Client, url: String, shared: Rc<RefCell<Shared>>) {
+    let resp = match http
+        .get(&url)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+    {
+        Ok(r) => r,
+        Err(_) => {
+            shared.borrow_mut().dropped += 1;
+            return;
+        }
+    };
+    let ok = resp.status() == 200
+        && resp
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if !ok {
+        shared.borrow_mut().dropped += 1;
+        return;
+    }
+    shared.borrow_mut().connected += 1;
+    let mut events = resp.bytes_stream().eventsource();
+    while let Some(ev) = events.next().await {
+        let Ok(ev) = ev else { break };
+        let at = now_ns();
+        if let Some((seq, t)) = stamp(&ev.data) {
+            let lat = (at.saturating_sub(t as u128) / 1000) as u64;
+            shared.borrow_mut().seen.entry(seq).or_default().push(lat);
+        }
+    }
+    let mut s = shared.borrow_mut();
+    s.connected -= 1;
+    s.dropped += 1;
+}
+
+fn pct(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i] as f64 / 1000.0
+}
+
+async fn run(args: Args) -> Value {
+    let shared = Rc::new(RefCell::new(Shared {
+        seen: HashMap::new(),
+        connected: 0,
+        dropped: 0,
+        doc: message(0, args.size),
+        upstream_requests: 0,
+        upstream_bytes: 0,
+    }));
+    if let Some(addr) = args.upstream {
+        tokio::task::spawn_local(serve_upstream(addr, shared.clone()));
+    }
+    let pid = args.pid;
+    let (pss0, rss0) = memory(pid);
+    let http: Vec<reqwest::Client> = (1..=args.sources.max(1))
+        .filter_map(|i| {
+            reqwest::Client::builder()
+                .no_proxy()
+                .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)))
+                .pool_max_idle_per_host(0)
+                .build()
+                .ok()
+        })
+        .collect();
+    let started = Instant::now();
+    for i in 0..args.clients {
+        let h = http[i % http.len()].clone();
+        tokio::task::spawn_local(client(h, args.url.clone(), shared.clone()));
+        if i % 500 == 499 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    while shared.borrow().connected + shared.borrow().dropped < args.clients {
+        if started.elapsed() > Duration::from_secs(120) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let attach_s = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs_f64(args.settle)).await;
+    let (pss1, rss1) = memory(pid);
+    let n = shared.borrow().connected.max(1) as f64;
+
+    let publisher = reqwest::Client::builder().no_proxy().build().ok();
+    let cpu0 = cpu_ms(&pid.to_string());
+    let own0 = cpu_ms("self");
+    let up0 = (
+        shared.borrow().upstream_requests,
+        shared.borrow().upstream_bytes,
+    );
+    let mut lat = Vec::new();
+    let mut last = Vec::new();
+    for seq in 1..=args.changes {
+        let msg = message(seq, args.size);
+        shared.borrow_mut().doc = msg.clone();
+        if let (Some(p), Some(url)) = (&publisher, &args.publish) {
+            let _ = p.post(url).body(msg.to_string()).send().await;
+        }
+        if let (Some(p), Some(url)) = (&publisher, &args.refresh) {
+            let _ = p.post(url).send().await;
+        }
+        let t0 = Instant::now();
+        loop {
+            let got = shared.borrow().seen.get(&seq).map_or(0, Vec::len);
+            if got >= shared.borrow().connected || t0.elapsed() > Duration::from_secs(10) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut v = shared.borrow().seen.get(&seq).cloned().unwrap_or_default();
+        v.sort_unstable();
+        last.push(pct(&v, 1.0));
+        lat.extend(v);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let cpu = cpu_ms(&pid.to_string()) - cpu0;
+    let own = cpu_ms("self") - own0;
+    lat.sort_unstable();
+    last.sort_by(f64::total_cmp);
+    let s = shared.borrow();
+    let received: usize = (1..=args.changes)
+        .map(|q| s.seen.get(&q).map_or(0, Vec::len))
+        .sum();
+    json!({
+        "clients": args.clients,
+        "connected": s.connected,
+        "dropped": s.dropped,
+        "attach_s": attach_s,
+        "pss_kb_per_client": (pss1 as f64 - pss0 as f64) / n,
+        "rss_kb_per_client": (rss1 as f64 - rss0 as f64) / n,
+        "pss_kb": [pss0, pss1],
+        "latency_ms": { "p50": pct(&lat, 0.5), "p99": pct(&lat, 0.99), "max": pct(&lat, 1.0) },
+        "last_client_ms_median": last.get(last.len() / 2).copied().unwrap_or(0.0),
+        "events_missing": (args.changes as usize * s.connected).saturating_sub(received),
+        "server_cpu_ms_per_change": cpu / args.changes.max(1) as f64,
+        "loadgen_cpu_ms_per_change": own / args.changes.max(1) as f64,
+        "upstream_requests": s.upstream_requests - up0.0,
+        "upstream_bytes": s.upstream_bytes - up0.1,
+    })
+}
+
+fn main() {
+    let args = Args::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sse-loadgen: {e}");
+            std::process::exit(1);
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    let report = local.block_on(&rt, run(args));
+    println!("{report}");
+}
