@@ -4,7 +4,8 @@
 #   bench/run.sh [--quick]      (--quick: 1,000 clients, one repetition)
 #   BENCH_CLIENTS="1000 10000" BENCH_REPS=1 bench/run.sh
 # Needs: a release build (done here), python3, `ulimit -n` of 20,000. Installs nothing.
-# Peers (nchan, Pushpin, Node) are not wired in yet: see issue 6.
+# Peers, each run when installed: a minimal Node SSE server (bench/peers/node-sse.js) and nchan
+# (Debian: nginx libnginx-mod-nchan). Pushpin is not wired in yet (issue 6).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -49,12 +50,57 @@ YAML
   rm -rf "$dir"
 }
 
+wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.05; done; }
+
+tag() { python3 -c "import json,sys; d=json.load(sys.stdin); d['server']='$1'; print(json.dumps(d))"; }
+
+run_node() {  # clients -> one JSON line
+  local n=$1 port pid
+  port=$(free_port)
+  node bench/peers/node-sse.js "$port" & pid=$!
+  wait_port "$port"
+  "$loadgen" --url "http://127.0.0.1:$port/sub" --clients "$n" --changes 5 \
+    --publish "http://127.0.0.1:$port/pub" --pid $pid | tag node
+  kill $pid; wait $pid 2>/dev/null || true
+}
+
+run_nchan() {  # clients -> one JSON line (nginx + libnginx-mod-nchan, 2 workers)
+  local n=$1 port dir pid
+  port=$(free_port); dir=$(mktemp -d)
+  cat > "$dir/nginx.conf" <<CONF
+load_module /usr/lib/nginx/modules/ngx_nchan_module.so;
+worker_processes 2;
+worker_rlimit_nofile 25000;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 25000; }
+http {
+  access_log off;
+  client_body_temp_path $dir;
+  server {
+    listen 127.0.0.1:$port;
+    location = /sub { nchan_subscriber eventsource; nchan_channel_id bench; nchan_eventsource_ping_interval 0; }
+    location = /pub { nchan_publisher; nchan_channel_id bench; }
+  }
+}
+CONF
+  nginx -c "$dir/nginx.conf" -p "$dir" -g 'daemon off;' 2>"$dir/stderr" & pid=$!
+  wait_port "$port"
+  "$loadgen" --url "http://127.0.0.1:$port/sub" --clients "$n" --changes 5 \
+    --publish "http://127.0.0.1:$port/pub" --pid $pid | tag nchan
+  kill $pid; wait $pid 2>/dev/null || true
+  rm -rf "$dir"
+}
+
 results=()
 for n in "${sizes[@]}"; do
   for r in $(seq $reps); do
+    # Peers interleaved within a repetition; each that is installed runs.
     for mode in json-patch snapshot; do
       results+=("$(run_gateway $mode "$n")")
     done
+    if command -v node >/dev/null; then results+=("$(run_node "$n")"); fi
+    if [ -e /usr/lib/nginx/modules/ngx_nchan_module.so ]; then results+=("$(run_nchan "$n")"); fi
   done
 done
 lines=$(mktemp)

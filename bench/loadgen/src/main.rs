@@ -41,6 +41,9 @@ struct Args {
     /// POST each message here instead (nchan, Pushpin, Node).
     #[arg(long)]
     publish: Option<String>,
+    /// `raw` posts the message itself (nchan, Node); `pushpin` wraps it in a GRIP publish item.
+    #[arg(long, default_value = "raw")]
+    publish_format: String,
     /// The server's PID, for memory and CPU (its whole process tree).
     #[arg(long)]
     pid: u32,
@@ -75,8 +78,8 @@ fn stamp(data: &str) -> Option<(u64, u64)> {
     Some((find("seq")?, find("t")?))
 }
 
-/// PSS and RSS in KB of `pid` and its children.
-fn memory(pid: u32) -> (u64, u64) {
+/// `pid` and its descendants.
+fn tree(pid: u32) -> Vec<u32> {
     let mut pids = vec![pid];
     let mut i = 0;
     while i < pids.len() {
@@ -96,6 +99,12 @@ fn memory(pid: u32) -> (u64, u64) {
     }
     pids.sort_unstable();
     pids.dedup();
+    pids
+}
+
+/// PSS and RSS in KB of `pid` and its children.
+fn memory(pid: u32) -> (u64, u64) {
+    let pids = tree(pid);
     let field = |text: &str, name: &str| -> u64 {
         text.lines()
             .find(|l| l.starts_with(name))
@@ -106,6 +115,11 @@ fn memory(pid: u32) -> (u64, u64) {
         let rollup = std::fs::read_to_string(format!("/proc/{p}/smaps_rollup")).unwrap_or_default();
         (pss + field(&rollup, "Pss:"), rss + field(&rollup, "Rss:"))
     })
+}
+
+/// User + system CPU time of a process tree, in ms.
+fn tree_cpu_ms(pid: u32) -> f64 {
+    tree(pid).iter().map(|p| cpu_ms(&p.to_string())).sum()
 }
 
 /// User + system CPU time of a process, in ms.
@@ -263,7 +277,7 @@ async fn run(args: Args) -> Value {
     let n = shared.borrow().connected.max(1) as f64;
 
     let publisher = reqwest::Client::builder().no_proxy().build().ok();
-    let cpu0 = cpu_ms(&pid.to_string());
+    let cpu0 = tree_cpu_ms(pid);
     let own0 = cpu_ms("self");
     let up0 = (
         shared.borrow().upstream_requests,
@@ -275,7 +289,15 @@ async fn run(args: Args) -> Value {
         let msg = message(seq, args.size);
         shared.borrow_mut().doc = msg.clone();
         if let (Some(p), Some(url)) = (&publisher, &args.publish) {
-            let _ = p.post(url).body(msg.to_string()).send().await;
+            let body = match args.publish_format.as_str() {
+                "pushpin" => json!({ "items": [{
+                    "channel": "bench",
+                    "formats": { "http-stream": { "content": format!("data: {msg}\n\n") } }
+                }]})
+                .to_string(),
+                _ => msg.to_string(),
+            };
+            let _ = p.post(url).body(body).send().await;
         }
         if let (Some(p), Some(url)) = (&publisher, &args.refresh) {
             let _ = p.post(url).send().await;
@@ -294,7 +316,7 @@ async fn run(args: Args) -> Value {
         lat.extend(v);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let cpu = cpu_ms(&pid.to_string()) - cpu0;
+    let cpu = tree_cpu_ms(pid) - cpu0;
     let own = cpu_ms("self") - own0;
     lat.sort_unstable();
     last.sort_by(f64::total_cmp);
