@@ -8,6 +8,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use pingora::apps::http_app::HttpServer;
 use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::server::ShutdownWatch;
@@ -19,7 +20,7 @@ use tracing::{info, warn};
 use crate::admin::Admin;
 use crate::config::Config;
 use crate::demo::DemoApi;
-use crate::edge::Edge;
+use crate::edge::{Edge, Front};
 use crate::hub::{Hub, LocalHub};
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
@@ -120,7 +121,9 @@ pub fn run(config: Config, path: PathBuf, upgrade: bool) -> Result<(), AppError>
     );
     admin.add_tcp(&admin_listen.to_string());
     server.add_service(admin);
-    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Edge { shared });
+    let edge = Edge { shared };
+    let proxy_app = pingora::proxy::http_proxy(&server.configuration, edge.clone());
+    let mut proxy = Service::new("gateway".into(), Front::new(edge, proxy_app));
     match certs {
         Some(certs) => {
             let mut tls = TlsSettings::intermediate("", "").map_err(AppError::Listener)?;
@@ -130,7 +133,11 @@ pub fn run(config: Config, path: PathBuf, upgrade: bool) -> Result<(), AppError>
             tls.enable_h2();
             proxy.add_tls_with_settings(&listen.to_string(), None, tls);
         }
-        None => proxy.add_tcp(&listen.to_string()),
+        // No L4 buffers on plain connections: pingora's HTTP/1 session reads into its own, and
+        // the 64 KB read buffer would otherwise stay allocated under every idle SSE client.
+        None => proxy.add_listener(
+            ListenerConfig::tcp(listen.to_string()).l4_buffer(L4BufferSettings::unbuffered()),
+        ),
     }
     server.add_service(proxy);
     if let Some(demo) = demo {

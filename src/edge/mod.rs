@@ -1,17 +1,23 @@
 //! The HTTP front end: each request is a stream subscription, the demo page, or passed through.
-//! Routing only; one SSE client's loop lives in `session.rs`.
+//! Routing only; one SSE client's loop lives in `session.rs`, and `front.rs` gives subscriptions
+//! on fresh plain HTTP/1.1 connections a lean path around pingora's per-request state.
 
 mod cors;
+mod front;
 mod session;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+pub use front::Front;
+use session::End;
+
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::{header, Method};
-use pingora::http::ResponseHeader;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Version};
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
@@ -20,10 +26,11 @@ use tracing::{debug, warn};
 
 use crate::app::Shared;
 use crate::config::{DiffMode, StreamSpec};
-use crate::hub::{EventId, HubError, SubscribeRequest};
+use crate::hub::{EventId, HubError, SubscribeRequest, Subscription};
 use crate::routes::{self, Routes};
 use crate::{demo, sse};
 
+#[derive(Clone)]
 pub struct Edge {
     pub shared: Arc<Shared>,
 }
@@ -32,8 +39,6 @@ pub struct Edge {
 #[derive(Default)]
 pub struct Ctx {
     streaming: bool,
-    /// CORS headers for the stream's response, when the origin is allowed.
-    cors: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 #[async_trait]
@@ -45,55 +50,33 @@ impl ProxyHttp for Edge {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let routes = self.shared.routes.load_full();
-        let req = session.req_header();
-        let path = req.uri.path().to_owned();
-        let is_get = req.method == Method::GET;
-        let has_proxy = routes.config.proxy.is_some();
-
-        if path == "/" && is_get && routes.config.demo.as_ref().is_some_and(|d| d.page) {
-            respond(session, 200, "text/html; charset=utf-8", demo::PAGE.into()).await?;
-            return Ok(true);
-        }
-        let Some((spec, raw_values)) = routes.find(&path) else {
-            if has_proxy {
-                return Ok(false);
+        match self.answer(session.req_header()).await {
+            Answer::Proxy => Ok(false),
+            Answer::Reply(reply) => {
+                write_reply(session, reply).await?;
+                Ok(true)
             }
-            let body = format!("no stream at {path} and no proxy configured\n");
-            respond(session, 404, "text/plain; charset=utf-8", body.into()).await?;
-            return Ok(true);
-        };
-        let origin = session
-            .req_header()
-            .headers
-            .get(header::ORIGIN)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        if session.req_header().method == Method::OPTIONS && spec.cors.is_some() {
-            let mut resp = ResponseHeader::build(204, Some(6))?;
-            for (name, value) in cors::preflight(spec, origin.as_deref()) {
-                resp.insert_header(name, value)?;
+            Answer::Stream(opened) => {
+                ctx.streaming = true;
+                let Opened {
+                    sub,
+                    settings,
+                    permit,
+                } = *opened;
+                let mut wire = PingoraWire {
+                    session,
+                    write_timeout: settings.write_timeout,
+                };
+                let outcome = session::run(&mut wire, sub, settings).await;
+                drop(permit);
+                // An error hands the connection back to pingora as failed, so it is closed,
+                // never reused.
+                match outcome {
+                    Ok(_) => Ok(true),
+                    Err(end) => Err(Error::explain(ErrorType::WriteError, end.to_string())),
+                }
             }
-            resp.insert_header(header::CONTENT_LENGTH, "0")?;
-            session.write_response_header(Box::new(resp), true).await?;
-            return Ok(true);
         }
-        if !wants_stream(session, spec, has_proxy) {
-            if has_proxy {
-                return Ok(false);
-            }
-            let body = "this stream path only answers GET\n";
-            respond(session, 405, "text/plain; charset=utf-8", body.into()).await?;
-            return Ok(true);
-        }
-        let spec = spec.clone();
-        ctx.cors = cors::headers(spec.cors.as_ref(), origin.as_deref());
-        let raw: Vec<(String, String)> = raw_values
-            .iter()
-            .map(|(n, v)| ((*n).to_string(), (*v).to_string()))
-            .collect();
-        self.serve_stream(session, ctx, &routes, spec, raw).await?;
-        Ok(true)
     }
 
     /// An SSE stream that ended in an error (client gone, write timeout) has nothing left to
@@ -159,45 +142,120 @@ impl ProxyHttp for Edge {
     }
 }
 
-/// A GET that accepts `text/event-stream` is a subscription. So is any other GET, unless the
-/// stream shares its path with the API (`path` equal to `poll`) and a proxy can answer it:
-/// then old clients of that API path keep getting the API.
-fn wants_stream(session: &Session, spec: &StreamSpec, has_proxy: bool) -> bool {
-    if session.req_header().method != Method::GET {
-        return false;
-    }
-    accepts_sse(session) || !(has_proxy && spec.path.as_str() == spec.poll.as_str())
+/// What the gateway makes of one request, whichever transport carried it: pingora's proxy
+/// session or the direct path in `front.rs`.
+pub(crate) enum Answer {
+    /// Not a stream subscription: the proxy upstream answers it, unchanged.
+    Proxy,
+    /// A whole response, written by the gateway.
+    Reply(Reply),
+    /// An event stream to run until the client or the stream ends.
+    Stream(Box<Opened>),
 }
 
-fn accepts_sse(session: &Session) -> bool {
-    session
-        .req_header()
-        .headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("text/event-stream"))
+/// A response with a body; the transport adds `Content-Length`.
+pub(crate) struct Reply {
+    pub status: u16,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Bytes,
+}
+
+impl Reply {
+    fn new(status: u16, content_type: &'static str, body: Bytes) -> Reply {
+        Reply {
+            status,
+            headers: vec![
+                (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+                (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            ],
+            body,
+        }
+    }
+
+    fn text(status: u16, body: String) -> Reply {
+        Reply::new(status, "text/plain; charset=utf-8", body.into())
+    }
+}
+
+/// A subscription ready to stream, and the client-limit slot it holds.
+pub(crate) struct Opened {
+    pub sub: Subscription,
+    pub settings: session::Settings,
+    pub permit: Permit,
 }
 
 impl Edge {
-    async fn serve_stream(
+    /// The one place that decides what a request is: demo page, stream, preflight, refusal or
+    /// pass-through. Nothing is allocated for the client until every check has passed.
+    pub(crate) async fn answer(&self, req: &RequestHeader) -> Answer {
+        let routes = self.shared.routes.load_full();
+        let path = req.uri.path();
+        let is_get = req.method == Method::GET;
+        let has_proxy = routes.config.proxy.is_some();
+
+        if path == "/" && is_get && routes.config.demo.as_ref().is_some_and(|d| d.page) {
+            return Answer::Reply(Reply::new(
+                200,
+                "text/html; charset=utf-8",
+                demo::PAGE.into(),
+            ));
+        }
+        let Some((spec, raw_values)) = routes.find(path) else {
+            if has_proxy {
+                return Answer::Proxy;
+            }
+            return Answer::Reply(Reply::text(
+                404,
+                format!("no stream at {path} and no proxy configured\n"),
+            ));
+        };
+        let origin = req
+            .headers
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok());
+        if req.method == Method::OPTIONS && spec.cors.is_some() {
+            return Answer::Reply(Reply {
+                status: 204,
+                headers: cors::preflight(spec, origin),
+                body: Bytes::new(),
+            });
+        }
+        if !wants_stream(req, spec, has_proxy) {
+            if has_proxy {
+                return Answer::Proxy;
+            }
+            return Answer::Reply(Reply::text(
+                405,
+                "this stream path only answers GET\n".into(),
+            ));
+        }
+        let cors = cors::headers(spec.cors.as_ref(), origin);
+        let spec = spec.clone();
+        match self.open(req, &routes, spec, &raw_values, cors).await {
+            Ok(opened) => Answer::Stream(Box::new(opened)),
+            Err(reply) => Answer::Reply(reply),
+        }
+    }
+
+    /// Joins the stream instance the request names, or says why not.
+    async fn open(
         &self,
-        session: &mut Session,
-        ctx: &mut Ctx,
+        req: &RequestHeader,
         routes: &Routes,
         spec: Arc<StreamSpec>,
-        raw_values: Vec<(String, String)>,
-    ) -> Result<()> {
-        let req = session.req_header();
-        let query = req.uri.query().map(str::to_owned);
-        let format = match routes::query_param(query.as_deref(), "format") {
+        values: &[(&str, &str)],
+        cors: Vec<(HeaderName, HeaderValue)>,
+    ) -> std::result::Result<Opened, Reply> {
+        let query = req.uri.query();
+        let format = match routes::query_param(query, "format") {
             None => None,
             Some(f) => match DiffMode::parse(&f) {
                 Some(m) => Some(m),
                 None => {
-                    let body =
-                        format!("unknown format `{f}`: use snapshot, json-patch or merge-patch\n");
-                    return respond(session, 400, "text/plain; charset=utf-8", body.into()).await;
+                    return Err(Reply::text(
+                        400,
+                        format!("unknown format `{f}`: use snapshot, json-patch or merge-patch\n"),
+                    ))
                 }
             },
         };
@@ -206,24 +264,14 @@ impl Edge {
             .get("last-event-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
-            .or_else(|| routes::query_param(query.as_deref(), "lastEventId"))
+            .or_else(|| routes::query_param(query, "lastEventId"))
             .and_then(|id| EventId::parse(&id));
-        let values: Vec<(&str, &str)> = raw_values
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
-        let key = match routes::instance(&spec, &values, query.as_deref(), &req.headers) {
-            Ok(key) => key,
-            Err(e) => {
-                let body = format!("{e}\n");
-                return respond(session, 400, "text/plain; charset=utf-8", body.into()).await;
-            }
-        };
+        let key = routes::instance(&spec, values, query, &req.headers)
+            .map_err(|e| Reply::text(400, format!("{e}\n")))?;
 
-        let Some(_permit) = Permit::acquire(&self.shared.clients, routes.config.limits.max_clients)
-        else {
+        let Some(permit) = Permit::acquire(&self.shared, routes.config.limits.max_clients) else {
             let why = "the gateway is at its client limit";
-            return self.overloaded(session, ctx, &spec, why).await;
+            return Err(self.overloaded(req, &spec, cors, why));
         };
         let sub = match self
             .shared
@@ -239,39 +287,38 @@ impl Edge {
             Ok(sub) => sub,
             Err(HubError::Denied(status)) => {
                 debug!(status, "subscription refused by upstream");
-                let body = format!("the upstream answered {status} for this stream\n");
-                return respond(session, status, "text/plain; charset=utf-8", body.into()).await;
+                return Err(Reply::text(
+                    status,
+                    format!("the upstream answered {status} for this stream\n"),
+                ));
             }
             Err(e @ HubError::TooManyInstances { .. }) => {
-                return self.overloaded(session, ctx, &spec, &e.to_string()).await;
+                return Err(self.overloaded(req, &spec, cors, &e.to_string()));
             }
         };
-        ctx.streaming = true;
-        session::run(
-            session,
+        Ok(Opened {
             sub,
-            session::Settings {
-                headers: std::mem::take(&mut ctx.cors),
+            settings: session::Settings {
+                headers: cors,
                 shutdown: self.shared.shutdown.subscribe(),
                 metrics: self.shared.metrics.clone(),
                 retry: spec.retry,
                 write_timeout: routes.config.limits.write_timeout,
             },
-        )
-        .await
+            permit,
+        })
     }
 
     /// Past a limit, a browser must come back later rather than give up: a non-200 answer ends
     /// a native EventSource for good (WHATWG HTML §9.2.3), so SSE clients get 200, a jittered
     /// `retry:` and an `overloaded` event; anything else gets 503 with `Retry-After`.
-    async fn overloaded(
+    fn overloaded(
         &self,
-        session: &mut Session,
-        ctx: &mut Ctx,
+        req: &RequestHeader,
         spec: &StreamSpec,
+        cors: Vec<(HeaderName, HeaderValue)>,
         reason: &str,
-    ) -> Result<()> {
-        let cors_headers = std::mem::take(&mut ctx.cors);
+    ) -> Reply {
         self.shared.metrics.overloaded.inc();
         let total = self.shared.metrics.overloaded.get();
         if total.is_power_of_two() || total % 1000 == 0 {
@@ -279,62 +326,127 @@ impl Edge {
         }
         let base = spec.retry.max(Duration::from_secs(1));
         let retry = rand::rng().random_range(base..=base * 5);
-        if accepts_sse(session) {
+        if accepts_sse(req) {
             let data = serde_json::json!({ "reason": reason }).to_string();
             let mut body = sse::retry(retry.as_millis() as u64).to_vec();
             body.extend_from_slice(&sse::event(Some("overloaded"), None, &data));
-            let mut resp = ResponseHeader::build(200, Some(6))?;
-            resp.insert_header(header::CONTENT_TYPE, "text/event-stream")?;
-            resp.insert_header(header::CACHE_CONTROL, "no-cache")?;
-            resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
-            for (name, value) in cors_headers {
-                resp.insert_header(name, value)?;
-            }
-            session.write_response_header(Box::new(resp), false).await?;
-            session.write_response_body(Some(body.into()), true).await
+            let mut reply = Reply::new(200, "text/event-stream", body.into());
+            reply.headers.extend(cors);
+            reply
         } else {
-            let mut resp = ResponseHeader::build(503, Some(3))?;
-            resp.insert_header(header::RETRY_AFTER, retry.as_secs().to_string())?;
-            resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
-            let body = Bytes::from(format!("{reason}\n"));
-            resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
-            session.write_response_header(Box::new(resp), false).await?;
-            session.write_response_body(Some(body), true).await
+            let mut reply = Reply::text(503, format!("{reason}\n"));
+            if let Ok(v) = HeaderValue::from_str(&retry.as_secs().to_string()) {
+                reply.headers.push((header::RETRY_AFTER, v));
+            }
+            reply
         }
     }
 }
 
-/// A whole response with a body.
-async fn respond(
-    session: &mut Session,
-    status: u16,
-    content_type: &str,
-    body: Bytes,
-) -> Result<()> {
-    let mut resp = ResponseHeader::build(status, Some(3))?;
-    resp.insert_header(header::CONTENT_TYPE, content_type)?;
-    resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
-    resp.insert_header(header::CACHE_CONTROL, "no-cache")?;
+/// A GET that accepts `text/event-stream` is a subscription. So is any other GET, unless the
+/// stream shares its path with the API (`path` equal to `poll`) and a proxy can answer it:
+/// then old clients of that API path keep getting the API.
+fn wants_stream(req: &RequestHeader, spec: &StreamSpec, has_proxy: bool) -> bool {
+    if req.method != Method::GET {
+        return false;
+    }
+    accepts_sse(req) || !(has_proxy && spec.path.as_str() == spec.poll.as_str())
+}
+
+fn accepts_sse(req: &RequestHeader) -> bool {
+    req.headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/event-stream"))
+}
+
+/// A whole response through pingora's session.
+async fn write_reply(session: &mut Session, reply: Reply) -> Result<()> {
+    let mut resp = ResponseHeader::build(reply.status, Some(reply.headers.len() + 1))?;
+    for (name, value) in reply.headers {
+        resp.insert_header(name, value)?;
+    }
+    resp.insert_header(header::CONTENT_LENGTH, reply.body.len().to_string())?;
+    if reply.body.is_empty() {
+        return session.write_response_header(Box::new(resp), true).await;
+    }
     session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(body), true).await
+    session.write_response_body(Some(reply.body), true).await
+}
+
+/// An event stream through pingora's session: TLS, HTTP/2, and requests after the first on a
+/// kept-alive connection.
+struct PingoraWire<'a> {
+    session: &'a mut Session,
+    write_timeout: Duration,
+}
+
+impl session::Wire for PingoraWire<'_> {
+    async fn open(
+        &mut self,
+        headers: Vec<(HeaderName, HeaderValue)>,
+    ) -> std::result::Result<(), End> {
+        self.session.set_write_timeout(Some(self.write_timeout));
+        let mut resp = ResponseHeader::build(200, Some(headers.len() + 4)).map_err(end)?;
+        for (name, value) in session::standard_headers().into_iter().chain(headers) {
+            resp.insert_header(name, value).map_err(end)?;
+        }
+        // pingora would otherwise send a close-delimited body while saying keep-alive.
+        if self.session.req_header().version == Version::HTTP_11 && !self.session.is_http2() {
+            resp.insert_header(header::TRANSFER_ENCODING, "chunked")
+                .map_err(end)?;
+        }
+        self.session
+            .write_response_header(Box::new(resp), false)
+            .await
+            .map_err(end)
+    }
+
+    async fn send(&mut self, bytes: Bytes) -> std::result::Result<(), End> {
+        self.session
+            .write_response_body(Some(bytes), false)
+            .await
+            .map_err(end)
+    }
+
+    async fn finish(&mut self) {
+        let _ = self.session.write_response_body(None, true).await;
+    }
+
+    async fn closed(&mut self) -> End {
+        match self.session.read_body_or_idle(true).await {
+            Ok(None) => End::ClientFinished,
+            Ok(Some(_)) => End::ClientSentData,
+            Err(e) => end(e),
+        }
+    }
+}
+
+fn end(e: Box<Error>) -> End {
+    match e.etype() {
+        ErrorType::WriteTimedout => End::TimedOut,
+        _ => End::Failed(e.to_string()),
+    }
 }
 
 /// One slot of the global client limit, given back on drop.
-struct Permit<'a>(&'a AtomicUsize);
+pub(crate) struct Permit(Arc<Shared>);
 
-impl<'a> Permit<'a> {
-    fn acquire(count: &'a AtomicUsize, max: usize) -> Option<Permit<'a>> {
-        count
+impl Permit {
+    fn acquire(shared: &Arc<Shared>, max: usize) -> Option<Permit> {
+        shared
+            .clients
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             })
             .ok()
-            .map(|_| Permit(count))
+            .map(|_| Permit(shared.clone()))
     }
 }
 
-impl Drop for Permit<'_> {
+impl Drop for Permit {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.clients.fetch_sub(1, Ordering::AcqRel);
     }
 }

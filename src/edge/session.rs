@@ -1,13 +1,11 @@
 //! One SSE client's loop: write what the subscription yields until the client or the stream ends.
+//! The transport is a `Wire`: pingora's session, or the direct writer of `front.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use http::{header, Version};
-use pingora::http::ResponseHeader;
-use pingora::proxy::Session;
-use pingora::Result;
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderName, HeaderValue};
 use rand::Rng;
 use tokio::sync::watch;
 use tracing::{debug, info};
@@ -18,34 +16,65 @@ use crate::sse;
 
 pub struct Settings {
     /// Extra response headers (CORS).
-    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
     pub metrics: Arc<Metrics>,
     /// Turns true when the process shuts down.
     pub shutdown: watch::Receiver<bool>,
     /// The `retry:` a browser waits before reconnecting.
     pub retry: Duration,
-    /// pingora sets none: without it a client that stops reading pins its task forever.
+    /// Without it a client that stops reading pins its task forever.
     pub write_timeout: Duration,
 }
 
-pub async fn run(
-    session: &mut Session,
+/// How a stream ended on the client's side.
+#[derive(Debug, thiserror::Error)]
+pub enum End {
+    #[error("client finished")]
+    ClientFinished,
+    #[error("data sent on an event stream")]
+    ClientSentData,
+    #[error("write timed out")]
+    TimedOut,
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The connection an event stream is written to.
+pub(crate) trait Wire {
+    /// Sends a 200 `text/event-stream` head with the standard headers and `headers`.
+    async fn open(&mut self, headers: Vec<(HeaderName, HeaderValue)>) -> Result<(), End>;
+    /// Sends bytes at once: no buffering, each call reaches the socket.
+    async fn send(&mut self, bytes: Bytes) -> Result<(), End>;
+    /// Ends the body cleanly.
+    async fn finish(&mut self);
+    /// Resolves when the client closes (FIN or RST) or sends bytes it must not send.
+    /// Cancel-safe: it is raced against every delivery.
+    async fn closed(&mut self) -> End;
+}
+
+/// The headers every event stream carries, whatever the transport.
+pub(crate) fn standard_headers() -> [(HeaderName, HeaderValue); 3] {
+    [
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        ),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        (
+            HeaderName::from_static("x-accel-buffering"),
+            HeaderValue::from_static("no"),
+        ),
+    ]
+}
+
+/// Runs one client's stream. `Ok` says why it ended cleanly; `Err` means the connection is
+/// unusable.
+pub(crate) async fn run<W: Wire>(
+    wire: &mut W,
     mut sub: Subscription,
     mut settings: Settings,
-) -> Result<()> {
-    session.set_write_timeout(Some(settings.write_timeout));
-    let mut resp = ResponseHeader::build(200, Some(5))?;
-    resp.insert_header(header::CONTENT_TYPE, "text/event-stream")?;
-    resp.insert_header(header::CACHE_CONTROL, "no-cache")?;
-    resp.insert_header("x-accel-buffering", "no")?;
-    for (name, value) in std::mem::take(&mut settings.headers) {
-        resp.insert_header(name, value)?;
-    }
-    // pingora would otherwise send a close-delimited body while saying keep-alive.
-    if session.req_header().version == Version::HTTP_11 && !session.is_http2() {
-        resp.insert_header(header::TRANSFER_ENCODING, "chunked")?;
-    }
-    session.write_response_header(Box::new(resp), false).await?;
+) -> Result<&'static str, End> {
+    wire.open(std::mem::take(&mut settings.headers)).await?;
 
     // The greeting goes out in one write: `retry:` in the block of the snapshot or the first
     // replayed event, then the rest.
@@ -59,20 +88,13 @@ pub async fn run(
         first.extend_from_slice(&bytes);
     }
     settings.metrics.bytes_sent.inc_by(first.len() as u64);
-    session
-        .write_response_body(Some(first.freeze()), false)
-        .await?;
+    wire.send(first.freeze()).await?;
 
-    let outcome: Result<&str> = loop {
+    let outcome = loop {
         tokio::select! {
-            // Resolves when the client closes (FIN or RST) or sends bytes it must not send.
-            r = session.read_body_or_idle(true) => break match r {
-                Ok(None) => Ok("client finished"),
-                Ok(Some(_)) => Err(pingora::Error::explain(
-                    pingora::ErrorType::InvalidHTTPHeader,
-                    "data sent on an event stream",
-                )),
-                Err(e) => Err(e),
+            end = wire.closed() => break match end {
+                End::ClientFinished => Ok("client finished"),
+                other => Err(other),
             },
             // Shutting down: a jittered `retry:` spreads the reconnects (with Last-Event-ID) over
             // time and over whichever instances remain.
@@ -80,8 +102,8 @@ pub async fn run(
                 let retry = goodbye_retry(settings.retry);
                 let mut last = sse::retry(retry.as_millis() as u64).to_vec();
                 last.extend_from_slice(&sse::event(Some("end"), None, GOODBYE));
-                let _ = session.write_response_body(Some(last.into()), false).await;
-                let _ = session.write_response_body(None, true).await;
+                let _ = wire.send(last.into()).await;
+                wire.finish().await;
                 break Ok("gateway shutting down");
             }
             delivery = sub.next() => match delivery {
@@ -90,28 +112,27 @@ pub async fn run(
                         settings.metrics.events_sent.inc();
                     }
                     settings.metrics.bytes_sent.inc_by(bytes.len() as u64);
-                    if let Err(e) = session.write_response_body(Some(bytes), false).await {
+                    if let Err(e) = wire.send(bytes).await {
                         break Err(e);
                     }
                 }
                 Delivery::Close(last) => {
-                    let _ = session.write_response_body(Some(last), false).await;
-                    let _ = session.write_response_body(None, true).await;
+                    let _ = wire.send(last).await;
+                    wire.finish().await;
                     break Ok("stream closed");
                 }
             },
         }
     };
-    // An error hands the connection back to pingora as failed, so it is closed, never reused.
     match &outcome {
         Ok(why) => debug!(instance = %sub.key(), why, "sse session ended"),
-        Err(e) if e.etype() == &pingora::ErrorType::WriteTimedout => {
+        Err(End::TimedOut) => {
             settings.metrics.clients_dropped_slow.inc();
             info!(instance = %sub.key(), "sse client dropped: write timed out");
         }
         Err(e) => debug!(instance = %sub.key(), error = %e, "sse session ended"),
     }
-    outcome.map(|_| ())
+    outcome
 }
 
 const GOODBYE: &str = r#"{"reason":"gateway restarting","reconnect":true}"#;

@@ -7,6 +7,7 @@ mod admin;
 mod browser;
 mod cli;
 mod config_errors;
+mod connections;
 mod cors;
 mod credentials;
 mod demo;

@@ -282,10 +282,16 @@ pub struct SseClient {
 
 impl SseClient {
     pub fn new(resp: reqwest::Response) -> SseClient {
-        let events = resp
-            .bytes_stream()
-            .eventsource()
-            .map(|r| r.map_err(|e| e.to_string()));
+        SseClient::from_body(resp.bytes_stream())
+    }
+
+    /// A client over any body: for responses read with another HTTP client.
+    pub fn from_body<S, E>(body: S) -> SseClient
+    where
+        S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Send + 'static,
+        E: std::fmt::Display + Send + 'static,
+    {
+        let events = body.eventsource().map(|r| r.map_err(|e| e.to_string()));
         SseClient {
             events: Box::pin(events),
             doc: None,

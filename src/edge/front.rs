@@ -1,0 +1,308 @@
+//! The client listener's first look at each new connection.
+//!
+//! An event stream is a request that never ends, and pingora keeps everything a request owns
+//! (its HTTP session and buffers, the proxy's context and future) for as long as it runs:
+//! about 40 KB per idle client. So when the first request on a fresh plain HTTP/1.1
+//! connection subscribes to a stream, it is served here, on the socket itself, and a client
+//! then costs its subscription, its socket and one small task. Everything else (the demo page,
+//! proxied requests, refusals pingora formats, TLS and HTTP/2, later requests on a kept-alive
+//! connection) goes to pingora's proxy with the bytes already read put back first, so it sees
+//! the connection exactly as the client sent it.
+
+use std::io::{self, IoSlice};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::{Method, StatusCode};
+use pingora::apps::ServerApp;
+use pingora::http::RequestHeader;
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::Stream;
+use pingora::proxy::HttpProxy;
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::debug;
+
+use super::session::{self, End, Wire};
+use super::{Answer, Edge, Opened, Reply};
+use crate::routes::Routes;
+
+/// Longest request head read here; a longer one goes to pingora, which refuses it properly.
+const MAX_HEAD: usize = 16 * 1024;
+/// How long a new connection may take to send its request head (nginx's
+/// `client_header_timeout` default).
+const HEAD_TIMEOUT: Duration = Duration::from_secs(60);
+/// For writing a refusal before the connection closes.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Front {
+    edge: Edge,
+    proxy: Arc<HttpProxy<Edge>>,
+}
+
+impl Front {
+    pub fn new(edge: Edge, proxy: HttpProxy<Edge>) -> Front {
+        Front {
+            edge,
+            proxy: Arc::new(proxy),
+        }
+    }
+}
+
+#[async_trait]
+impl ServerApp for Front {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        // TLS streams (and with them HTTP/2) stay with pingora.
+        if stream.get_ssl_digest().is_some() || !stream.as_any().is::<L4Stream>() {
+            return self.proxy.process_new(stream, shutdown).await;
+        }
+        let mut raw = stream.into_any().downcast::<L4Stream>().ok()?;
+        let routes = self.edge.shared.routes.load_full();
+        let head = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut raw, &routes)).await {
+            Ok(Ok(Some(head))) => head,
+            // Closed, failed or silent before a whole request line: nothing to answer.
+            Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return None,
+        };
+        drop(routes);
+        let (req, read) = match head {
+            Head::Pass(read) => return self.pass(raw, &read, shutdown).await,
+            Head::Stream(req, read) => (req, read),
+        };
+        match self.edge.answer(&req).await {
+            Answer::Proxy => self.pass(raw, &read, shutdown).await,
+            Answer::Reply(reply) => {
+                if let Err(e) = write_reply(&mut raw, reply).await {
+                    debug!(error = %e, "cannot send the refusal");
+                }
+                None
+            }
+            Answer::Stream(opened) => {
+                drop((req, read));
+                let Opened {
+                    sub,
+                    settings,
+                    permit,
+                } = *opened;
+                let mut wire = RawWire {
+                    stream: raw,
+                    write_timeout: settings.write_timeout,
+                };
+                let _ = session::run(&mut wire, sub, settings).await;
+                drop(permit);
+                None
+            }
+        }
+    }
+
+    async fn cleanup(&self) {
+        self.proxy.cleanup().await;
+    }
+}
+
+impl Front {
+    /// Hands the connection to pingora's proxy as if nothing had been read from it.
+    async fn pass(
+        self: &Arc<Self>,
+        mut raw: Box<L4Stream>,
+        read: &[u8],
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        raw.rewind(read);
+        self.proxy.process_new(raw, shutdown).await
+    }
+}
+
+enum Head {
+    /// Not a subscription this path serves: pingora takes the bytes read so far.
+    Pass(Vec<u8>),
+    /// A whole HTTP/1.1 GET head for a stream path, and the bytes it came from.
+    Stream(Box<RequestHeader>, Vec<u8>),
+}
+
+/// Reads until the head is whole, or until it is clear that the request is not one to serve
+/// here. `None`: the client closed before sending anything.
+async fn read_head(raw: &mut L4Stream, routes: &Routes) -> io::Result<Option<Head>> {
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        if buf.len() == buf.capacity() {
+            buf.reserve(buf.len());
+        }
+        if raw.read_buf(&mut buf).await? == 0 {
+            return Ok((!buf.is_empty()).then_some(Head::Pass(buf)));
+        }
+        match parse(&buf, routes) {
+            Parsed::Partial if buf.len() < MAX_HEAD => continue,
+            Parsed::Partial | Parsed::Pass => return Ok(Some(Head::Pass(buf))),
+            Parsed::Stream(req) => return Ok(Some(Head::Stream(req, buf))),
+        }
+    }
+}
+
+enum Parsed {
+    Partial,
+    Pass,
+    Stream(Box<RequestHeader>),
+}
+
+/// Only a plain GET on a stream path, with no body and no upgrade, is served here; anything
+/// unusual goes to pingora, whose HTTP/1 handling is complete.
+fn parse(buf: &[u8], routes: &Routes) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; 48];
+    let mut req = httparse::Request::new(&mut headers);
+    let status = match req.parse(buf) {
+        Ok(status) => status,
+        Err(_) => return Parsed::Pass,
+    };
+    // httparse fills the request line as soon as it has it: decide early when it says no.
+    if let Some(method) = req.method {
+        if method != "GET" {
+            return Parsed::Pass;
+        }
+    }
+    if let Some(target) = req.path {
+        let path = target.split('?').next().unwrap_or(target);
+        if routes.find(path).is_none() {
+            return Parsed::Pass;
+        }
+    }
+    if status.is_partial() {
+        return Parsed::Partial;
+    }
+    if req.version != Some(1) || req.headers.iter().any(|h| needs_pingora(h)) {
+        return Parsed::Pass;
+    }
+    let Some(target) = req.path else {
+        return Parsed::Pass;
+    };
+    let Ok(mut header) =
+        RequestHeader::build(Method::GET, target.as_bytes(), Some(req.headers.len()))
+    else {
+        return Parsed::Pass;
+    };
+    for h in req.headers.iter() {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_bytes(h.value),
+        ) else {
+            return Parsed::Pass;
+        };
+        if header.append_header(name, value).is_err() {
+            return Parsed::Pass;
+        }
+    }
+    Parsed::Stream(Box::new(header))
+}
+
+/// A body, an upgrade or an expectation: leave the request to pingora.
+fn needs_pingora(h: &httparse::Header<'_>) -> bool {
+    let name = h.name;
+    (name.eq_ignore_ascii_case("content-length") && h.value != b"0")
+        || name.eq_ignore_ascii_case("transfer-encoding")
+        || name.eq_ignore_ascii_case("upgrade")
+        || name.eq_ignore_ascii_case("expect")
+}
+
+/// A refusal, then the connection closes: the client has nothing else in flight on it.
+async fn write_reply(raw: &mut L4Stream, reply: Reply) -> io::Result<()> {
+    let status = StatusCode::from_u16(reply.status)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    )
+    .into_bytes();
+    for (name, value) in &reply.headers {
+        push_header(&mut head, name, value);
+    }
+    head.extend_from_slice(format!("Content-Length: {}\r\n", reply.body.len()).as_bytes());
+    head.extend_from_slice(b"Connection: close\r\n\r\n");
+    let mut parts = [IoSlice::new(&head), IoSlice::new(&reply.body)];
+    tokio::time::timeout(REPLY_TIMEOUT, write_all(raw, &mut parts))
+        .await
+        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+    raw.shutdown().await
+}
+
+fn push_header(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes every slice, in as few system calls as the socket allows, then flushes.
+async fn write_all(raw: &mut L4Stream, mut parts: &mut [IoSlice<'_>]) -> io::Result<()> {
+    while !parts.is_empty() {
+        let n = raw.write_vectored(parts).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut parts, n);
+    }
+    raw.flush().await
+}
+
+/// An event stream written straight to the socket with HTTP/1.1 chunked framing. The event
+/// bytes are the ones shared by every client of the instance; only the chunk-size line is
+/// this client's own.
+struct RawWire {
+    stream: Box<L4Stream>,
+    write_timeout: Duration,
+}
+
+impl RawWire {
+    async fn write(&mut self, parts: &mut [IoSlice<'_>]) -> Result<(), End> {
+        match tokio::time::timeout(self.write_timeout, write_all(&mut self.stream, parts)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(End::Failed(e.to_string())),
+            Err(_) => Err(End::TimedOut),
+        }
+    }
+}
+
+impl Wire for RawWire {
+    async fn open(&mut self, headers: Vec<(HeaderName, HeaderValue)>) -> Result<(), End> {
+        let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for (name, value) in session::standard_headers().iter().chain(&headers) {
+            push_header(&mut head, name, value);
+        }
+        head.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+        self.write(&mut [IoSlice::new(&head)]).await
+    }
+
+    async fn send(&mut self, bytes: Bytes) -> Result<(), End> {
+        // An empty chunk would end the body.
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let size = format!("{:x}\r\n", bytes.len());
+        self.write(&mut [
+            IoSlice::new(size.as_bytes()),
+            IoSlice::new(&bytes),
+            IoSlice::new(b"\r\n"),
+        ])
+        .await
+    }
+
+    async fn finish(&mut self) {
+        let _ = self.write(&mut [IoSlice::new(b"0\r\n\r\n")]).await;
+        let _ = self.stream.shutdown().await;
+    }
+
+    async fn closed(&mut self) -> End {
+        let mut buf = [0u8; 16];
+        match self.stream.read(&mut buf).await {
+            Ok(0) => End::ClientFinished,
+            Ok(_) => End::ClientSentData,
+            Err(e) => End::Failed(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! A stream works however the client's connection arrives: fresh (served on the socket
+//! directly), after a proxied request on the same kept-alive connection, or over HTTP/1.0
+//! (both served through pingora's proxy session).
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::*;
+
+fn gateway_yaml(up: &Upstream) -> String {
+    format!(
+        "{}proxy: api\n",
+        config(
+            up,
+            "  - path: /sse/doc\n    upstream: api\n    poll: /doc\n    interval: 100ms\n"
+        )
+    )
+}
+
+#[tokio::test]
+async fn a_stream_after_a_proxied_request_on_the_same_connection_gets_every_change() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    up.set("/api/info", json!({"name": "legacy"}));
+    let gw = Gateway::start(&gateway_yaml(&up)).await;
+
+    // One TCP connection, two requests on it: hyper's connection-level client cannot open a
+    // second one.
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .unwrap();
+    let (mut conn, driver) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(driver);
+
+    let api = http::Request::get("/api/info")
+        .header("host", "gateway")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = conn.send_request(api).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+        json!({"name": "legacy"})
+    );
+
+    conn.ready().await.unwrap();
+    let sub = http::Request::get("/sse/doc")
+        .header("host", "gateway")
+        .header("accept", "text/event-stream")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = conn.send_request(sub).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut client = SseClient::from_body(resp.into_body().into_data_stream());
+    assert_eq!(client.snapshot().await, json!({"v": 1}));
+    up.set("/doc", json!({"v": 2, "w": [1]}));
+    assert_eq!(client.next_document().await, json!({"v": 2, "w": [1]}));
+}
+
+#[tokio::test]
+async fn an_http_1_0_client_gets_the_stream_until_the_connection_closes() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    let gw = Gateway::start(&gateway_yaml(&up)).await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .unwrap();
+    s.write_all(b"GET /sse/doc HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let text = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before the snapshot");
+            seen.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&seen).into_owned();
+            if text.contains("data: {\"v\":1}") {
+                return text;
+            }
+        }
+    })
+    .await
+    .expect("the snapshot over HTTP/1.0");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/event-stream"),
+        "{head}"
+    );
+    // No chunk framing on HTTP/1.0: the body is the event stream itself.
+    assert!(body.starts_with("retry: "), "{body:?}");
+    assert!(body.contains("event: snapshot\n"), "{body:?}");
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_holds_up_no_one() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    let gw = Gateway::start(&gateway_yaml(&up)).await;
+    let mut silent = Vec::new();
+    for _ in 0..50 {
+        silent.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut client = gw.sse("/sse/doc").await;
+    assert_eq!(client.snapshot().await, json!({"v": 1}));
+    drop(silent);
+}
