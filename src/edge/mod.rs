@@ -63,11 +63,11 @@ impl ProxyHttp for Edge {
                     settings,
                     permit,
                 } = *opened;
-                let mut wire = PingoraWire {
+                let wire = PingoraWire {
                     session,
                     write_timeout: settings.write_timeout,
                 };
-                let outcome = session::run(&mut wire, sub, settings).await;
+                let outcome = session::run(wire, sub, settings).await;
                 drop(permit);
                 // An error hands the connection back to pingora as failed, so it is closed,
                 // never reused.

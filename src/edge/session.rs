@@ -70,7 +70,7 @@ pub(crate) fn standard_headers() -> [(HeaderName, HeaderValue); 3] {
 /// Runs one client's stream. `Ok` says why it ended cleanly; `Err` means the connection is
 /// unusable.
 pub(crate) async fn run<W: Wire>(
-    wire: &mut W,
+    mut wire: W,
     mut sub: Subscription,
     mut settings: Settings,
 ) -> Result<&'static str, End> {
