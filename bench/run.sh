@@ -1,124 +1,157 @@
 #!/usr/bin/env bash
-# Benchmarks the gateway with bench/loadgen: memory per idle client, fan-out latency, CPU per
-# change, upstream cost. Prints a table and writes bench/results.json.
-#   bench/run.sh [--quick]      (--quick: 1,000 clients, one repetition)
-#   BENCH_CLIENTS="1000 10000" BENCH_REPS=1 bench/run.sh
-# Needs: a release build (done here), python3, `ulimit -n` of 20,000. Installs nothing.
-# Peers, each run when installed: a minimal Node SSE server (bench/peers/node-sse.js) and nchan
-# (Debian: nginx libnginx-mod-nchan). Pushpin is not wired in yet (issue 6).
+# Benchmarks the gateway against nchan, Pushpin and a minimal Node server with bench/loadgen:
+# memory per idle client, fan-out latency and CPU per change, upstream cost, and the Streamdata
+# scenario. Prints tables, writes JSON and (with gnuplot) a chart.
+#
+#   bench/run.sh            full run: N = 1,000 / 10,000 / 19,000, 3 repetitions
+#                           -> bench/results/results.json, bench/results/chart.svg
+#   bench/run.sh --quick    N = 1,000, one repetition, shorter scenarios (under 10 minutes)
+#                           -> bench/results/quick.json
+#   bench/run.sh --smoke    the gateway alone with 50 clients; fails unless every client got
+#                           every event and the upstream saw one request per change (CI)
+#   BENCH_CLIENTS="10000" BENCH_REPS=1 bench/run.sh     any sizes and repetitions
+#
+# Needs python3 and `ulimit -n` of 20,000; installs nothing. Peers run when installed (Debian):
+# nodejs (Node), nginx + libnginx-mod-nchan (nchan), pushpin (Pushpin); gnuplot for the chart.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 target=${CARGO_TARGET_DIR:-$root/target}
 lg_target=${CARGO_TARGET_DIR:-$root/bench/loadgen/target}
 
-quick=0; [ "${1:-}" = "--quick" ] && quick=1
-if [ $quick = 1 ]; then sizes=(1000); reps=1; else sizes=(1000 10000 19000); reps=3; fi
-# Overrides for a quicker look: BENCH_CLIENTS="10000" BENCH_REPS=1 bench/run.sh
+mode=full
+case "${1:-}" in
+  --quick) mode=quick ;;
+  --smoke) mode=smoke ;;
+  "") ;;
+  *) echo "usage: bench/run.sh [--quick|--smoke]" >&2; exit 2 ;;
+esac
+case $mode in
+  full)  sizes=(1000 10000 19000); reps=3; scenario_s=20; cost_sizes=(1 100 10000); out=results.json ;;
+  quick) sizes=(1000); reps=1; scenario_s=10; cost_sizes=(1 100); out=quick.json ;;
+  smoke) sizes=(50); reps=1; scenario_s=0; cost_sizes=(); out="" ;;
+esac
 read -r -a sizes <<< "${BENCH_CLIENTS:-${sizes[*]}}"
 reps=${BENCH_REPS:-$reps}
 ulimit -n 20000 || true
 
 cargo build --release --quiet
-(cd bench/loadgen && cargo build --release --quiet)
+(cd bench/loadgen && CARGO_TARGET_DIR=$lg_target cargo build --release --quiet)
 gateway=$target/release/sse-gateway
 loadgen=$lg_target/release/sse-loadgen
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.05; done; }
+tag() { python3 -c "import json,sys; d=json.load(sys.stdin); d['server']='$1'; d['run']='$2'; print(json.dumps(d))"; }
+stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
-run_gateway() {  # mode clients -> one JSON line
-  local mode=$1 n=$2 port admin up dir pid
-  port=$(free_port); admin=$(free_port); up=$(free_port); dir=$(mktemp -d)
-  cat > "$dir/g.yaml" <<YAML
-listen: 127.0.0.1:$port
-admin: { listen: 127.0.0.1:$admin }
-limits: { max_clients: 30000 }
-upstreams: { bench: { url: "http://127.0.0.1:$up" } }
+# start_gateway DIFF PATH POLL INTERVAL: starts the gateway; sets gw_pid, gw_port, gw_admin, gw_up.
+start_gateway() {
+  gw_port=$(free_port); gw_admin=$(free_port); gw_up=$(free_port)
+  cat > "$work/g.yaml" <<YAML
+listen: 127.0.0.1:$gw_port
+admin: { listen: 127.0.0.1:$gw_admin }
+limits: { max_clients: 19900 }
+upstreams: { bench: { url: "http://127.0.0.1:$gw_up" } }
 streams:
-  - path: /sse/doc
+  - path: $2
     upstream: bench
-    poll: /doc
-    interval: 1h
-    diff: $mode
+    poll: $3
+    interval: $4
+    diff: $1
 YAML
-  RUST_LOG=warn "$gateway" --config "$dir/g.yaml" 2>"$dir/stderr" & pid=$!
-  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.05; done
-  "$loadgen" --url "http://127.0.0.1:$port/sse/doc" --clients "$n" --changes 5 \
-    --upstream "127.0.0.1:$up" --refresh "http://127.0.0.1:$admin/streams/refresh?path=/sse/doc" \
-    --pid $pid | python3 -c "import json,sys; d=json.load(sys.stdin); d['server']='gateway-$mode'; print(json.dumps(d))"
-  kill $pid; wait $pid 2>/dev/null || true
-  rm -rf "$dir"
+  RUST_LOG=warn "$gateway" --config "$work/g.yaml" 2>>"$work/gateway.log" & gw_pid=$!
+  wait_port "$gw_port"
 }
 
-wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.05; done; }
+# Fan-out: N clients on one stream, 5 changes of a 1 KB document, each pushed by the source.
+run_gateway() {  # diff clients
+  start_gateway "$1" /sse/doc /doc 1h
+  "$loadgen" --url "http://127.0.0.1:$gw_port/sse/doc" --clients "$2" --changes 5 \
+    --upstream "127.0.0.1:$gw_up" --refresh "http://127.0.0.1:$gw_admin/streams/refresh?path=/sse/doc" \
+    --pid $gw_pid | tag "gateway-$1" fanout
+  stop $gw_pid
+}
 
-tag() { python3 -c "import json,sys; d=json.load(sys.stdin); d['server']='$1'; print(json.dumps(d))"; }
-
-run_node() {  # clients -> one JSON line
-  local n=$1 port pid
-  port=$(free_port)
+run_node() {  # clients
+  local port pid; port=$(free_port)
   node bench/peers/node-sse.js "$port" & pid=$!
   wait_port "$port"
-  "$loadgen" --url "http://127.0.0.1:$port/sub" --clients "$n" --changes 5 \
-    --publish "http://127.0.0.1:$port/pub" --pid $pid | tag node
-  kill $pid; wait $pid 2>/dev/null || true
+  "$loadgen" --url "http://127.0.0.1:$port/sub" --clients "$1" --changes 5 \
+    --publish "http://127.0.0.1:$port/pub" --pid $pid | tag node fanout
+  stop $pid
 }
 
-run_nchan() {  # clients -> one JSON line (nginx + libnginx-mod-nchan, 2 workers)
-  local n=$1 port dir pid
-  port=$(free_port); dir=$(mktemp -d)
-  cat > "$dir/nginx.conf" <<CONF
-load_module /usr/lib/nginx/modules/ngx_nchan_module.so;
-worker_processes 2;
-worker_rlimit_nofile 25000;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 25000; }
-http {
-  access_log off;
-  client_body_temp_path $dir;
-  server {
-    listen 127.0.0.1:$port;
-    location = /sub { nchan_subscriber eventsource; nchan_channel_id bench; nchan_eventsource_ping_interval 0; }
-    location = /pub { nchan_publisher; nchan_channel_id bench; }
-  }
-}
-CONF
+run_nchan() {  # clients (nginx + libnginx-mod-nchan, 2 workers)
+  local port pid dir; port=$(free_port); dir=$(mktemp -d -p "$work")
+  sed -e "s|@DIR@|$dir|g" -e "s|@PORT@|$port|g" bench/peers/nchan.conf > "$dir/nginx.conf"
   nginx -c "$dir/nginx.conf" -p "$dir" -g 'daemon off;' 2>"$dir/stderr" & pid=$!
   wait_port "$port"
-  "$loadgen" --url "http://127.0.0.1:$port/sub" --clients "$n" --changes 5 \
-    --publish "http://127.0.0.1:$port/pub" --pid $pid | tag nchan
-  kill $pid; wait $pid 2>/dev/null || true
-  rm -rf "$dir"
+  "$loadgen" --url "http://127.0.0.1:$port/sub" --clients "$1" --changes 5 \
+    --publish "http://127.0.0.1:$port/pub" --pid $pid | tag nchan fanout
+  stop $pid
 }
 
-results=()
+run_pushpin() {  # clients (Pushpin with a GRIP origin; see bench/peers/pushpin.sh)
+  local http ctl origin pid dir; http=$(free_port); ctl=$(free_port); origin=$(free_port)
+  dir=$(mktemp -d -p "$work")
+  setsid bash bench/peers/pushpin.sh "$dir" "$http" "$ctl" "$origin" >"$dir/log" 2>&1 & pid=$!
+  wait_port "$http"; wait_port "$ctl"; sleep 1
+  "$loadgen" --url "http://127.0.0.1:$http/sub" --clients "$1" --changes 5 \
+    --publish "http://127.0.0.1:$ctl/publish/" --publish-format pushpin --pid $pid | tag pushpin fanout
+  kill -- -"$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
+}
+
+# Upstream cost: N clients on one stream polled every second, for 10 s; unchanged (304s) and
+# changing on every poll.
+run_cost() {  # clients ratio
+  start_gateway json-patch /sse/doc/{id} /doc/{id} 1s
+  "$loadgen" --url "http://127.0.0.1:$gw_port/sse/doc/0" --clients "$1" --streams 1 --size 1000 \
+    --change-ratio "$2" --duration 10 --settle 1 --upstream "127.0.0.1:$gw_up" --pid $gw_pid \
+    | tag gateway "cost-$2"
+  stop $gw_pid
+}
+
+# The Streamdata scenario: 3,000 clients over 100 streams, 50 KB documents with 20% of the
+# items changed on every poll, 500 ms interval; latency from the upstream serving a version.
+run_streamdata() {
+  start_gateway json-patch /sse/doc/{id} /doc/{id} 500ms
+  "$loadgen" --url "http://127.0.0.1:$gw_port/sse/doc/{i}" --clients 3000 --streams 100 \
+    --size 50000 --change-ratio 0.2 --duration "$scenario_s" --upstream "127.0.0.1:$gw_up" \
+    --pid $gw_pid | tag gateway streamdata
+  stop $gw_pid
+}
+
+have_node() { command -v node >/dev/null; }
+have_nchan() { command -v nginx >/dev/null && [ -e /usr/lib/nginx/modules/ngx_nchan_module.so ]; }
+have_pushpin() { command -v pushpin >/dev/null && [ -f bench/peers/pushpin.sh ]; }
+
+lines=$work/lines
+: > "$lines"
 for n in "${sizes[@]}"; do
-  for r in $(seq $reps); do
-    # Peers interleaved within a repetition; each that is installed runs.
-    for mode in json-patch snapshot; do
-      results+=("$(run_gateway $mode "$n")")
-    done
-    if command -v node >/dev/null; then results+=("$(run_node "$n")"); fi
-    if [ -e /usr/lib/nginx/modules/ngx_nchan_module.so ]; then results+=("$(run_nchan "$n")"); fi
+  for r in $(seq "$reps"); do
+    # Peers interleaved within a repetition, so a noisy minute hits them alike.
+    run_gateway json-patch "$n" >> "$lines"
+    [ $mode = smoke ] && continue
+    run_gateway snapshot "$n" >> "$lines"
+    if have_nchan; then run_nchan "$n" >> "$lines"; fi
+    if have_pushpin; then run_pushpin "$n" >> "$lines"; fi
+    if have_node; then run_node "$n" >> "$lines"; fi
   done
 done
-lines=$(mktemp)
-printf '%s\n' "${results[@]}" > "$lines"
-python3 - "$root/bench/results.json" "$lines" <<'PY'
-import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[2]) if l.strip()]
-json.dump(rows, open(sys.argv[1], "w"), indent=1)
-groups = {}
-for r in rows:
-    groups.setdefault((r["server"], r["clients"]), []).append(r)
-print(f'{"server":22} {"N":>6} {"PSS KB/client":>14} {"p50 ms":>8} {"p99 ms":>8} {"last ms":>8} {"CPU ms/chg":>10} {"dropped":>7} {"missing":>7} {"upstream req":>12}')
-for (server, n), rs in sorted(groups.items()):
-    med = lambda f: statistics.median(f(r) for r in rs)
-    spread = lambda f: max(f(r) for r in rs) - min(f(r) for r in rs)
-    print(f'{server:22} {n:>6} {med(lambda r: r["pss_kb_per_client"]):>9.1f} ±{spread(lambda r: r["pss_kb_per_client"]):<4.1f}'
-          f' {med(lambda r: r["latency_ms"]["p50"]):>8.1f} {med(lambda r: r["latency_ms"]["p99"]):>8.1f}'
-          f' {med(lambda r: r["last_client_ms_median"]):>8.1f} {med(lambda r: r["server_cpu_ms_per_change"]):>10.1f}'
-          f' {max(r["dropped"] for r in rs):>7} {max(r["events_missing"] for r in rs):>7} {med(lambda r: r["upstream_requests"]):>12}')
-PY
-rm -f "$lines"
+if [ $mode != smoke ]; then
+  for n in "${cost_sizes[@]}"; do
+    run_cost "$n" 0 >> "$lines"
+    run_cost "$n" 0.2 >> "$lines"
+  done
+  for r in $(seq "$reps"); do run_streamdata >> "$lines"; done
+fi
+
+python3 bench/report.py "$lines" "$mode" ${out:+"bench/results/$out"}
+if [ -n "$out" ] && [ $mode = full ] && command -v gnuplot >/dev/null; then
+  python3 bench/report.py --chart-data "bench/results/$out" > "$work/chart.dat"
+  gnuplot -e "data='$work/chart.dat'; out='bench/results/chart.svg'" bench/chart.gp
+  echo "chart: bench/results/chart.svg"
+fi

@@ -49,6 +49,18 @@ struct Args {
     pid: u32,
     #[arg(long, default_value_t = 3.0)]
     settle: f64,
+    /// Polled mode (the Streamdata scenario): the upstream serves a new version of each
+    /// document on every GET, with this share of its items changed; the gateway's own polling
+    /// drives the changes and latency counts from the moment the upstream served a version.
+    #[arg(long)]
+    change_ratio: Option<f64>,
+    /// Polled mode: documents (stream instances); client i subscribes to `{i}` = i % streams
+    /// in `url` and the upstream serves `/doc/{i}`.
+    #[arg(long, default_value_t = 1)]
+    streams: usize,
+    /// Polled mode: seconds to measure after all clients are attached.
+    #[arg(long, default_value_t = 20.0)]
+    duration: f64,
 }
 
 fn now_ns() -> u128 {
@@ -63,6 +75,9 @@ fn message(seq: u64, size: usize) -> Value {
 
 /// (seq, t) from whatever the event carries: a document, a JSON Patch, a merge patch.
 fn stamp(data: &str) -> Option<(u64, u64)> {
+    if data.len() > 4096 {
+        return stamp_scan(data);
+    }
     let v: Value = serde_json::from_str(data).ok()?;
     let find = |key: &str| -> Option<u64> {
         match &v {
@@ -76,6 +91,79 @@ fn stamp(data: &str) -> Option<(u64, u64)> {
         }
     };
     Some((find("seq")?, find("t")?))
+}
+
+/// `stamp` for large events (polled mode), without parsing 50 KB of JSON per client: the
+/// stamps are top-level numbers in a document, or `replace` ops in a patch.
+fn stamp_scan(data: &str) -> Option<(u64, u64)> {
+    let number = |key: &str| -> Option<u64> {
+        let at = data
+            .find(&format!("\"path\":\"/{key}\",\"value\":"))
+            .map(|i| i + key.len() + 19)
+            .or_else(|| data.find(&format!("\"{key}\":")).map(|i| i + key.len() + 3))?;
+        let digits: String = data[at..].chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    };
+    Some((number("seq")?, number("t")?))
+}
+
+/// A document of about `size` bytes: `items` of ~100 bytes each, a share of them rewritten
+/// per version, and the version's `seq` and serve time `t`.
+struct PolledDoc {
+    items: Vec<String>,
+    /// The current version, as served.
+    body: String,
+    seq: u64,
+    rng: u64,
+}
+
+impl PolledDoc {
+    fn new(size: usize, seed: u64) -> PolledDoc {
+        let mut d = PolledDoc {
+            items: Vec::new(),
+            body: String::new(),
+            seq: 0,
+            rng: seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+        };
+        d.items = (0..(size / 100).max(1)).map(|_| d.word()).collect();
+        d
+    }
+
+    fn word(&mut self) -> String {
+        (0..64)
+            .map(|_| {
+                // xorshift64: the loadgen needs variety, not quality.
+                self.rng ^= self.rng << 13;
+                self.rng ^= self.rng >> 7;
+                self.rng ^= self.rng << 17;
+                char::from(b'a' + (self.rng % 26) as u8)
+            })
+            .collect()
+    }
+
+    /// The next version's body, stamped now; `None` when nothing changes (ratio 0), so the
+    /// upstream can answer a conditional GET with 304.
+    fn next(&mut self, ratio: f64) -> Option<String> {
+        let n = self.items.len();
+        let changed = ((n as f64 * ratio).round() as usize).min(n);
+        if changed == 0 && self.seq > 0 {
+            return None;
+        }
+        for _ in 0..changed {
+            let i = (self.rng % n as u64) as usize;
+            self.items[i] = self.word();
+        }
+        self.seq += 1;
+        let items: Vec<Value> = self
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, w)| json!({ "id": i, "name": w, "qty": w.len() }))
+            .collect();
+        let body = json!({ "seq": self.seq, "t": now_ns() as u64, "items": items }).to_string();
+        self.body = body.clone();
+        Some(body)
+    }
 }
 
 /// `pid` and its descendants.
@@ -122,6 +210,21 @@ fn tree_cpu_ms(pid: u32) -> f64 {
     tree(pid).iter().map(|p| cpu_ms(&p.to_string())).sum()
 }
 
+/// Busy CPU time of the whole host (all processes, kernel included), in ms: what is left after
+/// the server's and the load generator's own is the machine's other load during a run.
+fn host_cpu_ms() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let line = stat.lines().next().unwrap_or("");
+    // cpu user nice system idle iowait irq softirq steal ...
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let busy: f64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| f.get(i)).sum();
+    busy * 10.0
+}
+
 /// User + system CPU time of a process, in ms.
 fn cpu_ms(pid: &str) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -140,6 +243,14 @@ struct Shared {
     doc: Value,
     upstream_requests: u64,
     upstream_bytes: u64,
+    upstream_not_modified: u64,
+    /// Size of the last whole (200) response, head included.
+    full_response_bytes: u64,
+    /// Polled mode: one document per stream, a new version on every GET.
+    polled: Vec<PolledDoc>,
+    change_ratio: f64,
+    /// Polled mode: latencies (µs) of every event received while measuring.
+    window: Option<Vec<u64>>,
 }
 
 async fn serve_upstream(addr: SocketAddr, shared: Rc<RefCell<Shared>>) {
@@ -158,11 +269,26 @@ async fn serve_upstream(addr: SocketAddr, shared: Rc<RefCell<Shared>>) {
                 if n == 0 {
                     return;
                 }
-                let (body, etag) = {
-                    let s = shared.borrow();
-                    (s.doc.to_string(), format!("\"{}\"", s.doc["seq"]))
-                };
                 let req = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+                let (body, etag) = {
+                    let mut s = shared.borrow_mut();
+                    if s.polled.is_empty() {
+                        (s.doc.to_string(), format!("\"{}\"", s.doc["seq"]))
+                    } else {
+                        // GET /doc/{i} HTTP/1.1
+                        let i = req
+                            .split_whitespace()
+                            .nth(1)
+                            .and_then(|p| p.rsplit('/').next())
+                            .and_then(|i| i.parse::<usize>().ok())
+                            .unwrap_or(0)
+                            % s.polled.len();
+                        let ratio = s.change_ratio;
+                        let doc = &mut s.polled[i];
+                        let body = doc.next(ratio).unwrap_or_else(|| doc.body.clone());
+                        (body, format!("\"{i}-{}\"", doc.seq))
+                    }
+                };
                 let not_modified =
                     req.contains(&format!("if-none-match: {}", etag.to_ascii_lowercase()));
                 let resp = if not_modified {
@@ -178,6 +304,10 @@ async fn serve_upstream(addr: SocketAddr, shared: Rc<RefCell<Shared>>) {
                 {
                     let mut s = shared.borrow_mut();
                     s.upstream_requests += 1;
+                    s.upstream_not_modified += u64::from(not_modified);
+                    if !not_modified {
+                        s.full_response_bytes = resp.len() as u64;
+                    }
                     s.upstream_bytes += resp.len() as u64;
                 }
                 if sock.write_all(resp.as_bytes()).await.is_err() {
@@ -217,7 +347,11 @@ async fn client(http: reqwest::Client, url: String, shared: Rc<RefCell<Shared>>)
         let at = now_ns();
         if let Some((seq, t)) = stamp(&ev.data) {
             let lat = (at.saturating_sub(t as u128) / 1000) as u64;
-            shared.borrow_mut().seen.entry(seq).or_default().push(lat);
+            let mut s = shared.borrow_mut();
+            match s.window.as_mut() {
+                Some(window) => window.push(lat),
+                None => s.seen.entry(seq).or_default().push(lat),
+            }
         }
     }
     let mut s = shared.borrow_mut();
@@ -241,6 +375,16 @@ async fn run(args: Args) -> Value {
         doc: message(0, args.size),
         upstream_requests: 0,
         upstream_bytes: 0,
+        upstream_not_modified: 0,
+        full_response_bytes: 0,
+        polled: match args.change_ratio {
+            Some(_) => (0..args.streams.max(1))
+                .map(|i| PolledDoc::new(args.size, i as u64 + 1))
+                .collect(),
+            None => Vec::new(),
+        },
+        change_ratio: args.change_ratio.unwrap_or(0.0),
+        window: None,
     }));
     if let Some(addr) = args.upstream {
         tokio::task::spawn_local(serve_upstream(addr, shared.clone()));
@@ -260,7 +404,8 @@ async fn run(args: Args) -> Value {
     let started = Instant::now();
     for i in 0..args.clients {
         let h = http[i % http.len()].clone();
-        tokio::task::spawn_local(client(h, args.url.clone(), shared.clone()));
+        let url = args.url.replace("{i}", &(i % args.streams.max(1)).to_string());
+        tokio::task::spawn_local(client(h, url, shared.clone()));
         if i % 500 == 499 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -275,10 +420,14 @@ async fn run(args: Args) -> Value {
     tokio::time::sleep(Duration::from_secs_f64(args.settle)).await;
     let (pss1, rss1) = memory(pid);
     let n = shared.borrow().connected.max(1) as f64;
+    if args.change_ratio.is_some() {
+        return polled(&args, &shared, attach_s, (pss1 as f64 - pss0 as f64) / n).await;
+    }
 
     let publisher = reqwest::Client::builder().no_proxy().build().ok();
     let cpu0 = tree_cpu_ms(pid);
     let own0 = cpu_ms("self");
+    let host0 = host_cpu_ms();
     let up0 = (
         shared.borrow().upstream_requests,
         shared.borrow().upstream_bytes,
@@ -318,6 +467,7 @@ async fn run(args: Args) -> Value {
     }
     let cpu = tree_cpu_ms(pid) - cpu0;
     let own = cpu_ms("self") - own0;
+    let other = (host_cpu_ms() - host0 - cpu - own).max(0.0);
     lat.sort_unstable();
     last.sort_by(f64::total_cmp);
     let s = shared.borrow();
@@ -337,8 +487,58 @@ async fn run(args: Args) -> Value {
         "events_missing": (args.changes as usize * s.connected).saturating_sub(received),
         "server_cpu_ms_per_change": cpu / args.changes.max(1) as f64,
         "loadgen_cpu_ms_per_change": own / args.changes.max(1) as f64,
+        "host_other_cpu_ms_per_change": other / args.changes.max(1) as f64,
         "upstream_requests": s.upstream_requests - up0.0,
         "upstream_bytes": s.upstream_bytes - up0.1,
+    })
+}
+
+/// Polled mode: for `duration` seconds, every event's latency from the upstream serving its
+/// version, events per second, and what the upstream served.
+async fn polled(args: &Args, shared: &Rc<RefCell<Shared>>, attach_s: f64, pss_kb: f64) -> Value {
+    let pid = args.pid;
+    let cpu0 = tree_cpu_ms(pid);
+    let own0 = cpu_ms("self");
+    let host0 = host_cpu_ms();
+    let up0 = {
+        let mut s = shared.borrow_mut();
+        s.window = Some(Vec::new());
+        (s.upstream_requests, s.upstream_bytes, s.upstream_not_modified)
+    };
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
+    let secs = started.elapsed().as_secs_f64();
+    let mut s = shared.borrow_mut();
+    let mut lat = s.window.take().unwrap_or_default();
+    let cpu = tree_cpu_ms(pid) - cpu0;
+    let own = cpu_ms("self") - own0;
+    let other = (host_cpu_ms() - host0 - cpu - own).max(0.0);
+    lat.sort_unstable();
+    let requests = s.upstream_requests - up0.0;
+    json!({
+        "scenario": "polled",
+        "clients": args.clients,
+        "streams": args.streams,
+        "doc_bytes": args.size,
+        "change_ratio": args.change_ratio,
+        "connected": s.connected,
+        "dropped": s.dropped,
+        "attach_s": attach_s,
+        "pss_kb_per_client": pss_kb,
+        "seconds": secs,
+        "events": lat.len(),
+        "events_per_s": lat.len() as f64 / secs,
+        "latency_ms": { "p50": pct(&lat, 0.5), "p99": pct(&lat, 0.99), "max": pct(&lat, 1.0) },
+        "server_cpu_pct": cpu / secs / 10.0,
+        "loadgen_cpu_pct": own / secs / 10.0,
+        "host_other_cpu_pct": other / secs / 10.0,
+        "upstream_requests_per_s": requests as f64 / secs,
+        "upstream_not_modified_per_s": (s.upstream_not_modified - up0.2) as f64 / secs,
+        "upstream_bytes_per_s": (s.upstream_bytes - up0.1) as f64 / secs,
+        // What the same clients would cost the upstream polling it themselves, once per
+        // request the gateway made, each fetching the whole current document (head included).
+        "self_polling_bytes_per_s": requests as f64 / secs * s.connected as f64
+            * s.full_response_bytes as f64 / args.streams.max(1) as f64,
     })
 }
 
