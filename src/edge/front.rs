@@ -10,7 +10,7 @@
 //! the connection exactly as the client sent it.
 
 use std::future::Future;
-use std::io::{self, IoSlice};
+use std::io::{self, IoSlice, Write as _};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -299,9 +299,15 @@ impl Wire for RawWire {
         if bytes.is_empty() {
             return Ok(());
         }
-        let size = format!("{:x}\r\n", bytes.len());
+        // The chunk-size line, formatted on the stack: no allocation per client per event.
+        let mut line = [0u8; 20];
+        let used = {
+            let mut rest = &mut line[..];
+            let _ = write!(rest, "{:x}\r\n", bytes.len());
+            20 - rest.len()
+        };
         self.write(&mut [
-            IoSlice::new(size.as_bytes()),
+            IoSlice::new(&line[..used]),
             IoSlice::new(&bytes),
             IoSlice::new(b"\r\n"),
         ])

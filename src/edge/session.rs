@@ -90,6 +90,10 @@ pub(crate) async fn run<W: Wire>(
     settings.metrics.bytes_sent.inc_by(first.len() as u64);
     wire.send(first.freeze()).await?;
 
+    // Made once, not once per event: a fresh wait would lock the shutdown channel's waiter list,
+    // which every client shares, twice per event.
+    let shutdown = shutting_down(&mut settings.shutdown);
+    tokio::pin!(shutdown);
     let outcome = loop {
         tokio::select! {
             end = wire.closed() => break match end {
@@ -98,7 +102,7 @@ pub(crate) async fn run<W: Wire>(
             },
             // Shutting down: a jittered `retry:` spreads the reconnects (with Last-Event-ID) over
             // time and over whichever instances remain.
-            () = shutting_down(&mut settings.shutdown) => {
+            () = &mut shutdown => {
                 let retry = goodbye_retry(settings.retry);
                 let mut last = sse::retry(retry.as_millis() as u64).to_vec();
                 last.extend_from_slice(&sse::event(Some("end"), None, GOODBYE));
