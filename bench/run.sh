@@ -94,14 +94,17 @@ run_nchan() {  # clients (nginx + libnginx-mod-nchan, 2 workers)
   stop $pid
 }
 
-run_pushpin() {  # clients (Pushpin with a GRIP origin; see bench/peers/pushpin.sh)
+run_pushpin() {  # clients (Pushpin with a GRIP origin; settings in bench/peers/pushpin.sh)
   local http ctl origin pid dir; http=$(free_port); ctl=$(free_port); origin=$(free_port)
   dir=$(mktemp -d -p "$work")
-  setsid bash bench/peers/pushpin.sh "$dir" "$http" "$ctl" "$origin" >"$dir/log" 2>&1 & pid=$!
-  wait_port "$http"; wait_port "$ctl"; sleep 1
+  setsid bash bench/peers/pushpin.sh "$dir" "$http" "$ctl" "$origin" >"$dir/stdout" 2>&1 & pid=$!
+  wait_port "$http"; wait_port "$ctl"; wait_port "$origin"; sleep 1
+  # The runner's tree (condure, zurl, proxy, handler) is the server; the origin is not.
   "$loadgen" --url "http://127.0.0.1:$http/sub" --clients "$1" --changes 5 \
-    --publish "http://127.0.0.1:$ctl/publish/" --publish-format pushpin --pid $pid | tag pushpin fanout
-  kill -- -"$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
+    --publish "http://127.0.0.1:$ctl/publish/" --publish-format pushpin \
+    --pid "$(cat "$dir/pushpin.pid")" | tag pushpin fanout
+  kill -TERM -- -"$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true
+  sleep 1
 }
 
 # Upstream cost: N clients on one stream polled every second, for 10 s; unchanged (304s) and
