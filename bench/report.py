@@ -42,7 +42,7 @@ def machine():
         "memory_gib": round(mem_kb / 1048576, 1),
         "kernel": platform.release(),
         "versions": {
-            "sse-gateway": version(["cargo", "pkgid"]),
+            "sse-gateway": version(["git", "describe", "--always", "--dirty"]),
             "nginx": version(["nginx", "-v"]),
             "nchan": version(["dpkg-query", "-W", "libnginx-mod-nchan"]),
             "pushpin": version(["dpkg-query", "-W", "pushpin"]),

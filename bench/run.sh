@@ -155,6 +155,7 @@ fi
 python3 bench/report.py "$lines" "$mode" ${out:+"bench/results/$out"}
 if [ -n "$out" ] && [ $mode = full ] && command -v gnuplot >/dev/null; then
   python3 bench/report.py --chart-data "bench/results/$out" > "$work/chart.dat"
-  gnuplot -e "data='$work/chart.dat'; out='bench/results/chart.svg'" bench/chart.gp
+  blocks=$(grep -c '^"' "$work/chart.dat")
+  gnuplot -e "data='$work/chart.dat'; out='bench/results/chart.svg'; blocks=$blocks" bench/chart.gp
   echo "chart: bench/results/chart.svg"
 fi
