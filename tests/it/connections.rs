@@ -120,3 +120,15 @@ async fn a_connection_that_sends_nothing_holds_up_no_one() {
     assert_eq!(client.snapshot().await, json!({"v": 1}));
     drop(silent);
 }
+
+#[tokio::test]
+async fn a_subscription_with_a_head_too_long_to_read_directly_still_gets_its_stream() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    let gw = Gateway::start(&gateway_yaml(&up)).await;
+    // Past the 16 KB the direct path reads, the bytes go back to pingora, which serves it.
+    let big = "x".repeat(20_000);
+    let mut client = gw.sse_with("/sse/doc", &[("x-padding", &big)]).await;
+    assert_eq!(client.snapshot().await, json!({"v": 1}));
+    up.set("/doc", json!({"v": 2}));
+    assert_eq!(client.next_document().await, json!({"v": 2}));
+}
