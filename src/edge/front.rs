@@ -14,6 +14,7 @@ use std::io::{self, IoSlice, Write as _};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
@@ -65,13 +66,12 @@ impl ServerApp for Front {
             return self.proxy.process_new(stream, shutdown).await;
         }
         let mut raw = stream.into_any().downcast::<L4Stream>().ok()?;
-        let routes = self.edge.shared.routes.load_full();
-        let head = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut raw, &routes)).await {
+        let routes = &self.edge.shared.routes;
+        let head = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut raw, routes)).await {
             Ok(Ok(Some(head))) => head,
             // Closed, failed or silent before a whole request line: nothing to answer.
             Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return None,
         };
-        drop(routes);
         let (req, read) = match head {
             Head::Pass(read) => return self.pass(raw, &read, shutdown).await,
             Head::Stream(req, read) => (req, read),
@@ -141,8 +141,9 @@ enum Head {
 }
 
 /// Reads until the head is whole, or until it is clear that the request is not one to serve
-/// here. `None`: the client closed before sending anything.
-async fn read_head(raw: &mut L4Stream, routes: &Routes) -> io::Result<Option<Head>> {
+/// here. `None`: the client closed before sending anything. The routes are looked up as bytes
+/// arrive, never held: a connection that waits must not pin an old config.
+async fn read_head(raw: &mut L4Stream, routes: &ArcSwap<Routes>) -> io::Result<Option<Head>> {
     let mut buf = Vec::with_capacity(1024);
     loop {
         if buf.len() == buf.capacity() {
@@ -151,7 +152,7 @@ async fn read_head(raw: &mut L4Stream, routes: &Routes) -> io::Result<Option<Hea
         if raw.read_buf(&mut buf).await? == 0 {
             return Ok((!buf.is_empty()).then_some(Head::Pass(buf)));
         }
-        match parse(&buf, routes) {
+        match parse(&buf, &routes.load()) {
             Parsed::Partial if buf.len() < MAX_HEAD => continue,
             Parsed::Partial | Parsed::Pass => return Ok(Some(Head::Pass(buf))),
             Parsed::Stream(req) => return Ok(Some(Head::Stream(req, buf))),

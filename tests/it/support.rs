@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
@@ -19,6 +19,28 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 /// How long any single expectation may take before a test fails.
 pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Whether process `pid` holds a socket listening on 127.0.0.1:`port` (from /proc).
+fn listens(pid: u32, port: u16) -> bool {
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let local = format!("0100007F:{port:04X}");
+    let inodes: Vec<String> = tcp
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > 9 && f[1] == local && f[3] == "0A")
+        .map(|f| format!("socket:[{}]", f[9]))
+        .collect();
+    if inodes.is_empty() {
+        return false;
+    }
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .any(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+}
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -130,7 +152,10 @@ impl Gateway {
             if let Ok(Some(status)) = gw.child.try_wait() {
                 panic!("the gateway exited with {status}:\n{}", gw.stderr());
             }
-            if TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).is_ok() {
+            // Listening, and itself: a port handed out twice would otherwise let this test
+            // talk to another test's gateway until that one exits.
+            let pid = gw.child.id();
+            if listens(pid, port) {
                 return Some(gw);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
