@@ -53,6 +53,13 @@ pub enum AppError {
     Tls(#[from] TlsError),
     #[error("cannot set up the TLS listener: {0}")]
     Listener(#[source] Box<pingora::Error>),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        what: &'static str,
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Runs the gateway until a signal stops it; `path` is watched for changes. With `upgrade`, the
@@ -69,6 +76,9 @@ pub fn run(config: Config, path: PathBuf, upgrade: bool) -> Result<(), AppError>
     let metrics = Arc::new(Metrics::new().map_err(AppError::Metrics)?);
     let hub = Arc::new(LocalHub::new(client, metrics.clone()).map_err(AppError::Runtime)?);
 
+    if !upgrade {
+        check_addresses(&config)?;
+    }
     raise_open_file_limit(config.limits.max_clients);
     claim_sighup().map_err(AppError::Runtime)?;
     let listen = config.listen;
@@ -162,6 +172,28 @@ impl BackgroundService for ShutdownRelay {
         info!("shutting down: telling clients to reconnect");
         self.0.shutdown.send_replace(true);
     }
+}
+
+/// A busy or forbidden address must stop the start with its name: pingora would retry a busy
+/// port for 30 seconds and then panic. (With `--upgrade` the sockets come from the old process.)
+fn check_addresses(config: &Config) -> Result<(), AppError> {
+    let mut wanted = vec![
+        ("listen", config.listen),
+        ("admin.listen", config.admin.listen),
+    ];
+    if let Some(demo) = &config.demo {
+        wanted.push(("demo.listen", demo.listen));
+    }
+    for (what, addr) in wanted {
+        // std sets SO_REUSEADDR, as pingora does: connections of a previous run in TIME_WAIT
+        // do not count as busy.
+        std::net::TcpListener::bind(addr).map_err(|source| AppError::Bind {
+            what,
+            addr,
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// Each client holds a socket: lift the soft open-file limit to the hard one, and say so when

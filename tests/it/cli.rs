@@ -42,7 +42,12 @@ async fn json_logs_are_one_object_per_line() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let path = dir.path().join("g.yaml");
-    std::fs::write(&path, format!("listen: 127.0.0.1:{port}\n{yaml}")).unwrap();
+    let admin = free_port();
+    std::fs::write(
+        &path,
+        format!("listen: 127.0.0.1:{port}\nadmin:\n  listen: 127.0.0.1:{admin}\n{yaml}"),
+    )
+    .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_sse-gateway"))
         .args(["--log-format", "json", "--config"])
         .arg(&path)
@@ -64,5 +69,30 @@ async fn json_logs_are_one_object_per_line() {
     assert!(
         line["level"].is_string() && line["fields"].is_object(),
         "{line}"
+    );
+}
+
+#[test]
+fn a_busy_listen_address_is_refused_at_once_with_its_name() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.yaml");
+    let admin = free_port();
+    std::fs::write(
+        &path,
+        format!(
+            "listen: 127.0.0.1:{port}\nadmin:\n  listen: 127.0.0.1:{admin}\nupstreams:\n  api:\n    url: http://127.0.0.1:9\nstreams:\n  - path: /sse/doc\n    upstream: api\n"
+        ),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = run(&["--config", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{port} (listen)")),
+        "{stderr}"
     );
 }

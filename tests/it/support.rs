@@ -150,6 +150,11 @@ impl Gateway {
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(5) {
             if let Ok(Some(status)) = gw.child.try_wait() {
+                // A port taken since free_port() chose it: try others.
+                if gw.stderr().contains("cannot listen on") {
+                    eprintln!("port taken; retrying:\n{}", gw.stderr());
+                    return None;
+                }
                 panic!("the gateway exited with {status}:\n{}", gw.stderr());
             }
             // Listening, and itself: a port handed out twice would otherwise let this test
