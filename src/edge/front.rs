@@ -85,6 +85,11 @@ impl ServerApp for Front {
                 None
             }
             Answer::Stream(opened) => {
+                // Each event is one small write that must leave at once: Nagle would hold it
+                // back while an earlier one waits for its (possibly delayed) ACK.
+                if let Err(e) = raw.set_nodelay() {
+                    debug!(error = %e, "cannot set TCP_NODELAY");
+                }
                 // The client's stream runs in a task of its own, sized for the stream alone. The
                 // task pingora spawned for this connection (about 9 KB: room for a TLS handshake
                 // and a proxied request) ends here instead of idling under every client.
