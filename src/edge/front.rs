@@ -22,12 +22,13 @@ use http::{Method, StatusCode};
 use pingora::apps::ServerApp;
 use pingora::http::RequestHeader;
 use pingora::protocols::l4::stream::Stream as L4Stream;
-use pingora::protocols::Stream;
+use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::debug;
 
+use super::replay::Replay;
 use super::session::{self, End, Wire};
 use super::{Answer, Edge, Opened, Permit, Reply};
 use crate::routes::Routes;
@@ -61,44 +62,16 @@ impl ServerApp for Front {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        // TLS streams (and with them HTTP/2) stay with pingora.
-        if stream.get_ssl_digest().is_some() || !stream.as_any().is::<L4Stream>() {
+        // HTTP/2 multiplexes streams over one connection: pingora's h2 server owns it.
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             return self.proxy.process_new(stream, shutdown).await;
         }
-        let mut raw = stream.into_any().downcast::<L4Stream>().ok()?;
-        let routes = &self.edge.shared.routes;
-        let head = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut raw, routes)).await {
-            Ok(Ok(Some(head))) => head,
-            // Closed, failed or silent before a whole request line: nothing to answer.
-            Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return None,
-        };
-        let (req, read) = match head {
-            Head::Pass(read) => return self.pass(raw, &read, shutdown).await,
-            Head::Stream(req, read) => (req, read),
-        };
-        match self.edge.answer(&req).await {
-            Answer::Proxy => self.pass(raw, &read, shutdown).await,
-            Answer::Reply(reply) => {
-                if let Err(e) = write_reply(&mut raw, reply).await {
-                    debug!(error = %e, "cannot send the refusal");
-                }
-                None
-            }
-            Answer::Stream(opened) => {
-                // Each event is one small write that must leave at once: Nagle would hold it
-                // back while an earlier one waits for its (possibly delayed) ACK.
-                if let Err(e) = raw.set_nodelay() {
-                    debug!(error = %e, "cannot set TCP_NODELAY");
-                }
-                // The client's stream runs in a task of its own, sized for the stream alone. The
-                // task pingora spawned for this connection (about 9 KB: room for a TLS handshake
-                // and a proxied request) ends here instead of idling under every client.
-                let task = stream_task(raw, *opened);
-                tracing::trace!(bytes = std::mem::size_of_val(&task), "stream task");
-                tokio::spawn(task);
-                None
-            }
+        if stream.get_ssl_digest().is_none() && stream.as_any().is::<L4Stream>() {
+            let raw = stream.into_any().downcast::<L4Stream>().ok()?;
+            return self.first_request(raw, shutdown).await;
         }
+        // HTTP/1.1 over TLS.
+        self.first_request(stream, shutdown).await
     }
 
     async fn cleanup(&self) {
@@ -106,10 +79,79 @@ impl ServerApp for Front {
     }
 }
 
+/// A client connection the direct path can serve: plain TCP, or TLS.
+trait Conn: AsyncRead + AsyncWrite + Unpin + Send + Sized + 'static {
+    /// The connection for pingora, yielding `read` again before anything else.
+    fn unread(self, read: &[u8]) -> Stream;
+    /// Each event is one small write that must leave at once: Nagle would hold it back while
+    /// an earlier one waits for its (possibly delayed) ACK.
+    fn no_delay(&mut self) {}
+}
+
+impl Conn for Box<L4Stream> {
+    fn unread(mut self, read: &[u8]) -> Stream {
+        self.rewind(read);
+        self
+    }
+
+    fn no_delay(&mut self) {
+        if let Err(e) = self.set_nodelay() {
+            debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    }
+}
+
+/// TLS streams can't rewind: a wrapper puts the bytes back.
+impl Conn for Stream {
+    fn unread(self, read: &[u8]) -> Stream {
+        Box::new(Replay::new(self, read.to_vec()))
+    }
+}
+
+impl Front {
+    /// Reads the connection's first request head; serves it when it subscribes to a stream,
+    /// and hands the connection to pingora otherwise.
+    async fn first_request<C: Conn>(
+        self: &Arc<Self>,
+        mut conn: C,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let routes = &self.edge.shared.routes;
+        let head = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut conn, routes)).await {
+            Ok(Ok(Some(head))) => head,
+            // Closed, failed or silent before a whole request line: nothing to answer.
+            Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return None,
+        };
+        let (req, read) = match head {
+            Head::Pass(read) => return self.proxy.process_new(conn.unread(&read), shutdown).await,
+            Head::Stream(req, read) => (req, read),
+        };
+        match self.edge.answer(&req).await {
+            Answer::Proxy => self.proxy.process_new(conn.unread(&read), shutdown).await,
+            Answer::Reply(reply) => {
+                if let Err(e) = write_reply(&mut conn, reply).await {
+                    debug!(error = %e, "cannot send the refusal");
+                }
+                None
+            }
+            Answer::Stream(opened) => {
+                conn.no_delay();
+                // The client's stream runs in a task of its own, sized for the stream alone. The
+                // task pingora spawned for this connection (about 9 KB: room for a TLS handshake
+                // and a proxied request) ends here instead of idling under every client.
+                let task = stream_task(conn, *opened);
+                tracing::trace!(bytes = std::mem::size_of_val(&task), "stream task");
+                tokio::spawn(task);
+                None
+            }
+        }
+    }
+}
+
 /// One client's event stream, until it or the stream ends: `run`'s future itself, holding
 /// everything the client needs and nothing else (under 1 KB).
-fn stream_task(
-    raw: Box<L4Stream>,
+fn stream_task<C: Conn>(
+    conn: C,
     opened: Opened,
 ) -> impl Future<Output = Result<&'static str, End>> + Send {
     let Opened {
@@ -118,24 +160,11 @@ fn stream_task(
         permit,
     } = opened;
     let wire = RawWire {
-        stream: raw,
+        stream: conn,
         write_timeout: settings.write_timeout,
         _permit: permit,
     };
     session::run(wire, sub, settings)
-}
-
-impl Front {
-    /// Hands the connection to pingora's proxy as if nothing had been read from it.
-    async fn pass(
-        self: &Arc<Self>,
-        mut raw: Box<L4Stream>,
-        read: &[u8],
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        raw.rewind(read);
-        self.proxy.process_new(raw, shutdown).await
-    }
 }
 
 enum Head {
@@ -148,7 +177,7 @@ enum Head {
 /// Reads until the head is whole, or until it is clear that the request is not one to serve
 /// here. `None`: the client closed before sending anything. The routes are looked up as bytes
 /// arrive, never held: a connection that waits must not pin an old config.
-async fn read_head(raw: &mut L4Stream, routes: &ArcSwap<Routes>) -> io::Result<Option<Head>> {
+async fn read_head<C: Conn>(raw: &mut C, routes: &ArcSwap<Routes>) -> io::Result<Option<Head>> {
     let mut buf = Vec::with_capacity(1024);
     loop {
         if buf.len() == buf.capacity() {
@@ -230,7 +259,7 @@ fn needs_pingora(h: &httparse::Header<'_>) -> bool {
 }
 
 /// A refusal, then the connection closes: the client has nothing else in flight on it.
-async fn write_reply(raw: &mut L4Stream, reply: Reply) -> io::Result<()> {
+async fn write_reply<C: Conn>(raw: &mut C, reply: Reply) -> io::Result<()> {
     let status = StatusCode::from_u16(reply.status)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let mut head = format!(
@@ -259,7 +288,7 @@ fn push_header(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
 }
 
 /// Writes every slice, in as few system calls as the socket allows, then flushes.
-async fn write_all(raw: &mut L4Stream, mut parts: &mut [IoSlice<'_>]) -> io::Result<()> {
+async fn write_all<C: Conn>(raw: &mut C, mut parts: &mut [IoSlice<'_>]) -> io::Result<()> {
     while !parts.is_empty() {
         let n = raw.write_vectored(parts).await?;
         if n == 0 {
@@ -273,14 +302,14 @@ async fn write_all(raw: &mut L4Stream, mut parts: &mut [IoSlice<'_>]) -> io::Res
 /// An event stream written straight to the socket with HTTP/1.1 chunked framing. The event
 /// bytes are the ones shared by every client of the instance; only the chunk-size line is
 /// this client's own.
-struct RawWire {
-    stream: Box<L4Stream>,
+struct RawWire<C> {
+    stream: C,
     write_timeout: Duration,
     /// The client-limit slot, given back when the stream ends.
     _permit: Permit,
 }
 
-impl RawWire {
+impl<C: Conn> RawWire<C> {
     async fn write(&mut self, parts: &mut [IoSlice<'_>]) -> Result<(), End> {
         match tokio::time::timeout(self.write_timeout, write_all(&mut self.stream, parts)).await {
             Ok(Ok(())) => Ok(()),
@@ -290,7 +319,7 @@ impl RawWire {
     }
 }
 
-impl Wire for RawWire {
+impl<C: Conn> Wire for RawWire<C> {
     async fn open(&mut self, headers: Vec<(HeaderName, HeaderValue)>) -> Result<(), End> {
         let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
         for (name, value) in session::standard_headers().iter().chain(&headers) {

@@ -4,6 +4,7 @@
 
 mod cors;
 mod front;
+mod replay;
 mod session;
 
 pub use front::Front;

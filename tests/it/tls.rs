@@ -1,4 +1,5 @@
-//! TLS with HTTP/2 by ALPN on the client listener; renewed certificates load on SIGHUP.
+//! TLS on the client listener: HTTP/2 by ALPN, HTTP/1.1 beside it; renewed certificates load
+//! on SIGHUP.
 
 use serde_json::json;
 
@@ -80,4 +81,49 @@ async fn an_sse_stream_over_http2_with_tls() {
     // Streams opened before the renewal carry on.
     up.set("/doc", json!({"v": 3}));
     assert_eq!(c.next_document().await, json!({"v": 3}));
+}
+
+#[tokio::test]
+async fn over_http1_with_tls_a_stream_and_a_proxied_request_are_both_served() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    up.set("/api/info", json!({"name": "legacy"}));
+    let dir = tempfile::tempdir().unwrap();
+    let pem = certificate(dir.path(), "a");
+    let yaml = format!(
+        "tls:\n  cert: {0}/a.crt\n  key: {0}/a.key\n{1}proxy: api\n",
+        dir.path().display(),
+        config(
+            &up,
+            "  - path: /sse/doc\n    upstream: api\n    poll: /doc\n    interval: 100ms\n"
+        )
+    );
+    let gw = Gateway::start(&yaml).await;
+    pingora::tls::install_default_crypto_provider();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .http1_only()
+        .add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+
+    let resp = subscribe(&client, gw.port).await.unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_11);
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut c = SseClient::new(resp);
+    assert_eq!(c.snapshot().await, json!({"v": 1}));
+    up.set("/doc", json!({"v": 2}));
+    assert_eq!(c.next_document().await, json!({"v": 2}));
+
+    // The head read for the stream check goes back in front of the TLS stream for pingora.
+    let api = client
+        .get(format!("https://localhost:{}/api/info", gw.port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), 200);
+    assert_eq!(
+        api.json::<serde_json::Value>().await.unwrap(),
+        json!({"name": "legacy"})
+    );
 }
