@@ -251,6 +251,8 @@ struct Shared {
     change_ratio: f64,
     /// Polled mode: latencies (µs) of every event received while measuring.
     window: Option<Vec<u64>>,
+    /// Polled mode: (stream, seq) -> latency (µs) of the first client to receive it.
+    first: HashMap<(usize, u64), u64>,
 }
 
 async fn serve_upstream(addr: SocketAddr, shared: Rc<RefCell<Shared>>) {
@@ -270,6 +272,7 @@ async fn serve_upstream(addr: SocketAddr, shared: Rc<RefCell<Shared>>) {
                     return;
                 }
                 let req = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+                let g0 = Instant::now();
                 let (body, etag) = {
                     let mut s = shared.borrow_mut();
                     if s.polled.is_empty() {
@@ -289,6 +292,8 @@ async fn serve_upstream(addr: SocketAddr, shared: Rc<RefCell<Shared>>) {
                         (body, format!("\"{i}-{}\"", doc.seq))
                     }
                 };
+                let gen = g0.elapsed().as_micros();
+                if gen > 3000 { eprintln!("DIAG gen_us={gen}"); }
                 let not_modified =
                     req.contains(&format!("if-none-match: {}", etag.to_ascii_lowercase()));
                 let resp = if not_modified {
@@ -310,15 +315,18 @@ async fn serve_upstream(addr: SocketAddr, shared: Rc<RefCell<Shared>>) {
                     }
                     s.upstream_bytes += resp.len() as u64;
                 }
+                let w0 = Instant::now();
                 if sock.write_all(resp.as_bytes()).await.is_err() {
                     return;
                 }
+                let took = w0.elapsed().as_micros();
+                if took > 3000 { eprintln!("DIAG write_us={took}"); }
             }
         });
     }
 }
 
-async fn client(http: reqwest::Client, url: String, shared: Rc<RefCell<Shared>>) {
+async fn client(http: reqwest::Client, url: String, stream: usize, shared: Rc<RefCell<Shared>>) {
     let resp = match http
         .get(&url)
         .header("accept", "text/event-stream")
@@ -349,7 +357,12 @@ async fn client(http: reqwest::Client, url: String, shared: Rc<RefCell<Shared>>)
             let lat = (at.saturating_sub(t as u128) / 1000) as u64;
             let mut s = shared.borrow_mut();
             match s.window.as_mut() {
-                Some(window) => window.push(lat),
+                Some(window) => {
+                    window.push(lat);
+                    // The first client of a change to get it: what the server path took.
+                    let first = s.first.entry((stream, seq)).or_insert(lat);
+                    *first = (*first).min(lat);
+                }
                 None => s.seen.entry(seq).or_default().push(lat),
             }
         }
@@ -385,6 +398,7 @@ async fn run(args: Args) -> Value {
         },
         change_ratio: args.change_ratio.unwrap_or(0.0),
         window: None,
+        first: HashMap::new(),
     }));
     if let Some(addr) = args.upstream {
         tokio::task::spawn_local(serve_upstream(addr, shared.clone()));
@@ -404,8 +418,9 @@ async fn run(args: Args) -> Value {
     let started = Instant::now();
     for i in 0..args.clients {
         let h = http[i % http.len()].clone();
-        let url = args.url.replace("{i}", &(i % args.streams.max(1)).to_string());
-        tokio::task::spawn_local(client(h, url, shared.clone()));
+        let stream = i % args.streams.max(1);
+        let url = args.url.replace("{i}", &stream.to_string());
+        tokio::task::spawn_local(client(h, url, stream, shared.clone()));
         if i % 500 == 499 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -514,6 +529,8 @@ async fn polled(args: &Args, shared: &Rc<RefCell<Shared>>, attach_s: f64, pss_kb
     let own = cpu_ms("self") - own0;
     let other = (host_cpu_ms() - host0 - cpu - own).max(0.0);
     lat.sort_unstable();
+    let mut first: Vec<u64> = s.first.values().copied().collect();
+    first.sort_unstable();
     let requests = s.upstream_requests - up0.0;
     json!({
         "scenario": "polled",
@@ -529,6 +546,8 @@ async fn polled(args: &Args, shared: &Rc<RefCell<Shared>>, attach_s: f64, pss_kb
         "events": lat.len(),
         "events_per_s": lat.len() as f64 / secs,
         "latency_ms": { "p50": pct(&lat, 0.5), "p99": pct(&lat, 0.99), "max": pct(&lat, 1.0) },
+        // Per change, its first client: the upstream-to-socket path without the fan-out.
+        "first_client_ms": { "p50": pct(&first, 0.5), "p99": pct(&first, 0.99), "max": pct(&first, 1.0) },
         "server_cpu_pct": cpu / secs / 10.0,
         "loadgen_cpu_pct": own / secs / 10.0,
         "host_other_cpu_pct": other / secs / 10.0,
