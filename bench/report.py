@@ -117,6 +117,9 @@ def streamdata_table(rows):
           f' {med(rs, lambda r: r.get("host_other_cpu_pct", 0)):>5.0f}% {max(r["dropped"] for r in rs):>7}')
     print(f'  p99 per run: {", ".join(str(round(r["latency_ms"]["p99"], 1)) for r in rs)} ms;'
           f' max per run: {", ".join(str(round(r["latency_ms"]["max"], 1)) for r in rs)} ms')
+    if all("first_client_ms" in r for r in rs):
+        print(f'  first client of each change (no fan-out): p50 {med(rs, lambda r: r["first_client_ms"]["p50"]):.1f},'
+              f' p99 {med(rs, lambda r: r["first_client_ms"]["p99"]):.1f} ms')
 
 
 def smoke(rows):

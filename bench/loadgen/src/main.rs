@@ -272,7 +272,6 @@ async fn serve_upstream(addr: SocketAddr, shared: Rc<RefCell<Shared>>) {
                     return;
                 }
                 let req = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
-                let g0 = Instant::now();
                 let (body, etag) = {
                     let mut s = shared.borrow_mut();
                     if s.polled.is_empty() {
@@ -292,8 +291,6 @@ async fn serve_upstream(addr: SocketAddr, shared: Rc<RefCell<Shared>>) {
                         (body, format!("\"{i}-{}\"", doc.seq))
                     }
                 };
-                let gen = g0.elapsed().as_micros();
-                if gen > 3000 { eprintln!("DIAG gen_us={gen}"); }
                 let not_modified =
                     req.contains(&format!("if-none-match: {}", etag.to_ascii_lowercase()));
                 let resp = if not_modified {
@@ -315,12 +312,9 @@ async fn serve_upstream(addr: SocketAddr, shared: Rc<RefCell<Shared>>) {
                     }
                     s.upstream_bytes += resp.len() as u64;
                 }
-                let w0 = Instant::now();
                 if sock.write_all(resp.as_bytes()).await.is_err() {
                     return;
                 }
-                let took = w0.elapsed().as_micros();
-                if took > 3000 { eprintln!("DIAG write_us={took}"); }
             }
         });
     }
