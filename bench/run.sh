@@ -43,13 +43,15 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# N distinct free ports (all held until all are chosen, so no two are the same).
+free_ports() { python3 -c 'import socket,sys; ss=[socket.socket() for _ in range(int(sys.argv[1]))]; [s.bind(("127.0.0.1",0)) for s in ss]; print(" ".join(str(s.getsockname()[1]) for s in ss))' "$1"; }
 wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.05; done; }
 tag() { python3 -c "import json,sys; d=json.load(sys.stdin); d['server']='$1'; d['run']='$2'; print(json.dumps(d))"; }
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 # start_gateway DIFF PATH POLL INTERVAL: starts the gateway; sets gw_pid, gw_port, gw_admin, gw_up.
 start_gateway() {
-  gw_port=$(free_port); gw_admin=$(free_port); gw_up=$(free_port)
+  read -r gw_port gw_admin gw_up <<< "$(free_ports 3)"
   cat > "$work/g.yaml" <<YAML
 listen: 127.0.0.1:$gw_port
 admin: { listen: 127.0.0.1:$gw_admin }
@@ -62,17 +64,32 @@ streams:
     interval: $4
     diff: $1
 YAML
-  RUST_LOG=warn "$gateway" --config "$work/g.yaml" 2>>"$work/gateway.log" & gw_pid=$!
+  RUST_LOG=warn "$gateway" --config "$work/g.yaml" 2>"$work/gateway.log" & gw_pid=$!
   wait_port "$gw_port"
+  if ! kill -0 "$gw_pid" 2>/dev/null; then
+    echo "bench: the gateway did not start:" >&2; cat "$work/gateway.log" >&2
+  fi
+}
+
+# The gateway's log when a run lost every client: a broken start, not a measurement.
+check_run() {  # json-line
+  if python3 -c 'import json,sys; d=json.loads(sys.argv[1]); sys.exit(0 if d.get("connected",0) else 1)' "$1"; then
+    echo "$1"
+  else
+    echo "bench: no client connected; gateway log:" >&2; tail -20 "$work/gateway.log" >&2
+    echo "$1"
+  fi
 }
 
 # Fan-out: N clients on one stream, 5 changes of a 1 KB document, each pushed by the source.
 run_gateway() {  # diff clients
   start_gateway "$1" /sse/doc /doc 1h
-  "$loadgen" --url "http://127.0.0.1:$gw_port/sse/doc" --clients "$2" --changes 5 \
+  local line
+  line=$("$loadgen" --url "http://127.0.0.1:$gw_port/sse/doc" --clients "$2" --changes 5 \
     --upstream "127.0.0.1:$gw_up" --refresh "http://127.0.0.1:$gw_admin/streams/refresh?path=/sse/doc" \
-    --pid $gw_pid | tag "gateway-$1" fanout
+    --pid $gw_pid | tag "gateway-$1" fanout)
   stop $gw_pid
+  check_run "$line"
 }
 
 run_node() {  # clients
@@ -95,7 +112,7 @@ run_nchan() {  # clients (nginx + libnginx-mod-nchan, 2 workers)
 }
 
 run_pushpin() {  # clients (Pushpin with a GRIP origin; settings in bench/peers/pushpin.sh)
-  local http ctl origin pid dir; http=$(free_port); ctl=$(free_port); origin=$(free_port)
+  local http ctl origin pid dir; read -r http ctl origin <<< "$(free_ports 3)"
   dir=$(mktemp -d -p "$work")
   setsid bash bench/peers/pushpin.sh "$dir" "$http" "$ctl" "$origin" >"$dir/stdout" 2>&1 & pid=$!
   wait_port "$http"; wait_port "$ctl"; wait_port "$origin"; sleep 1
