@@ -12,7 +12,7 @@
 //! - `config/`: gateway.yaml → validated, immutable `Config`.
 //! - `routes`: request path → stream and instance key. Pure.
 //! - `edge/`: what a request is (`Edge::answer`), pingora's `ProxyHttp` on top of it, and
-//!   `front`: subscriptions on fresh plain HTTP/1.1 connections served on the socket itself.
+//!   `front`: subscriptions on fresh HTTP/1.1 connections served on the socket itself.
 //! - `hub/`: `trait Hub`, the in-process hub, and one topic per stream instance.
 //! - `poller`: an instance's schedule, backoff and change detection; `fetch`: one upstream GET.
 //! - `diff`, `sse`: pure encoders of changes and events.

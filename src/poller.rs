@@ -199,25 +199,12 @@ impl Poller {
                     backoff(&spec, failures, &e)
                 }
             };
-            // A poll that kept its appointment keeps the cadence: the next is due an interval
-            // after this one was due, not after it finished. Otherwise polls that one busy
-            // moment delayed together stay bunched in every later round, and the bunch grows
-            // (the Streamdata benchmark's 100 streams of 50 KB did: p99 12-28 ms, not ~6).
-            // A refresh ahead of time, a failure, or a poll late by a whole interval restarts
-            // the cadence from now.
-            let now = Instant::now();
-            next_poll = if phase_set && failures == 0 && due <= now && due + delay > now {
-                due + delay
-            } else if !phase_set && failures == 0 {
-                // The first polls of instances started together (by clients arriving together)
-                // fall within a moment; a fixed cadence would keep them together. The second
-                // poll comes after half to one and a half intervals, which spreads their phases
-                // over a whole interval for good.
+            // The first success sets this poller's phase; later ones keep to it.
+            let spread = (!phase_set && failures == 0).then(|| {
                 phase_set = true;
-                now + delay.mul_f64(rand::rng().random_range(0.5..1.5))
-            } else {
-                now + delay
-            };
+                rand::rng().random_range(0.5..1.5)
+            });
+            next_poll = next_due(due, Instant::now(), delay, failures > 0, spread);
         }
     }
 }
@@ -254,6 +241,33 @@ fn status_event(state: &str, status: Option<u16>, error: Option<&FetchError>) ->
         "since": since,
     });
     sse::event(Some("upstream-status"), None, &data.to_string())
+}
+
+/// When the next poll is due, after one that was due at `due` and ended at `now`.
+///
+/// A poll that kept its appointment keeps the cadence: the next is due `delay` after this one
+/// was due, not after it finished. Otherwise polls that one busy moment delayed together stay
+/// bunched in every later round, and the bunch grows (the Streamdata benchmark's 100 streams of
+/// 50 KB did: p99 12-28 ms instead of ~5). A failure (`delay` is then the backoff), a refresh
+/// ahead of time, or a poll late by a whole interval restarts the cadence from now.
+///
+/// `spread` (0.5..1.5) scales the delay once, after the first poll: instances that clients
+/// started together poll first within a moment, and a fixed cadence would keep them together.
+fn next_due(
+    due: Instant,
+    now: Instant,
+    delay: Duration,
+    failed: bool,
+    spread: Option<f64>,
+) -> Instant {
+    if let Some(factor) = spread {
+        return now + delay.mul_f64(factor);
+    }
+    if !failed && due <= now && now < due + delay {
+        due + delay
+    } else {
+        now + delay
+    }
 }
 
 /// Compares the new body with the last document and publishes a frame when it changed.
@@ -350,6 +364,38 @@ fn encode(seq: u64, id: &str, old: Option<&Doc>, new: &Doc, wanted: [bool; 2]) -
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_poll_on_time_keeps_the_cadence_of_its_due_time() {
+        let due = Instant::now();
+        let s = Duration::from_secs(1);
+        // Finished 300 ms late: the next is still one interval after this one was due.
+        let next = next_due(due, due + s * 3 / 10, s, false, None);
+        assert_eq!(next, due + s);
+    }
+
+    #[test]
+    fn a_failure_an_early_refresh_or_a_whole_interval_late_restart_from_now() {
+        let due = Instant::now();
+        let s = Duration::from_secs(1);
+        let now = due + Duration::from_millis(10);
+        assert_eq!(next_due(due, now, s * 4, true, None), now + s * 4);
+        let early = due - Duration::from_millis(400);
+        assert_eq!(next_due(due, early, s, false, None), early + s);
+        let late = due + s * 2;
+        assert_eq!(next_due(due, late, s, false, None), late + s);
+    }
+
+    #[test]
+    fn the_first_spread_scales_the_delay_from_now() {
+        let due = Instant::now();
+        let s = Duration::from_secs(1);
+        let now = due + Duration::from_millis(5);
+        assert_eq!(
+            next_due(due, now, s, false, Some(1.25)),
+            now + s.mul_f64(1.25)
+        );
+    }
     use crate::config;
 
     fn spec() -> Arc<StreamSpec> {

@@ -2,10 +2,10 @@
 //!
 //! An event stream is a request that never ends, and pingora keeps everything a request owns
 //! (its HTTP session and buffers, the proxy's context and future) for as long as it runs:
-//! about 40 KB per idle client. So when the first request on a fresh plain HTTP/1.1
-//! connection subscribes to a stream, it is served here, on the socket itself, and a client
+//! about 40 KB per idle client. So when the first request on a fresh HTTP/1.1 connection
+//! (plain or TLS) subscribes to a stream, it is served here, on the socket itself, and a client
 //! then costs its subscription, its socket and one small task. Everything else (the demo page,
-//! proxied requests, refusals pingora formats, TLS and HTTP/2, later requests on a kept-alive
+//! proxied requests, refusals pingora formats, HTTP/2, later requests on a kept-alive
 //! connection) goes to pingora's proxy with the bytes already read put back first, so it sees
 //! the connection exactly as the client sent it.
 
@@ -82,15 +82,15 @@ impl ServerApp for Front {
 /// A client connection the direct path can serve: plain TCP, or TLS.
 trait Conn: AsyncRead + AsyncWrite + Unpin + Send + Sized + 'static {
     /// The connection for pingora, yielding `read` again before anything else.
-    fn unread(self, read: &[u8]) -> Stream;
+    fn unread(self, read: Vec<u8>) -> Stream;
     /// Each event is one small write that must leave at once: Nagle would hold it back while
     /// an earlier one waits for its (possibly delayed) ACK.
     fn no_delay(&mut self) {}
 }
 
 impl Conn for Box<L4Stream> {
-    fn unread(mut self, read: &[u8]) -> Stream {
-        self.rewind(read);
+    fn unread(mut self, read: Vec<u8>) -> Stream {
+        self.rewind(&read);
         self
     }
 
@@ -103,8 +103,8 @@ impl Conn for Box<L4Stream> {
 
 /// TLS streams can't rewind: a wrapper puts the bytes back.
 impl Conn for Stream {
-    fn unread(self, read: &[u8]) -> Stream {
-        Box::new(Replay::new(self, read.to_vec()))
+    fn unread(self, read: Vec<u8>) -> Stream {
+        Box::new(Replay::new(self, read.into()))
     }
 }
 
@@ -123,11 +123,11 @@ impl Front {
             Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return None,
         };
         let (req, read) = match head {
-            Head::Pass(read) => return self.proxy.process_new(conn.unread(&read), shutdown).await,
+            Head::Pass(read) => return self.proxy.process_new(conn.unread(read), shutdown).await,
             Head::Stream(req, read) => (req, read),
         };
         match self.edge.answer(&req).await {
-            Answer::Proxy => self.proxy.process_new(conn.unread(&read), shutdown).await,
+            Answer::Proxy => self.proxy.process_new(conn.unread(read), shutdown).await,
             Answer::Reply(reply) => {
                 if let Err(e) = write_reply(&mut conn, reply).await {
                     debug!(error = %e, "cannot send the refusal");
@@ -262,17 +262,11 @@ fn needs_pingora(h: &httparse::Header<'_>) -> bool {
 async fn write_reply<C: Conn>(raw: &mut C, reply: Reply) -> io::Result<()> {
     let status = StatusCode::from_u16(reply.status)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let mut head = format!(
-        "HTTP/1.1 {} {}\r\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    )
-    .into_bytes();
-    for (name, value) in &reply.headers {
-        push_header(&mut head, name, value);
-    }
-    head.extend_from_slice(format!("Content-Length: {}\r\n", reply.body.len()).as_bytes());
-    head.extend_from_slice(b"Connection: close\r\n\r\n");
+    let last = format!(
+        "Content-Length: {}\r\nConnection: close\r\n",
+        reply.body.len()
+    );
+    let head = response_head(status, &reply.headers, last.as_bytes());
     let mut parts = [IoSlice::new(&head), IoSlice::new(&reply.body)];
     tokio::time::timeout(REPLY_TIMEOUT, write_all(raw, &mut parts))
         .await
@@ -280,11 +274,23 @@ async fn write_reply<C: Conn>(raw: &mut C, reply: Reply) -> io::Result<()> {
     raw.shutdown().await
 }
 
-fn push_header(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
-    out.extend_from_slice(name.as_str().as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value.as_bytes());
-    out.extend_from_slice(b"\r\n");
+/// An HTTP/1.1 response head: status line, `headers`, then `last` (whole header lines).
+fn response_head<'a>(
+    status: StatusCode,
+    headers: impl IntoIterator<Item = &'a (HeaderName, HeaderValue)>,
+    last: &[u8],
+) -> Vec<u8> {
+    let reason = status.canonical_reason().unwrap_or("");
+    let mut head = format!("HTTP/1.1 {} {reason}\r\n", status.as_u16()).into_bytes();
+    for (name, value) in headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(last);
+    head.extend_from_slice(b"\r\n");
+    head
 }
 
 /// Writes every slice, in as few system calls as the socket allows, then flushes.
@@ -321,11 +327,11 @@ impl<C: Conn> RawWire<C> {
 
 impl<C: Conn> Wire for RawWire<C> {
     async fn open(&mut self, headers: Vec<(HeaderName, HeaderValue)>) -> Result<(), End> {
-        let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
-        for (name, value) in session::standard_headers().iter().chain(&headers) {
-            push_header(&mut head, name, value);
-        }
-        head.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+        let head = response_head(
+            StatusCode::OK,
+            session::standard_headers().iter().chain(&headers),
+            b"Transfer-Encoding: chunked\r\n",
+        );
         self.write(&mut [IoSlice::new(&head)]).await
     }
 

@@ -1,6 +1,6 @@
 //! The HTTP front end: each request is a stream subscription, the demo page, or passed through.
 //! Routing only; one SSE client's loop lives in `session.rs`, and `front.rs` gives subscriptions
-//! on fresh plain HTTP/1.1 connections a lean path around pingora's per-request state.
+//! on fresh HTTP/1.1 connections (plain or TLS) a lean path around pingora's per-request state.
 
 mod cors;
 mod front;
@@ -376,7 +376,7 @@ async fn write_reply(session: &mut Session, reply: Reply) -> Result<()> {
     session.write_response_body(Some(reply.body), true).await
 }
 
-/// An event stream through pingora's session: TLS, HTTP/2, and requests after the first on a
+/// An event stream through pingora's session: HTTP/2, and requests after the first on a
 /// kept-alive connection.
 struct PingoraWire<'a> {
     session: &'a mut Session,

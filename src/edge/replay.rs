@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::tls::{SslDigest, TlsRef};
 use pingora::protocols::{
@@ -20,13 +21,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 #[derive(Debug)]
 pub struct Replay {
     inner: Stream,
-    read: Vec<u8>,
-    at: usize,
+    /// What is left of the bytes put back.
+    read: Bytes,
 }
 
 impl Replay {
-    pub fn new(inner: Stream, read: Vec<u8>) -> Replay {
-        Replay { inner, read, at: 0 }
+    pub fn new(inner: Stream, read: Bytes) -> Replay {
+        Replay { inner, read }
     }
 }
 
@@ -36,15 +37,9 @@ impl AsyncRead for Replay {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if self.at < self.read.len() {
-            let n = (self.read.len() - self.at).min(buf.remaining());
-            let at = self.at;
-            buf.put_slice(&self.read[at..at + n]);
-            self.at += n;
-            if self.at == self.read.len() {
-                self.read = Vec::new();
-                self.at = 0;
-            }
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read.split_to(n));
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)

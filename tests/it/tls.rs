@@ -18,13 +18,30 @@ fn certificate(dir: &std::path::Path, name: &str) -> String {
     pem
 }
 
-fn client_trusting(pem: &str) -> reqwest::Client {
+/// A gateway serving `/sse/doc` (polling `up`'s `/doc`) over TLS with the certificate `a`
+/// in `dir`, and `extra` config lines; returns it and the certificate PEM.
+async fn tls_gateway(up: &Upstream, dir: &std::path::Path, extra: &str) -> (Gateway, String) {
+    let pem = certificate(dir, "a");
+    let yaml = format!(
+        "tls:\n  cert: {0}/a.crt\n  key: {0}/a.key\n{1}{extra}",
+        dir.display(),
+        config(
+            up,
+            "  - path: /sse/doc\n    upstream: api\n    poll: /doc\n    interval: 100ms\n"
+        )
+    );
+    (Gateway::start(&yaml).await, pem)
+}
+
+fn tls_client(pem: &str) -> reqwest::ClientBuilder {
     pingora::tls::install_default_crypto_provider();
     reqwest::Client::builder()
         .no_proxy()
         .add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap())
-        .build()
-        .unwrap()
+}
+
+fn client_trusting(pem: &str) -> reqwest::Client {
+    tls_client(pem).build().unwrap()
 }
 
 async fn subscribe(client: &reqwest::Client, port: u16) -> reqwest::Result<reqwest::Response> {
@@ -39,16 +56,7 @@ async fn subscribe(client: &reqwest::Client, port: u16) -> reqwest::Result<reqwe
 async fn an_sse_stream_over_http2_with_tls() {
     let up = Upstream::json("/doc", json!({"v": 1})).await;
     let dir = tempfile::tempdir().unwrap();
-    let pem = certificate(dir.path(), "a");
-    let yaml = format!(
-        "tls:\n  cert: {0}/a.crt\n  key: {0}/a.key\n{1}",
-        dir.path().display(),
-        config(
-            &up,
-            "  - path: /sse/doc\n    upstream: api\n    poll: /doc\n    interval: 100ms\n"
-        )
-    );
-    let gw = Gateway::start(&yaml).await;
+    let (gw, pem) = tls_gateway(&up, dir.path(), "").await;
     let client = client_trusting(&pem);
     let resp = subscribe(&client, gw.port).await.unwrap();
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
@@ -88,23 +96,8 @@ async fn over_http1_with_tls_a_stream_and_a_proxied_request_are_both_served() {
     let up = Upstream::json("/doc", json!({"v": 1})).await;
     up.set("/api/info", json!({"name": "legacy"}));
     let dir = tempfile::tempdir().unwrap();
-    let pem = certificate(dir.path(), "a");
-    let yaml = format!(
-        "tls:\n  cert: {0}/a.crt\n  key: {0}/a.key\n{1}proxy: api\n",
-        dir.path().display(),
-        config(
-            &up,
-            "  - path: /sse/doc\n    upstream: api\n    poll: /doc\n    interval: 100ms\n"
-        )
-    );
-    let gw = Gateway::start(&yaml).await;
-    pingora::tls::install_default_crypto_provider();
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .http1_only()
-        .add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap())
-        .build()
-        .unwrap();
+    let (gw, pem) = tls_gateway(&up, dir.path(), "proxy: api\n").await;
+    let client = tls_client(&pem).http1_only().build().unwrap();
 
     let resp = subscribe(&client, gw.port).await.unwrap();
     assert_eq!(resp.version(), reqwest::Version::HTTP_11);
