@@ -67,3 +67,25 @@ async fn past_max_instances_others_get_503_with_retry_after() {
     let mut again = gw.sse("/sse/orders/1").await;
     assert_eq!(again.snapshot().await, json!({"id": 1}));
 }
+
+#[tokio::test]
+async fn the_open_file_limit_is_raised_and_a_client_limit_past_it_is_warned_about() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    // No machine here allows a billion open files.
+    let gw = Gateway::start(&format!(
+        "limits:\n  max_clients: 1000000000\n{}",
+        config(
+            &up,
+            "  - path: /sse/doc\n    upstream: api\n    poll: /doc\n"
+        )
+    ))
+    .await;
+    eventually("both start-up lines", || async {
+        let log = gw.stderr();
+        (log.contains("open-file limit") && log.contains("below limits.max_clients"))
+            .then_some(())
+    })
+    .await;
+    let mut client = gw.sse("/sse/doc").await;
+    assert_eq!(client.snapshot().await, json!({"v": 1}));
+}
