@@ -82,8 +82,7 @@ async fn the_open_file_limit_is_raised_and_a_client_limit_past_it_is_warned_abou
     .await;
     eventually("both start-up lines", || async {
         let log = gw.stderr();
-        (log.contains("open-file limit") && log.contains("below limits.max_clients"))
-            .then_some(())
+        (log.contains("open-file limit") && log.contains("below limits.max_clients")).then_some(())
     })
     .await;
     let mut client = gw.sse("/sse/doc").await;
