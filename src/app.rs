@@ -20,6 +20,7 @@ use tracing::{info, warn};
 use crate::admin::Admin;
 use crate::config::Config;
 use crate::demo::DemoApi;
+use crate::edge::conns::{self, Conns};
 use crate::edge::{Edge, Front};
 use crate::hub::{Hub, LocalHub};
 use crate::metrics::Metrics;
@@ -32,13 +33,15 @@ pub struct Shared {
     /// Replaced whole by a reload; a request loads it once and sees one consistent table.
     pub routes: ArcSwap<Routes>,
     pub hub: Arc<dyn Hub>,
-    /// SSE clients attached now, against `limits.max_clients`.
+    /// Client-limit slots in use, against `limits.max_clients` (see `edge::Permit`).
     pub clients: AtomicUsize,
     pub metrics: Arc<Metrics>,
     /// The client listener's certificate, when it serves TLS.
     pub certs: Option<Arc<CertStore>>,
     /// Becomes true when the process starts shutting down, so streams can say goodbye.
     pub shutdown: watch::Sender<bool>,
+    /// Open client connections, against `limits.max_connections` and `max_clients_per_ip`.
+    pub conns: Arc<Conns>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +82,8 @@ pub fn run(config: Config, path: PathBuf, upgrade: bool) -> Result<(), AppError>
     if !upgrade {
         check_addresses(&config)?;
     }
-    raise_open_file_limit(config.limits.max_clients);
+    let open_files = raise_open_file_limit(config.limits.max_clients);
+    let auto_connections = connection_limit(open_files, config.limits.max_connections);
     claim_sighup().map_err(AppError::Runtime)?;
     let listen = config.listen;
     let threads = config.threads;
@@ -98,9 +102,10 @@ pub fn run(config: Config, path: PathBuf, upgrade: bool) -> Result<(), AppError>
         routes: ArcSwap::from_pointee(routes),
         hub,
         clients: AtomicUsize::new(0),
-        metrics,
+        metrics: metrics.clone(),
         certs: certs.clone(),
         shutdown: watch::channel(false).0,
+        conns: Arc::new(Conns::new(auto_connections, metrics)),
     });
 
     let conf = ServerConf {
@@ -198,7 +203,7 @@ fn check_addresses(config: &Config) -> Result<(), AppError> {
 
 /// Each client holds a socket: lift the soft open-file limit to the hard one, and say so when
 /// `max_clients` still can't fit (a client past the limit would fail to connect, not be told).
-fn raise_open_file_limit(max_clients: usize) {
+fn raise_open_file_limit(max_clients: usize) -> u64 {
     let (soft, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((0, 0));
     let raised = rlimit::increase_nofile_limit(hard).unwrap_or(soft);
     info!(soft = soft, hard = hard, now = raised, "open-file limit");
@@ -211,6 +216,25 @@ fn raise_open_file_limit(max_clients: usize) {
             "the open-file limit is below limits.max_clients: raise it (ulimit -n, LimitNOFILE)"
         );
     }
+    raised
+}
+
+/// The connection limit to use when the config leaves it out; warns when a configured one
+/// leaves the process no files of its own: `accept` would then fail (EMFILE), upstream polls
+/// could not connect, and the admin listener would stop answering.
+fn connection_limit(open_files: u64, configured: Option<usize>) -> usize {
+    let auto = conns::auto_max_connections(open_files);
+    match configured {
+        None => info!(max_connections = auto, open_files, "connection limit"),
+        Some(max) if max as u64 + conns::RESERVED_FILES > open_files => warn!(
+            max_connections = max,
+            open_files,
+            "limits.max_connections leaves no room below the open-file limit: raise the limit \
+             (ulimit -n, LimitNOFILE) or lower max_connections"
+        ),
+        Some(_) => {}
+    }
+    auto
 }
 
 /// SIGHUP's default action ends the process. The reloader listens for it once its service runs,

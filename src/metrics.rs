@@ -31,6 +31,14 @@ pub struct Metrics {
     clients: IntGaugeVec,
     instances: IntGaugeVec,
     pollers: IntGauge,
+    /// Client connections open now, against `limits.max_connections`.
+    pub connections: IntGauge,
+    /// Connections closed on arrival, by the limit that refused them.
+    pub connections_refused: IntCounterVec,
+    /// Client-limit slots in use, against `limits.max_clients`.
+    pub client_slots: IntGauge,
+    /// SSE clients on pingora's session, which take several slots each.
+    pub clients_pingora: IntGauge,
 }
 
 impl Metrics {
@@ -86,8 +94,32 @@ impl Metrics {
                 &["stream"],
             )?,
             pollers: IntGauge::new("pollers", "Pollers running")?,
+            connections: IntGauge::new("connections", "Client connections open")?,
+            connections_refused: IntCounterVec::new(
+                Opts::new(
+                    "connections_refused_total",
+                    "Client connections closed on arrival, by the limit that refused them",
+                ),
+                &["limit"],
+            )?,
+            client_slots: IntGauge::new(
+                "client_slots",
+                "Client-limit slots in use (against limits.max_clients)",
+            )?,
+            clients_pingora: IntGauge::new(
+                "clients_pingora_session",
+                "SSE clients served through pingora's session, each counted as several slots",
+            )?,
             registry,
         };
+        for g in [&m.connections, &m.client_slots, &m.clients_pingora] {
+            m.registry.register(Box::new(g.clone()))?;
+        }
+        m.registry
+            .register(Box::new(m.connections_refused.clone()))?;
+        for limit in ["max_connections", "max_clients_per_ip"] {
+            m.connections_refused.with_label_values(&[limit]);
+        }
         for c in [&m.polls, &m.reloads] {
             m.registry.register(Box::new(c.clone()))?;
         }

@@ -110,6 +110,8 @@ pub struct LimitsFile {
     pub max_clients: Option<usize>,
     #[serde(default, with = "humantime_serde")]
     pub write_timeout: Option<Duration>,
+    pub max_connections: Option<usize>,
+    pub max_clients_per_ip: Option<usize>,
 }
 
 /// A byte size: a number of bytes or a string with a unit (`512KiB`, `8MiB`, `1MB`).

@@ -71,6 +71,11 @@ pub struct Limits {
     pub max_clients: usize,
     /// A client whose socket stays blocked this long is dropped.
     pub write_timeout: Duration,
+    /// Client connections open at once, streaming or not. `None`: derived from the open-file
+    /// limit at start-up (`edge::conns::auto_max_connections`).
+    pub max_connections: Option<usize>,
+    /// Client connections from one address; 0 is no limit.
+    pub max_clients_per_ip: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -254,6 +259,17 @@ impl Config {
             "limits: max_clients {}, write_timeout {}",
             self.limits.max_clients,
             humantime::format_duration(self.limits.write_timeout)
+        );
+        let _ = writeln!(
+            s,
+            "limits: max_connections {}, max_clients_per_ip {}",
+            self.limits
+                .max_connections
+                .map_or("from the open-file limit".into(), |n| n.to_string()),
+            match self.limits.max_clients_per_ip {
+                0 => "off".into(),
+                n => n.to_string(),
+            }
         );
         for up in self.upstreams.values() {
             let names: Vec<&str> = up.headers.iter().map(|(n, _)| n.as_str()).collect();

@@ -133,6 +133,8 @@ pub fn validate(
         Limits {
             max_clients: 50_000,
             write_timeout: Duration::from_secs(10),
+            max_connections: None,
+            max_clients_per_ip: 0,
         },
         |l| {
             if l.max_clients == Some(0) {
@@ -141,9 +143,14 @@ pub fn validate(
             if l.write_timeout == Some(Duration::ZERO) {
                 errs.add("limits.write_timeout", "must be more than zero");
             }
+            if l.max_connections == Some(0) {
+                errs.add("limits.max_connections", "must be at least 1");
+            }
             Limits {
                 max_clients: l.max_clients.unwrap_or(50_000),
                 write_timeout: l.write_timeout.unwrap_or(Duration::from_secs(10)),
+                max_connections: l.max_connections,
+                max_clients_per_ip: l.max_clients_per_ip.unwrap_or(0),
             }
         },
     );
@@ -740,6 +747,29 @@ mod tests {
         .to_string();
         assert!(
             err.contains("streams[0].idle") && err.contains("never"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn connection_limits_default_off_and_refuse_zero_with_their_line() {
+        let c = load(&format!("{BASE}streams: []\n")).unwrap();
+        assert_eq!(c.limits.max_connections, None, "from the open-file limit");
+        assert_eq!(c.limits.max_clients_per_ip, 0);
+        let c = load(&format!(
+            "{BASE}limits:\n  max_connections: 900\n  max_clients_per_ip: 20\nstreams: []\n"
+        ))
+        .unwrap();
+        assert_eq!(c.limits.max_connections, Some(900));
+        assert_eq!(c.limits.max_clients_per_ip, 20);
+        let err = load(&format!(
+            "{BASE}limits:\n  max_connections: 0\nstreams: []\n"
+        ))
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.contains("g.yaml:6:3: limits.max_connections:") && err.contains("at least 1"),
             "{err}"
         );
     }

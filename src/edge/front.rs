@@ -28,6 +28,7 @@ use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::debug;
 
+use super::conns::Admitted;
 use super::replay::Replay;
 use super::session::{self, End, Wire};
 use super::{Answer, Edge, Opened, Permit, Reply};
@@ -62,20 +63,42 @@ impl ServerApp for Front {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let shared = &self.edge.shared;
+        let conn = shared
+            .conns
+            .admit(&stream, &shared.routes.load().config.limits)?;
+        // A connection handed back for reuse is served here, not returned: pingora's listener
+        // would pass it to `process_new` again, which would count it twice.
+        let mut next = self.serve(stream, shutdown, &conn).await;
+        while let Some(stream) = next {
+            next = self.serve(stream, shutdown, &conn).await;
+        }
+        None
+    }
+
+    async fn cleanup(&self) {
+        self.proxy.cleanup().await;
+    }
+}
+
+impl Front {
+    /// One connection, counted as `conn` for as long as anything serves it.
+    async fn serve(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+        conn: &Admitted,
+    ) -> Option<Stream> {
         // HTTP/2 multiplexes streams over one connection: pingora's h2 server owns it.
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             return self.proxy.process_new(stream, shutdown).await;
         }
         if stream.get_ssl_digest().is_none() && stream.as_any().is::<L4Stream>() {
             let raw = stream.into_any().downcast::<L4Stream>().ok()?;
-            return self.first_request(raw, shutdown).await;
+            return self.first_request(raw, shutdown, conn).await;
         }
         // HTTP/1.1 over TLS.
-        self.first_request(stream, shutdown).await
-    }
-
-    async fn cleanup(&self) {
-        self.proxy.cleanup().await;
+        self.first_request(stream, shutdown, conn).await
     }
 }
 
@@ -115,6 +138,7 @@ impl Front {
         self: &Arc<Self>,
         mut conn: C,
         shutdown: &ShutdownWatch,
+        counted: &Admitted,
     ) -> Option<Stream> {
         let routes = &self.edge.shared.routes;
         let head = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut conn, routes)).await {
@@ -140,6 +164,11 @@ impl Front {
                 // task pingora spawned for this connection (about 9 KB: room for a TLS handshake
                 // and a proxied request) ends here instead of idling under every client.
                 let task = stream_task(conn, *opened);
+                let counted = counted.clone();
+                let task = async move {
+                    let _counted = counted;
+                    task.await
+                };
                 tracing::trace!(bytes = std::mem::size_of_val(&task), "stream task");
                 tokio::spawn(task);
                 None

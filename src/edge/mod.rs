@@ -2,6 +2,7 @@
 //! Routing only; one SSE client's loop lives in `session.rs`, and `front.rs` gives subscriptions
 //! on fresh HTTP/1.1 connections (plain or TLS) a lean path around pingora's per-request state.
 
+pub mod conns;
 mod cors;
 mod front;
 mod replay;

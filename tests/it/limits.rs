@@ -1,6 +1,8 @@
 //! Past a limit, a browser is told to come back later rather than failing for good.
 
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
 
 use crate::support::*;
 
@@ -87,4 +89,161 @@ async fn the_open_file_limit_is_raised_and_a_client_limit_past_it_is_warned_abou
     .await;
     let mut client = gw.sse("/sse/doc").await;
     assert_eq!(client.snapshot().await, json!({"v": 1}));
+}
+
+fn stream_yaml(up: &Upstream, limits: &str) -> String {
+    format!(
+        "limits:\n{limits}{}proxy: api\n",
+        config(
+            up,
+            "  - path: /sse/doc\n    upstream: api\n    poll: /doc\n    interval: 100ms\n"
+        )
+    )
+}
+
+/// Whether the gateway closes `s` without an answer to a subscription request.
+async fn closed_unanswered(mut s: TcpStream) -> bool {
+    // The gateway may close before this write lands: a reset is as good as a close.
+    let _ = s
+        .write_all(b"GET /sse/doc HTTP/1.1\r\nHost: gw\r\nAccept: text/event-stream\r\n\r\n")
+        .await;
+    let mut buf = [0u8; 256];
+    match tokio::time::timeout(DEADLINE, s.read(&mut buf)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => true,
+        Ok(Ok(_)) | Err(_) => false,
+    }
+}
+
+/// Reads `s` until the subscription's snapshot arrives; the response head, whatever the version.
+async fn subscribe_raw(s: &mut TcpStream, request: &[u8]) -> String {
+    s.write_all(request).await.unwrap();
+    let mut seen = Vec::new();
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            let mut buf = [0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&seen).into_owned();
+            if text.contains("event: snapshot") {
+                return text;
+            }
+        }
+    })
+    .await
+    .expect("a snapshot")
+}
+
+async fn connect(gw: &Gateway) -> TcpStream {
+    TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap()
+}
+
+#[tokio::test]
+async fn past_max_connections_a_new_connection_is_closed_and_idle_ones_count() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    let gw = Gateway::start(&stream_yaml(&up, "  max_connections: 2\n")).await;
+    let idle = connect(&gw).await;
+    let mut client = gw.sse("/sse/doc").await;
+    assert_eq!(client.snapshot().await, json!({"v": 1}));
+    eventually("both connections counted", || async {
+        (gw.metric("sse_gateway_connections").await == Some(2.0)).then_some(())
+    })
+    .await;
+
+    assert!(closed_unanswered(connect(&gw).await).await);
+    assert_eq!(
+        gw.metric("sse_gateway_connections_refused_total{limit=\"max_connections\"}")
+            .await,
+        Some(1.0)
+    );
+    assert!(
+        gw.stderr().contains("connection refused"),
+        "{}",
+        gw.stderr()
+    );
+
+    // The clients it has are untouched, and a closed connection makes room.
+    up.set("/doc", json!({"v": 2}));
+    assert_eq!(client.next_document().await, json!({"v": 2}));
+    drop(idle);
+    let mut next = eventually("a free connection", || async {
+        let mut s = connect(&gw).await;
+        let _ = s
+            .write_all(b"GET /sse/doc HTTP/1.1\r\nHost: gw\r\nAccept: text/event-stream\r\n\r\n")
+            .await;
+        let mut buf = [0u8; 12];
+        s.read_exact(&mut buf).await.is_ok().then_some((s, buf))
+    })
+    .await;
+    assert_eq!(&next.1, b"HTTP/1.1 200");
+    let mut buf = [0u8; 1];
+    assert!(matches!(next.0.read(&mut buf).await, Ok(1)));
+}
+
+#[tokio::test]
+async fn a_kept_alive_connection_counts_once_for_every_request_on_it() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    up.set("/api/info", json!({"name": "legacy"}));
+    let gw = Gateway::start(&stream_yaml(&up, "  max_connections: 1\n")).await;
+    let mut s = connect(&gw).await;
+    s.write_all(b"GET /api/info HTTP/1.1\r\nHost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("legacy") {
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed after the proxied request");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    // The second request on the connection, served through pingora's session.
+    let head = subscribe_raw(
+        &mut s,
+        b"GET /sse/doc HTTP/1.1\r\nHost: gw\r\nAccept: text/event-stream\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(closed_unanswered(connect(&gw).await).await);
+}
+
+#[tokio::test]
+async fn past_max_clients_per_ip_that_address_is_closed_and_others_are_served() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    let gw = Gateway::start(&stream_yaml(&up, "  max_clients_per_ip: 1\n")).await;
+    let mut first = gw.sse("/sse/doc").await;
+    assert_eq!(first.snapshot().await, json!({"v": 1}));
+
+    assert!(closed_unanswered(connect(&gw).await).await);
+    assert_eq!(
+        gw.metric("sse_gateway_connections_refused_total{limit=\"max_clients_per_ip\"}")
+            .await,
+        Some(1.0)
+    );
+
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut other = socket
+        .connect(([127, 0, 0, 1], gw.port).into())
+        .await
+        .unwrap();
+    let head = subscribe_raw(
+        &mut other,
+        b"GET /sse/doc HTTP/1.1\r\nHost: gw\r\nAccept: text/event-stream\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+
+    // The address's count falls with its last connection.
+    drop(first);
+    let mut again = eventually("127.0.0.1 served again", || async {
+        let resp = http()
+            .get(gw.url("/sse/doc"))
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .ok()?;
+        (resp.status() == 200).then(|| SseClient::new(resp))
+    })
+    .await;
+    assert_eq!(again.snapshot().await, json!({"v": 1}));
 }
