@@ -52,7 +52,11 @@ impl ProxyHttp for Edge {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        match self.answer(session.req_header()).await {
+        let slots = match self.shared.certs {
+            Some(_) => PINGORA_SLOTS_TLS,
+            None => PINGORA_SLOTS_PLAIN,
+        };
+        match self.answer_costing(session.req_header(), slots).await {
             Answer::Proxy => Ok(false),
             Answer::Reply(reply) => {
                 write_reply(session, reply).await?;
@@ -187,9 +191,15 @@ pub(crate) struct Opened {
 }
 
 impl Edge {
-    /// The one place that decides what a request is: demo page, stream, preflight, refusal or
-    /// pass-through. Nothing is allocated for the client until every check has passed.
+    /// `answer_costing` for a client on the direct path, which costs one slot.
     pub(crate) async fn answer(&self, req: &RequestHeader) -> Answer {
+        self.answer_costing(req, 1).await
+    }
+
+    /// The one place that decides what a request is: demo page, stream, preflight, refusal or
+    /// pass-through. Nothing is allocated for the client until every check has passed. A stream
+    /// takes `slots` of `limits.max_clients`: what its transport costs.
+    pub(crate) async fn answer_costing(&self, req: &RequestHeader, slots: usize) -> Answer {
         let routes = self.shared.routes.load_full();
         let path = req.uri.path();
         let is_get = req.method == Method::GET;
@@ -233,7 +243,10 @@ impl Edge {
         }
         let cors = cors::headers(spec.cors.as_ref(), origin);
         let spec = spec.clone();
-        match self.open(req, &routes, spec, &raw_values, cors).await {
+        match self
+            .open(req, &routes, spec, &raw_values, cors, slots)
+            .await
+        {
             Ok(opened) => Answer::Stream(Box::new(opened)),
             Err(reply) => Answer::Reply(reply),
         }
@@ -247,6 +260,7 @@ impl Edge {
         spec: Arc<StreamSpec>,
         values: &[(&str, &str)],
         cors: Vec<(HeaderName, HeaderValue)>,
+        slots: usize,
     ) -> std::result::Result<Opened, Reply> {
         let query = req.uri.query();
         let format = match routes::query_param(query, "format") {
@@ -271,7 +285,8 @@ impl Edge {
         let key = routes::instance(&spec, values, query, &req.headers)
             .map_err(|e| Reply::text(400, format!("{e}\n")))?;
 
-        let Some(permit) = Permit::acquire(&self.shared, routes.config.limits.max_clients) else {
+        let max = routes.config.limits.max_clients;
+        let Some(permit) = Permit::acquire(&self.shared, max, slots) else {
             let why = "the gateway is at its client limit";
             return Err(self.overloaded(req, &spec, cors, why));
         };
@@ -432,23 +447,46 @@ fn end(e: Box<Error>) -> End {
     }
 }
 
-/// One slot of the global client limit, given back on drop.
-pub(crate) struct Permit(Arc<Shared>);
+/// A client's share of `limits.max_clients`, given back on drop. A slot is what a client costs
+/// on the direct path; a client on pingora's session takes as many as it costs there.
+pub(crate) struct Permit {
+    shared: Arc<Shared>,
+    slots: usize,
+}
+
+/// Slots per client on pingora's session, from README "Where the memory goes": 46 KB there
+/// against 2.6 KB on the direct path (plain HTTP/1.1), so that `max_clients` × 2.6 KB bounds
+/// the clients' memory whichever way they come.
+const PINGORA_SLOTS_PLAIN: usize = 46_000_usize.div_ceil(2_600);
+/// Over TLS a slot is the TLS direct path's 20.9 KB, and pingora's session holds 58.4 KB.
+/// HTTP/2 streams are counted the same (not measured on their own).
+const PINGORA_SLOTS_TLS: usize = 58_400_usize.div_ceil(20_900);
 
 impl Permit {
-    fn acquire(shared: &Arc<Shared>, max: usize) -> Option<Permit> {
+    fn acquire(shared: &Arc<Shared>, max: usize, slots: usize) -> Option<Permit> {
         shared
             .clients
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
+                (n + slots <= max).then_some(n + slots)
             })
-            .ok()
-            .map(|_| Permit(shared.clone()))
+            .ok()?;
+        shared.metrics.client_slots.add(slots as i64);
+        if slots > 1 {
+            shared.metrics.clients_pingora.inc();
+        }
+        Some(Permit {
+            shared: shared.clone(),
+            slots,
+        })
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.0.clients.fetch_sub(1, Ordering::AcqRel);
+        self.shared.clients.fetch_sub(self.slots, Ordering::AcqRel);
+        self.shared.metrics.client_slots.sub(self.slots as i64);
+        if self.slots > 1 {
+            self.shared.metrics.clients_pingora.dec();
+        }
     }
 }

@@ -247,3 +247,34 @@ async fn past_max_clients_per_ip_that_address_is_closed_and_others_are_served() 
     .await;
     assert_eq!(again.snapshot().await, json!({"v": 1}));
 }
+
+#[tokio::test]
+async fn a_subscription_through_pingoras_session_takes_the_slots_it_costs() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    // An HTTP/1.0 client is served by pingora's session: 18 slots of the direct path's 2.6 KB.
+    let gw = Gateway::start(&stream_yaml(&up, "  max_clients: 18\n")).await;
+    let mut heavy = connect(&gw).await;
+    subscribe_raw(
+        &mut heavy,
+        b"GET /sse/doc HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n",
+    )
+    .await;
+    assert_eq!(gw.metric("sse_gateway_client_slots").await, Some(18.0));
+    assert_eq!(
+        gw.metric("sse_gateway_clients_pingora_session").await,
+        Some(1.0)
+    );
+
+    let mut light = gw.sse("/sse/doc").await;
+    assert_eq!(light.next_event().await.event, "overloaded");
+
+    drop(heavy);
+    let mut served = eventually("the slots given back", || async {
+        let mut c = gw.sse("/sse/doc").await;
+        (c.next_event().await.event == "snapshot").then_some(c)
+    })
+    .await;
+    assert_eq!(gw.metric("sse_gateway_client_slots").await, Some(1.0));
+    up.set("/doc", json!({"v": 2}));
+    assert_eq!(served.next_document().await, json!({"v": 2}));
+}
