@@ -278,3 +278,52 @@ async fn a_subscription_through_pingoras_session_takes_the_slots_it_costs() {
     up.set("/doc", json!({"v": 2}));
     assert_eq!(served.next_document().await, json!({"v": 2}));
 }
+
+/// Files in use by `pid` now.
+fn open_files(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count() as u64
+}
+
+#[tokio::test]
+async fn out_of_files_the_gateway_keeps_its_clients_and_accepts_again_once_files_free() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    // A configured limit past the open-file limit: nothing but the kernel stops new connections.
+    let gw = Gateway::start(&stream_yaml(&up, "  max_connections: 100000\n")).await;
+    let mut client = gw.sse("/sse/doc").await;
+    assert_eq!(client.snapshot().await, json!({"v": 1}));
+
+    // Soft and hard: the gateway would raise a soft limit again.
+    let pid = gw.pid();
+    let limit = open_files(pid) + 2;
+    rlimit::prlimit(
+        pid as i32,
+        rlimit::Resource::NOFILE,
+        Some((limit, limit)),
+        None,
+    )
+    .unwrap();
+    let held = std::sync::Mutex::new(Vec::new());
+    let start = std::time::Instant::now();
+    eventually("accept fails for want of files", || async {
+        let s = connect(&gw).await;
+        held.lock().unwrap().push(s);
+        gw.stderr().contains("Too many open files").then_some(())
+    })
+    .await;
+
+    // The attached client still gets changes: the poll reuses its pooled connection.
+    up.set("/doc", json!({"v": 2}));
+    assert_eq!(client.next_document().await, json!({"v": 2}));
+    let failures = gw.stderr().matches("Accept() failed").count() as u64;
+    assert!(
+        failures <= start.elapsed().as_secs() + 1,
+        "{failures} accept failures logged in {:?}",
+        start.elapsed()
+    );
+
+    drop(held);
+    let mut next = gw.sse("/sse/doc").await;
+    assert_eq!(next.snapshot().await, json!({"v": 2}));
+}

@@ -243,6 +243,11 @@ impl Gateway {
         }
     }
 
+    /// The gateway's process id, e.g. to change its resource limits while it runs.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.admin_port)
     }
