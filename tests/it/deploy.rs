@@ -114,3 +114,27 @@ fn the_systemd_unit_reloads_with_sighup_and_is_hardened() {
     assert!(nofile >= 100_000);
     assert!(u.contains("--config /etc/sse-gateway/gateway.yaml"));
 }
+
+/// The pod's memory limit holds the ConfigMap's limits at their worst (see deployment.yaml).
+#[test]
+fn the_pods_memory_limit_fits_the_configmaps_connection_and_client_limits() {
+    let cm = yaml("deploy/kubernetes/configmap.yaml");
+    let cfg: Value = serde_yaml::from_str(cm["data"]["gateway.yaml"].as_str().unwrap()).unwrap();
+    let limits = &cfg["limits"];
+    let connections = limits["max_connections"]
+        .as_u64()
+        .expect("max_connections set");
+    let clients = limits["max_clients"].as_u64().expect("max_clients set");
+    let dep = yaml("deploy/kubernetes/deployment.yaml");
+    let memory = dep["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
+        .as_str()
+        .unwrap();
+    let mib: u64 = memory
+        .strip_suffix("Mi")
+        .expect("a limit in Mi")
+        .parse()
+        .unwrap();
+    let (base_kb, per_connection_kb, per_client_kb) = (32_000, 52, 11);
+    let worst_kb = base_kb + (connections * per_connection_kb).max(clients * per_client_kb);
+    assert!(mib * 1024 >= worst_kb, "{memory} < {worst_kb} KB");
+}
