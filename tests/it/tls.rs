@@ -120,3 +120,22 @@ async fn over_http1_with_tls_a_stream_and_a_proxied_request_are_both_served() {
         json!({"name": "legacy"})
     );
 }
+
+#[tokio::test]
+async fn http2_streams_take_the_slots_pingoras_session_costs_and_share_one_connection() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Over TLS a client on pingora's session takes 3 slots: two fill six.
+    let (gw, pem) = tls_gateway(&up, dir.path(), "limits:\n  max_clients: 6\n").await;
+    let client = client_trusting(&pem);
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = SseClient::new(subscribe(&client, gw.port).await.unwrap());
+        assert_eq!(s.snapshot().await, json!({"v": 1}));
+        held.push(s);
+    }
+    let mut third = SseClient::new(subscribe(&client, gw.port).await.unwrap());
+    assert_eq!(third.next_event().await.event, "overloaded");
+    assert_eq!(gw.metric("sse_gateway_client_slots").await, Some(6.0));
+    assert_eq!(gw.metric("sse_gateway_connections").await, Some(1.0));
+}
