@@ -95,13 +95,24 @@ pub struct Upstream {
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
+impl Upstream {
+    /// The URL for `check` and logs: a password in it is a credential like a header value.
+    pub fn shown_url(&self) -> String {
+        let mut url = self.url.clone();
+        if url.password().is_some() {
+            let _ = url.set_password(Some("redacted"));
+        }
+        url.to_string()
+    }
+}
+
 impl fmt::Debug for Upstream {
     /// Header values are credentials: never printed.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
         f.debug_struct("Upstream")
             .field("name", &self.name)
-            .field("url", &self.url.as_str())
+            .field("url", &self.shown_url())
             .field("addr", &self.addr)
             .field("headers", &names)
             .finish()
@@ -272,7 +283,7 @@ impl Config {
                 s,
                 "upstream {}: {} ({}), headers [{}]",
                 up.name,
-                up.url,
+                up.shown_url(),
                 up.addr,
                 names.join(", ")
             );
@@ -309,7 +320,12 @@ impl Config {
         }
         match &self.proxy {
             Some(p) => {
-                let _ = writeln!(s, "proxy: every other request to {} ({})", p.name, p.url);
+                let _ = writeln!(
+                    s,
+                    "proxy: every other request to {} ({})",
+                    p.name,
+                    p.shown_url()
+                );
             }
             None => {
                 let _ = writeln!(s, "proxy: none (other paths get 404)");

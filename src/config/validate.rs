@@ -777,6 +777,19 @@ mod tests {
     }
 
     #[test]
+    fn a_password_in_an_upstream_url_is_never_shown() {
+        let c = load("upstreams:\n  api:\n    url: http://user:pa55@127.0.0.1:1/v1\nproxy: api\n")
+            .unwrap();
+        let up = &c.upstreams["api"];
+        assert_eq!(up.url.password(), Some("pa55"), "still used");
+        let shown = format!("{}{up:?}", c.describe());
+        assert!(
+            !shown.contains("pa55") && shown.contains("user:redacted@"),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn a_literal_dollar_brace_is_kept() {
         let c = load(
             "upstreams:\n  api:\n    url: http://127.0.0.1:1\n    headers: { X-T: \"$${NOT_A_VAR}\" }\nproxy: api\n",
