@@ -351,3 +351,35 @@ async fn an_emptied_config_is_refused_and_the_running_one_stays() {
     let mut again = gw.sse("/sse/doc").await;
     assert_eq!(again.snapshot().await, json!({"v": 1}));
 }
+
+#[tokio::test]
+async fn a_reload_cannot_drop_the_token_of_an_admin_listener_beyond_loopback() {
+    let up = Upstream::json("/doc", json!({"v": 0})).await;
+    let admin_port = free_port();
+    let gw = Gateway::start_with_env(
+        &format!(
+            "admin:\n  listen: 0.0.0.0:{admin_port}\n  token: \"${{ADMIN_TOKEN}}\"\n{}",
+            doc_stream(&up, "")
+        ),
+        &[("ADMIN_TOKEN", "let-me-in")],
+    )
+    .await;
+    gw.watching().await;
+    // Valid on its own (loopback needs no token), but the bound listener is still 0.0.0.0.
+    gw.rewrite(&format!(
+        "admin:\n  listen: 127.0.0.1:{admin_port}\n{}",
+        doc_stream(&up, "")
+    ));
+    eventually("the reload is refused", || async {
+        gw.stderr()
+            .contains("a reload cannot remove admin.token")
+            .then_some(())
+    })
+    .await;
+    let open = http()
+        .get(format!("http://127.0.0.1:{admin_port}/streams"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(open.status(), 401);
+}
