@@ -1,6 +1,7 @@
 //! The operator's listener (`admin.listen`): metrics, health, the stream list, and refresh.
 //!
-//! It binds to loopback by default and can require a bearer token; it never shows credentials.
+//! It binds to loopback by default and can require a bearer token (config validation insists on
+//! one off loopback); `/healthz` and `/readyz` answer without it. It never shows credentials.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -24,7 +25,10 @@ impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
         let routes = self.shared.routes.load_full();
-        if let Some(token) = &routes.config.admin.token {
+        // Probes carry no credentials (a kubelet can't read a Secret into a header), and these
+        // two say only "up" and "ready".
+        let probe = req.method == Method::GET && matches!(req.uri.path(), "/healthz" | "/readyz");
+        if let Some(token) = routes.config.admin.token.as_ref().filter(|_| !probe) {
             let given = req
                 .headers
                 .get(header::AUTHORIZATION)
@@ -119,6 +123,7 @@ fn text(status: StatusCode, body: &str) -> http::Result<Response<Vec<u8>>> {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
         .body(body.as_bytes().to_vec())
 }
 

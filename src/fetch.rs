@@ -66,7 +66,9 @@ impl FetchError {
         if e.is_timeout() {
             FetchError::Timeout
         } else {
-            FetchError::Transport(e)
+            // reqwest's Display names the URL, query included: it would reach logs and every
+            // client's `upstream-status` event.
+            FetchError::Transport(e.without_url())
         }
     }
 }

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use notify::{RecursiveMode, Watcher};
+use notify::event::{AccessKind, AccessMode, ModifyKind};
+use notify::{EventKind, RecursiveMode, Watcher};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::sync::mpsc;
@@ -21,6 +22,8 @@ use crate::routes::Routes;
 
 /// Editors and Kubernetes write in several steps; one reload after the burst is enough.
 const SETTLE: Duration = Duration::from_millis(150);
+/// A writer that never pauses is read after this many settles (3 s) anyway.
+const MAX_SETTLES: usize = 20;
 
 pub struct Reloader {
     pub shared: Arc<Shared>,
@@ -44,7 +47,13 @@ impl Reloader {
 
     /// Loads the file and, if it is valid and differs from what runs, applies it.
     pub fn reload(&self, trigger: &str, force: bool) -> Outcome {
-        let text = std::fs::read(&self.path).unwrap_or_default();
+        let text = match std::fs::read(&self.path) {
+            Ok(text) => text,
+            Err(e) => {
+                let why = format!("cannot read {}: {e}", self.path.display());
+                return self.refused(trigger, &why);
+            }
+        };
         let h = hash(&text);
         {
             let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
@@ -54,17 +63,9 @@ impl Reloader {
         }
         // Remembered even when refused: the same broken text is not re-read on every event.
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = h;
-        let new = match config::load(&self.path) {
+        let new = match config::from_bytes(&self.path, &text) {
             Ok(c) => c,
-            Err(errors) => {
-                self.shared
-                    .metrics
-                    .reloads
-                    .with_label_values(&["refused"])
-                    .inc();
-                error!(trigger, %errors, "config reload refused; the running config stays");
-                return Outcome::Refused;
-            }
+            Err(errors) => return self.refused(trigger, &errors),
         };
         let old = self.shared.routes.load_full();
         if new.tls.is_some() != old.config.tls.is_some() {
@@ -72,13 +73,7 @@ impl Reloader {
         }
         if let (Some(tls), Some(certs)) = (&new.tls, &self.shared.certs) {
             if let Err(e) = certs.reload(&tls.cert, &tls.key) {
-                self.shared
-                    .metrics
-                    .reloads
-                    .with_label_values(&["refused"])
-                    .inc();
-                error!(trigger, error = %e, "config reload refused; the running config stays");
-                return Outcome::Refused;
+                return self.refused(trigger, &e);
             }
         }
         if new.listen != old.config.listen {
@@ -87,6 +82,21 @@ impl Reloader {
                 configured = %new.listen,
                 "listen address changed: it takes effect only after a restart"
             );
+        }
+        if new.admin.listen != old.config.admin.listen {
+            warn!(
+                running = %old.config.admin.listen,
+                configured = %new.admin.listen,
+                "admin.listen changed: it takes effect only after a restart"
+            );
+        }
+        // Validation saw the configured address; the one bound is what decides who can reach it.
+        let bound = old.config.admin.listen;
+        if !bound.ip().is_loopback() && new.admin.token.is_none() {
+            let why = format!(
+                "admin listens on {bound}, beyond loopback: a reload cannot remove admin.token"
+            );
+            return self.refused(trigger, &why);
         }
         let routes = Routes::new(keep_unchanged(new, &old.config));
         let routes = Arc::new(routes);
@@ -107,6 +117,18 @@ impl Reloader {
     }
 }
 
+impl Reloader {
+    fn refused(&self, trigger: &str, why: &dyn std::fmt::Display) -> Outcome {
+        self.shared
+            .metrics
+            .reloads
+            .with_label_values(&["refused"])
+            .inc();
+        error!(trigger, errors = %why, "config reload refused; the running config stays");
+        Outcome::Refused
+    }
+}
+
 /// Reuses the running `Arc` of every stream whose spec did not change, so its instances carry
 /// on exactly as they were.
 fn keep_unchanged(mut new: Config, old: &Config) -> Config {
@@ -115,8 +137,9 @@ fn keep_unchanged(mut new: Config, old: &Config) -> Config {
             *spec = same.clone();
         }
     }
-    // `listen` is bound once; keep reporting the address actually served.
+    // The listeners are bound once; keep reporting the addresses actually served.
     new.listen = old.listen;
+    new.admin.listen = old.admin.listen;
     new
 }
 
@@ -127,24 +150,65 @@ fn hash(bytes: &[u8]) -> u64 {
 }
 
 /// Watches the directories of the file and of its symlink target: editors replace the file by
-/// rename, and a Kubernetes ConfigMap swaps a `..data` symlink beside it.
+/// rename, and a Kubernetes ConfigMap swaps a `..data` symlink beside it. Only events that can
+/// change what a read returns count: the reloader's own reads (inotify's open and close) must not
+/// trigger another read, or one `cat gateway.yaml` would start a re-read every `SETTLE` forever.
 fn watch(path: &Path, tx: mpsc::Sender<()>) -> notify::Result<notify::RecommendedWatcher> {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let real = std::fs::canonicalize(path).ok();
+    let mut dirs = Vec::new();
+    dirs.extend(abs.parent().map(Path::to_path_buf));
+    dirs.extend(
+        real.as_ref()
+            .and_then(|r| r.parent())
+            .map(Path::to_path_buf),
+    );
+    dirs.dedup();
+    let watched = Watched { file: abs, real };
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if res.is_ok() {
+        if res.is_ok_and(|ev| {
+            changes_content(&ev.kind) && ev.paths.iter().any(|p| watched.concerns(p))
+        }) {
             let _ = tx.try_send(());
         }
     })?;
-    let mut dirs = Vec::new();
-    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    dirs.extend(abs.parent().map(Path::to_path_buf));
-    if let Ok(real) = std::fs::canonicalize(path) {
-        dirs.extend(real.parent().map(Path::to_path_buf));
-    }
-    dirs.dedup();
     for dir in dirs {
         watcher.watch(&dir, RecursiveMode::NonRecursive)?;
     }
     Ok(watcher)
+}
+
+/// The config file as the watcher sees it.
+struct Watched {
+    /// As given (made absolute, symlinks kept): editors and the symlink swap act on this name.
+    file: PathBuf,
+    /// Its target at start-up, when it is a symlink.
+    real: Option<PathBuf>,
+}
+
+impl Watched {
+    /// Whether an event on `p` can change what reading the config returns: the file, its target,
+    /// or a `..name` beside it (Kubernetes' atomic writer swaps `..data` and its `..<time>` dirs).
+    fn concerns(&self, p: &Path) -> bool {
+        let beside = p.parent() == self.file.parent()
+            && p.file_name()
+                .is_some_and(|n| n.as_encoded_bytes().starts_with(b".."));
+        p == self.file || self.real.as_deref() == Some(p) || beside
+    }
+}
+
+/// Creating, writing, renaming and removing change what a read returns; opening, reading and
+/// metadata (touch, chmod) don't.
+fn changes_content(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        EventKind::Any
+        | EventKind::Create(_)
+        | EventKind::Modify(_)
+        | EventKind::Remove(_)
+        | EventKind::Other => true,
+    }
 }
 
 #[async_trait]
@@ -164,12 +228,74 @@ impl BackgroundService for Reloader {
                     self.reload("SIGHUP", true);
                 }
                 Some(()) = changed.recv() => {
-                    tokio::time::sleep(SETTLE).await;
-                    while changed.try_recv().is_ok() {}
+                    // Wait until the writer has been quiet for `SETTLE`, so a slow write is read
+                    // whole (a cut-short file may still be valid YAML).
+                    for _ in 0..MAX_SETTLES {
+                        tokio::time::sleep(SETTLE).await;
+                        let mut more = false;
+                        while changed.try_recv().is_ok() {
+                            more = true;
+                        }
+                        if !more {
+                            break;
+                        }
+                    }
                     self.reload("file changed", false);
                 }
                 _ = shutdown.changed() => break,
             }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use notify::event::{CreateKind, DataChange, MetadataKind, RemoveKind, RenameMode};
+
+    #[test]
+    fn only_events_that_change_content_count() {
+        for kind in [
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            EventKind::Access(AccessKind::Read),
+            EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any)),
+        ] {
+            assert!(!changes_content(&kind), "{kind:?}");
+        }
+        for kind in [
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Create(CreateKind::File),
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            EventKind::Remove(RemoveKind::File),
+        ] {
+            assert!(changes_content(&kind), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn only_the_file_its_target_and_configmap_swaps_concern_the_config() {
+        let w = Watched {
+            file: PathBuf::from("/etc/gw/gateway.yaml"),
+            real: Some(PathBuf::from("/etc/gw/..2026_12_01/gateway.yaml")),
+        };
+        for p in [
+            "/etc/gw/gateway.yaml",
+            "/etc/gw/..2026_12_01/gateway.yaml",
+            "/etc/gw/..data",
+            "/etc/gw/..data_tmp",
+        ] {
+            assert!(w.concerns(Path::new(p)), "{p}");
+        }
+        for p in [
+            "/etc/gw/other.yaml",
+            "/etc/gw/gateway.yaml.swp",
+            "/etc/gw/..2026_12_01/other",
+            "/etc/gateway.yaml",
+        ] {
+            assert!(!w.concerns(Path::new(p)), "{p}");
         }
     }
 }

@@ -141,7 +141,7 @@ mod tests {
         let key = instance(spec, &values, Some("format=snapshot&x=1&lastEventId=3"), &h).unwrap();
         assert_eq!(key.target, "/api/o/7?x=1");
         assert_eq!(key.forwarded.len(), 1);
-        assert!(!key.to_string().contains("Bearer"), "{key}");
+        assert!(!format!("{key:?}").contains("Bearer"), "{key:?}");
         let other = instance(spec, &values, Some("x=1"), &http::HeaderMap::new()).unwrap();
         assert_ne!(key, other, "different credentials, different instance");
     }

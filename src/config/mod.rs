@@ -35,8 +35,9 @@ pub struct Config {
     pub limits: Limits,
     /// How long a shutdown may take once streams were told to reconnect.
     pub shutdown_grace: Duration,
-    /// Where a new process started with `--upgrade` receives the listening sockets.
-    pub upgrade_sock: std::path::PathBuf,
+    /// Where a new process started with `--upgrade` receives the listening sockets; `None` is
+    /// the default, in a private runtime directory chosen at start (`app::upgrade_socket`).
+    pub upgrade_sock: Option<std::path::PathBuf>,
     pub admin: Admin,
     /// Certificate and key (PEM) for `listen`; HTTP/2 is offered by ALPN.
     pub tls: Option<Tls>,
@@ -99,13 +100,24 @@ pub struct Upstream {
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
+impl Upstream {
+    /// The URL for `check` and logs: a password in it is a credential like a header value.
+    pub fn shown_url(&self) -> String {
+        let mut url = self.url.clone();
+        if url.password().is_some() {
+            let _ = url.set_password(Some("redacted"));
+        }
+        url.to_string()
+    }
+}
+
 impl fmt::Debug for Upstream {
     /// Header values are credentials: never printed.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
         f.debug_struct("Upstream")
             .field("name", &self.name)
-            .field("url", &self.url.as_str())
+            .field("url", &self.shown_url())
             .field("addr", &self.addr)
             .field("headers", &names)
             .finish()
@@ -212,17 +224,27 @@ pub enum Idle {
 
 /// Reads, validates and resolves a config file.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let source: Arc<str> = Arc::from(path.display().to_string());
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![ConfigError {
-            file: source.clone(),
-            line: 0,
-            col: 0,
-            key: "(file)".into(),
-            msg: format!("cannot read: {e}"),
-        }])
-    })?;
-    parse(&source, &text, &|var| std::env::var(var).ok(), &resolve)
+    let bytes = std::fs::read(path).map_err(|e| file_error(path, format!("cannot read: {e}")))?;
+    from_bytes(path, &bytes)
+}
+
+/// Validates and resolves what was read from `path`: a reload checks and applies the very bytes
+/// it compared with the running config, never a second read that a writer may have changed.
+pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Config, ConfigErrors> {
+    let text =
+        std::str::from_utf8(bytes).map_err(|e| file_error(path, format!("not UTF-8: {e}")))?;
+    let source = path.display().to_string();
+    parse(&source, text, &|var| std::env::var(var).ok(), &resolve)
+}
+
+fn file_error(path: &Path, msg: String) -> ConfigErrors {
+    ConfigErrors(vec![ConfigError {
+        file: Arc::from(path.display().to_string()),
+        line: 0,
+        col: 0,
+        key: "(file)".into(),
+        msg,
+    }])
 }
 
 /// Validates config text. `env` looks up `${VAR}`s and `resolve` turns host and port into an
@@ -277,7 +299,7 @@ impl Config {
                 s,
                 "upstream {}: {} ({}), headers [{}]",
                 up.name,
-                up.url,
+                up.shown_url(),
                 up.addr,
                 names.join(", ")
             );
@@ -314,7 +336,12 @@ impl Config {
         }
         match &self.proxy {
             Some(p) => {
-                let _ = writeln!(s, "proxy: every other request to {} ({})", p.name, p.url);
+                let _ = writeln!(
+                    s,
+                    "proxy: every other request to {} ({})",
+                    p.name,
+                    p.shown_url()
+                );
             }
             None => {
                 let _ = writeln!(s, "proxy: none (other paths get 404)");

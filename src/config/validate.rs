@@ -146,9 +146,10 @@ pub fn validate(
             if l.max_connections == Some(0) {
                 errs.add("limits.max_connections", "must be at least 1");
             }
+            let write_timeout = l.write_timeout.unwrap_or(Duration::from_secs(10));
             Limits {
                 max_clients: l.max_clients.unwrap_or(50_000),
-                write_timeout: l.write_timeout.unwrap_or(Duration::from_secs(10)),
+                write_timeout: capped(&mut errs, "limits.write_timeout", write_timeout),
                 max_connections: l.max_connections,
                 max_clients_per_ip: l.max_clients_per_ip.unwrap_or(0),
             }
@@ -176,6 +177,16 @@ pub fn validate(
         if listen == socket_addr_of(file.listen.as_deref()) {
             errs.add("admin.listen", "must differ from `listen`");
         }
+        // Anyone who reaches it can read every instance and trigger polls (security review F8).
+        if !listen.ip().is_loopback() && a.and_then(|a| a.token.as_ref()).is_none() {
+            errs.add(
+                "admin.listen",
+                format!(
+                    "`{listen}` is not a loopback address: set `admin.token` (e.g. \"${{ADMIN_TOKEN}}\") \
+                     so that only operators reach /metrics, /streams and refresh"
+                ),
+            );
+        }
         Admin { listen, token }
     };
     // Relative paths are relative to the config file, like every path in it.
@@ -192,14 +203,21 @@ pub fn validate(
         .as_ref()
         .and_then(|s| s.grace)
         .unwrap_or(Duration::from_secs(5));
+    let shutdown_grace = capped(&mut errs, "shutdown.grace", shutdown_grace);
     let upgrade_sock = file
         .shutdown
         .as_ref()
         .and_then(|s| s.upgrade_sock.as_ref())
-        .map_or_else(
-            || std::path::PathBuf::from("/tmp/sse-gateway-upgrade.sock"),
-            |p| base.join(p),
+        .map(|p| base.join(p));
+
+    // An empty or cut-short file is valid YAML: refusing it keeps a half-written reload from
+    // closing every stream and the proxy (security review F7).
+    if file.streams.is_empty() && file.proxy.is_none() {
+        errs.add(
+            "streams",
+            "nothing to serve: no `streams` and no `proxy` (is the file empty or cut short?)",
         );
+    }
 
     if !errs.list.is_empty() {
         return Err(ConfigErrors(errs.list));
@@ -443,30 +461,38 @@ fn stream(
         }
     };
 
+    // Where a key's value came from: the stream itself, or `defaults`.
+    let at = |field: &str, own: bool| {
+        if own {
+            k(field)
+        } else {
+            format!("defaults.{field}")
+        }
+    };
     let dur = |errs: &mut Errors,
                field: &str,
                own: Option<Duration>,
                def: Option<Duration>,
-               fallback: u64| {
+               fallback: u64,
+               nonzero: bool| {
         let v = own.or(def).unwrap_or(Duration::from_millis(fallback));
-        if v.is_zero() {
-            let at = if own.is_some() {
-                k(field)
-            } else {
-                format!("defaults.{field}")
-            };
-            errs.add(at, "must be more than zero");
+        if nonzero && v.is_zero() {
+            errs.add(at(field, own.is_some()), "must be more than zero");
         }
-        v
+        capped(errs, &at(field, own.is_some()), v)
     };
-    let interval = dur(errs, "interval", st.interval, d.interval, 2_000);
-    let timeout = dur(errs, "timeout", st.timeout, d.timeout, 5_000);
-    let heartbeat = dur(errs, "heartbeat", st.heartbeat, d.heartbeat, 15_000);
-    let retry = st.retry.or(d.retry).unwrap_or(Duration::from_secs(3));
-    let backoff_max = st
-        .backoff_max
-        .or(d.backoff_max)
-        .unwrap_or(Duration::from_secs(60));
+    let interval = dur(errs, "interval", st.interval, d.interval, 2_000, true);
+    let timeout = dur(errs, "timeout", st.timeout, d.timeout, 5_000, true);
+    let heartbeat = dur(errs, "heartbeat", st.heartbeat, d.heartbeat, 15_000, true);
+    let retry = dur(errs, "retry", st.retry, d.retry, 3_000, false);
+    let backoff_max = dur(
+        errs,
+        "backoff_max",
+        st.backoff_max,
+        d.backoff_max,
+        60_000,
+        false,
+    );
 
     let replay = st.replay.or(d.replay).unwrap_or(256);
     if replay > 100_000 {
@@ -496,7 +522,7 @@ fn stream(
     let idle = match st.idle.as_ref().or(d.idle.as_ref()) {
         None => Idle::After(Duration::from_secs(30)),
         Some(IdleFile::Never) => Idle::Never,
-        Some(IdleFile::After(x)) => Idle::After(*x),
+        Some(IdleFile::After(x)) => Idle::After(capped(errs, &at("idle", st.idle.is_some()), *x)),
     };
 
     let ignore = st
@@ -515,6 +541,9 @@ fn stream(
     }
 
     let mut forward_headers = Vec::new();
+    let fkey = at("forward_headers", st.forward_headers.is_some());
+    let up_name = st.upstream.as_ref().or(d.upstream.as_ref());
+    let static_headers = up_name.and_then(|n| declared.get(n).map(|u| (n, &u.headers)));
     for (i, h) in st
         .forward_headers
         .as_ref()
@@ -523,13 +552,30 @@ fn stream(
         .flatten()
         .enumerate()
     {
-        match HeaderName::from_bytes(h.as_bytes()) {
-            Ok(name) => forward_headers.push(name),
-            Err(_) => errs.add(
-                format!("{}[{i}]", k("forward_headers")),
-                format!("`{h}` is not a valid header name"),
-            ),
+        let hkey = format!("{fkey}[{i}]");
+        let Ok(name) = HeaderName::from_bytes(h.as_bytes()) else {
+            errs.add(hkey, format!("`{h}` is not a valid header name"));
+            continue;
+        };
+        if let Some(why) = not_forwardable(&name) {
+            errs.add(hkey, format!("`{name}` cannot be forwarded: {why}"));
+            continue;
         }
+        // reqwest appends, so a poll would carry both values, and most servers read the first:
+        // the gateway's own credential would answer for every client (security review F3).
+        if let Some((up, _)) = static_headers
+            .filter(|(_, hs)| hs.keys().any(|s| s.eq_ignore_ascii_case(name.as_str())))
+        {
+            errs.add(
+                hkey,
+                format!(
+                    "`{name}` is also set in upstreams.{up}.headers: a poll must carry either \
+                     the gateway's value or the client's, never both"
+                ),
+            );
+            continue;
+        }
+        forward_headers.push(name);
     }
     let forward_query = st.forward_query.or(d.forward_query).unwrap_or(false);
     let diff = st.diff.or(d.diff).unwrap_or(DiffMode::JsonPatch);
@@ -599,6 +645,17 @@ fn stream(
 fn cors(errs: &mut Errors, key: &str, c: &CorsFile) -> Option<Cors> {
     let mut ok = true;
     for (i, o) in c.origins.iter().enumerate() {
+        // Browsers refuse `*` with credentials so that no site can read another's with its
+        // visitors' cookies; answering with each origin would undo that (security review F2).
+        if o == "*" && c.credentials {
+            errs.add(
+                format!("{key}.origins[{i}]"),
+                "`*` with `credentials: true` would let every site read the stream with its \
+                 visitors' cookies: list the origins, or drop `credentials`",
+            );
+            ok = false;
+            continue;
+        }
         let valid = o == "*"
             || url::Url::parse(o).is_ok_and(|u| {
                 matches!(u.scheme(), "http" | "https")
@@ -618,6 +675,56 @@ fn cors(errs: &mut Errors, key: &str, c: &CorsFile) -> Option<Cors> {
         origins: c.origins.clone(),
         credentials: c.credentials,
     })
+}
+
+/// The longest duration any key accepts: `1y` as humantime reads it (365.25 days). Far beyond
+/// any useful interval or timeout, and small enough that `Instant + d` and the jitter multiples
+/// (`retry * 5`) can never overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(31_557_600);
+
+/// `d`, or an error at `key` when it is past `MAX_DURATION` (then the maximum, so later checks
+/// run on a value that can't overflow).
+fn capped(errs: &mut Errors, key: &str, d: Duration) -> Duration {
+    if d > MAX_DURATION {
+        errs.add(key, "at most a year (1y)");
+        return MAX_DURATION;
+    }
+    d
+}
+
+/// Why a header makes no sense in `forward_headers`, if it doesn't.
+fn not_forwardable(name: &HeaderName) -> Option<&'static str> {
+    use http::header::*;
+    let n = name.as_str();
+    if name == HOST {
+        Some("the upstream's Host comes from its URL; the client's would pick another virtual host")
+    } else if [
+        IF_NONE_MATCH,
+        IF_MODIFIED_SINCE,
+        IF_MATCH,
+        IF_UNMODIFIED_SINCE,
+        IF_RANGE,
+        RANGE,
+    ]
+    .contains(name)
+    {
+        Some("the gateway makes its own conditional requests; a client's could leave the instance without a document")
+    } else if [
+        CONNECTION,
+        TRANSFER_ENCODING,
+        TE,
+        TRAILER,
+        UPGRADE,
+        CONTENT_LENGTH,
+    ]
+    .contains(name)
+        || n == "keep-alive"
+        || n.starts_with("proxy-")
+    {
+        Some("a hop-by-hop or framing header describes the client's connection, not the poll (RFC 9110 §7.6.1)")
+    } else {
+        None
+    }
 }
 
 /// The client listener's address as configured, for comparisons (parse errors are reported elsewhere).
@@ -677,9 +784,22 @@ mod tests {
     }
 
     #[test]
+    fn a_password_in_an_upstream_url_is_never_shown() {
+        let c = load("upstreams:\n  api:\n    url: http://user:pa55@127.0.0.1:1/v1\nproxy: api\n")
+            .unwrap();
+        let up = &c.upstreams["api"];
+        assert_eq!(up.url.password(), Some("pa55"), "still used");
+        let shown = format!("{}{up:?}", c.describe());
+        assert!(
+            !shown.contains("pa55") && shown.contains("user:redacted@"),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn a_literal_dollar_brace_is_kept() {
         let c = load(
-            "upstreams:\n  api:\n    url: http://127.0.0.1:1\n    headers: { X-T: \"$${NOT_A_VAR}\" }\nstreams: []\n",
+            "upstreams:\n  api:\n    url: http://127.0.0.1:1\n    headers: { X-T: \"$${NOT_A_VAR}\" }\nproxy: api\n",
         )
         .unwrap();
         assert_eq!(c.upstreams["api"].headers[0].1, "${NOT_A_VAR}");
@@ -753,17 +873,17 @@ mod tests {
 
     #[test]
     fn connection_limits_default_off_and_refuse_zero_with_their_line() {
-        let c = load(&format!("{BASE}streams: []\n")).unwrap();
+        let c = load(&format!("{BASE}proxy: api\n")).unwrap();
         assert_eq!(c.limits.max_connections, None, "from the open-file limit");
         assert_eq!(c.limits.max_clients_per_ip, 0);
         let c = load(&format!(
-            "{BASE}limits:\n  max_connections: 900\n  max_clients_per_ip: 20\nstreams: []\n"
+            "{BASE}limits:\n  max_connections: 900\n  max_clients_per_ip: 20\nproxy: api\n"
         ))
         .unwrap();
         assert_eq!(c.limits.max_connections, Some(900));
         assert_eq!(c.limits.max_clients_per_ip, 20);
         let err = load(&format!(
-            "{BASE}limits:\n  max_connections: 0\nstreams: []\n"
+            "{BASE}limits:\n  max_connections: 0\nproxy: api\n"
         ))
         .err()
         .unwrap()
@@ -772,5 +892,152 @@ mod tests {
             err.contains("g.yaml:6:3: limits.max_connections:") && err.contains("at least 1"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_header_both_static_and_forwarded_is_refused() {
+        for fwd in ["Authorization", "authorization", "AUTHORIZATION"] {
+            let err = load(&format!(
+                "{BASE}streams:\n  - path: /a\n    upstream: api\n    forward_headers: [x-user, {fwd}]\n"
+            ))
+            .err()
+            .unwrap()
+            .to_string();
+            assert!(
+                err.starts_with("g.yaml:8:5: streams[0].forward_headers[1]: `authorization` is also set in upstreams.api.headers"),
+                "{err}"
+            );
+        }
+        // From defaults, the error points at defaults.
+        let err = load(&format!(
+            "{BASE}defaults:\n  forward_headers: [authorization]\nstreams:\n  - path: /a\n    upstream: api\n"
+        ))
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains("defaults.forward_headers[0]:"), "{err}");
+    }
+
+    #[test]
+    fn headers_that_make_no_sense_forwarded_are_refused() {
+        for h in [
+            "host",
+            "Host",
+            "if-none-match",
+            "if-modified-since",
+            "connection",
+            "keep-alive",
+            "transfer-encoding",
+            "te",
+            "trailer",
+            "upgrade",
+            "content-length",
+            "proxy-authorization",
+        ] {
+            let err = load(&format!(
+                "upstreams:\n  api:\n    url: http://127.0.0.1:1\nstreams:\n  - path: /a\n    upstream: api\n    forward_headers: [{h}]\n"
+            ))
+            .err()
+            .unwrap()
+            .to_string();
+            assert!(
+                err.starts_with("g.yaml:7:5: streams[0].forward_headers[0]:")
+                    && err.contains("cannot be forwarded"),
+                "{h} => {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_star_with_credentials_is_refused() {
+        let err = load(&format!(
+            "{BASE}cors:\n  origins: [\"*\"]\n  credentials: true\nproxy: api\n"
+        ))
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.starts_with("g.yaml:6:3: cors.origins[0]: `*` with `credentials: true`"),
+            "{err}"
+        );
+        let ok = load(&format!(
+            "{BASE}cors:\n  origins: [\"*\"]\nstreams:\n  - path: /a\n    upstream: api\n"
+        ))
+        .unwrap();
+        assert!(!ok.streams[0].cors.as_ref().unwrap().credentials);
+    }
+
+    #[test]
+    fn a_config_with_nothing_to_serve_is_refused() {
+        for text in ["", "\n# all comments\n", "listen: 0.0.0.0:8080\n", BASE] {
+            let err = load(text).err().unwrap().to_string();
+            assert!(
+                err.contains("streams: nothing to serve"),
+                "{text:?} => {err}"
+            );
+        }
+        load(&format!("{BASE}proxy: api\n")).unwrap();
+    }
+
+    #[test]
+    fn an_admin_listener_off_loopback_needs_a_token() {
+        let err = load(&format!(
+            "{BASE}proxy: api\nadmin:\n  listen: 0.0.0.0:9090\n"
+        ))
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.starts_with("g.yaml:7:3: admin.listen: `0.0.0.0:9090` is not a loopback address"),
+            "{err}"
+        );
+        let c = load(&format!(
+            "{BASE}proxy: api\nadmin:\n  listen: 0.0.0.0:9090\n  token: \"${{TOKEN}}\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.admin.token.as_deref(), Some("t0k"));
+        load(&format!(
+            "{BASE}proxy: api\nadmin:\n  listen: \"[::1]:9090\"\n"
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn durations_past_a_year_are_refused() {
+        let keys = [
+            "interval",
+            "timeout",
+            "heartbeat",
+            "retry",
+            "backoff_max",
+            "idle",
+        ];
+        for key in keys {
+            let err = load(&format!(
+                "{BASE}streams:\n  - path: /a\n    upstream: api\n    {key}: 1000000000y\n"
+            ))
+            .err()
+            .unwrap()
+            .to_string();
+            assert!(
+                err.starts_with(&format!("g.yaml:8:5: streams[0].{key}: at most a year")),
+                "{key} => {err}"
+            );
+        }
+        for (section, key) in [("limits", "write_timeout"), ("shutdown", "grace")] {
+            let err = load(&format!("{BASE}proxy: api\n{section}:\n  {key}: 400days\n"))
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(
+                err.contains(&format!("{section}.{key}: at most a year")),
+                "{err}"
+            );
+        }
+        let c = load(&format!(
+            "{BASE}streams:\n  - path: /a\n    upstream: api\n    interval: 1y\n    idle: 1y\n"
+        ))
+        .unwrap();
+        assert_eq!(c.streams[0].interval, super::MAX_DURATION);
     }
 }

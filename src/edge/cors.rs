@@ -6,22 +6,31 @@ use http::header::{self, HeaderName, HeaderValue};
 use crate::config::{Cors, StreamSpec};
 
 /// Headers for a stream response to a request from `origin`.
+///
+/// `*` is answered with a literal `*`, never by echoing the origin: that is what lets the
+/// browser's own rule (no `*` with credentials) apply, and config validation refuses `*` with
+/// `credentials: true`. `Origin: null` (sandboxed frames, `file:` pages) can't be listed, so it
+/// only ever gets that `*`. `Vary: Origin` goes on every answer of a stream with `cors`, listed
+/// or not, so a shared cache never hands one origin's answer to another.
 pub fn headers(cors: Option<&Cors>, origin: Option<&str>) -> Vec<(HeaderName, HeaderValue)> {
-    let (Some(cors), Some(origin)) = (cors, origin) else {
+    let Some(cors) = cors else {
         return Vec::new();
     };
-    let listed = cors.origins.iter().any(|o| o == "*" || o == origin);
-    let Ok(value) = HeaderValue::from_str(origin) else {
-        return Vec::new();
+    let mut out = vec![(header::VARY, HeaderValue::from_static("Origin"))];
+    let Some(origin) = origin else {
+        return out;
     };
-    if !listed {
-        return Vec::new();
-    }
-    // Never `*` with credentials: browsers refuse it. The origin itself always works.
-    let mut out = vec![
-        (header::ACCESS_CONTROL_ALLOW_ORIGIN, value),
-        (header::VARY, HeaderValue::from_static("Origin")),
-    ];
+    let allowed = if cors.origins.iter().any(|o| o == origin) && origin != "null" {
+        HeaderValue::from_str(origin).ok()
+    } else if cors.origins.iter().any(|o| o == "*") && !cors.credentials {
+        Some(HeaderValue::from_static("*"))
+    } else {
+        None
+    };
+    let Some(value) = allowed else {
+        return out;
+    };
+    out.push((header::ACCESS_CONTROL_ALLOW_ORIGIN, value));
     if cors.credentials {
         out.push((
             header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
@@ -34,7 +43,10 @@ pub fn headers(cors: Option<&Cors>, origin: Option<&str>) -> Vec<(HeaderName, He
 /// Headers answering a preflight `OPTIONS` for a stream.
 pub fn preflight(spec: &StreamSpec, origin: Option<&str>) -> Vec<(HeaderName, HeaderValue)> {
     let mut out = headers(spec.cors.as_ref(), origin);
-    if out.is_empty() {
+    if !out
+        .iter()
+        .any(|(n, _)| n == header::ACCESS_CONTROL_ALLOW_ORIGIN)
+    {
         return out;
     }
     let mut allowed = String::from("Last-Event-ID, Cache-Control, Accept");
@@ -61,34 +73,69 @@ pub fn preflight(spec: &StreamSpec, origin: Option<&str>) -> Vec<(HeaderName, He
 mod tests {
     use super::*;
 
-    fn cors(credentials: bool) -> Cors {
+    fn cors(origins: &[&str], credentials: bool) -> Cors {
         Cors {
-            origins: vec!["https://app.example.com".into()],
+            origins: origins.iter().map(|o| o.to_string()).collect(),
             credentials,
         }
     }
 
-    #[test]
-    fn a_listed_origin_is_named_never_starred() {
-        let h = headers(Some(&cors(true)), Some("https://app.example.com"));
-        assert_eq!(h[0].1, "https://app.example.com");
-        assert!(h
-            .iter()
-            .any(|(n, v)| n == header::ACCESS_CONTROL_ALLOW_CREDENTIALS && v == "true"));
-        let any = Cors {
-            origins: vec!["*".into()],
-            credentials: true,
-        };
-        assert_eq!(
-            headers(Some(&any), Some("https://x.test"))[0].1,
-            "https://x.test"
-        );
+    fn get(h: &[(HeaderName, HeaderValue)], name: HeaderName) -> Option<&str> {
+        h.iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| v.to_str().ok())
     }
 
     #[test]
-    fn others_get_nothing() {
-        assert!(headers(Some(&cors(true)), Some("https://evil.test")).is_empty());
-        assert!(headers(Some(&cors(true)), None).is_empty());
+    fn a_listed_origin_is_named_with_credentials() {
+        let h = headers(
+            Some(&cors(&["https://app.example.com"], true)),
+            Some("https://app.example.com"),
+        );
+        assert_eq!(
+            get(&h, header::ACCESS_CONTROL_ALLOW_ORIGIN),
+            Some("https://app.example.com")
+        );
+        assert_eq!(
+            get(&h, header::ACCESS_CONTROL_ALLOW_CREDENTIALS),
+            Some("true")
+        );
+        assert_eq!(get(&h, header::VARY), Some("Origin"));
+    }
+
+    #[test]
+    fn a_star_is_answered_with_a_star_never_the_origin() {
+        let any = cors(&["*"], false);
+        for origin in ["https://x.test", "null"] {
+            let h = headers(Some(&any), Some(origin));
+            assert_eq!(
+                get(&h, header::ACCESS_CONTROL_ALLOW_ORIGIN),
+                Some("*"),
+                "{origin}"
+            );
+            assert_eq!(get(&h, header::ACCESS_CONTROL_ALLOW_CREDENTIALS), None);
+            assert_eq!(get(&h, header::VARY), Some("Origin"));
+        }
+        // Refused at load; should one get here anyway, it allows nothing.
+        let h = headers(Some(&cors(&["*"], true)), Some("https://evil.test"));
+        assert_eq!(get(&h, header::ACCESS_CONTROL_ALLOW_ORIGIN), None);
+    }
+
+    #[test]
+    fn the_null_origin_is_never_allowed_with_credentials() {
+        let h = headers(Some(&cors(&["null"], true)), Some("null"));
+        assert_eq!(get(&h, header::ACCESS_CONTROL_ALLOW_ORIGIN), None);
+        assert_eq!(get(&h, header::ACCESS_CONTROL_ALLOW_CREDENTIALS), None);
+    }
+
+    #[test]
+    fn others_get_only_vary() {
+        let c = cors(&["https://app.example.com"], true);
+        for origin in [Some("https://evil.test"), None] {
+            let h = headers(Some(&c), origin);
+            assert_eq!(h.len(), 1, "{origin:?}: {h:?}");
+            assert_eq!(get(&h, header::VARY), Some("Origin"));
+        }
         assert!(headers(None, Some("https://app.example.com")).is_empty());
     }
 }

@@ -173,6 +173,10 @@ impl Reply {
             headers: vec![
                 (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
                 (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+                (
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                ),
             ],
             body,
         }

@@ -129,12 +129,12 @@ pub(crate) async fn run<W: Wire>(
         }
     };
     match &outcome {
-        Ok(why) => debug!(instance = %sub.key(), why, "sse session ended"),
+        Ok(why) => debug!(instance = %sub.label(), why, "sse session ended"),
         Err(End::TimedOut) => {
             settings.metrics.clients_dropped_slow.inc();
-            info!(instance = %sub.key(), "sse client dropped: write timed out");
+            info!(instance = %sub.label(), "sse client dropped: write timed out");
         }
-        Err(e) => debug!(instance = %sub.key(), error = %e, "sse session ended"),
+        Err(e) => debug!(instance = %sub.label(), error = %e, "sse session ended"),
     }
     outcome
 }

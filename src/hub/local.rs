@@ -9,7 +9,7 @@ use tokio::runtime::Runtime;
 use tracing::{info, info_span, warn, Instrument};
 
 use super::topic::{Member, Readiness, Topic};
-use super::{Hub, HubError, InstanceInfo, StreamKey, SubscribeRequest, Subscription};
+use super::{Fingerprint, Hub, HubError, InstanceInfo, StreamKey, SubscribeRequest, Subscription};
 use crate::config::{Idle, StreamSpec};
 use crate::metrics::Metrics;
 use crate::poller::Poller;
@@ -34,6 +34,7 @@ struct Inner {
     client: reqwest::Client,
     metrics: Arc<Metrics>,
     handle: tokio::runtime::Handle,
+    fingerprint: Fingerprint,
 }
 
 #[derive(Default)]
@@ -55,6 +56,7 @@ impl LocalHub {
                 client,
                 metrics,
                 handle: runtime.handle().clone(),
+                fingerprint: Fingerprint::random(),
             }),
             runtime: Some(runtime),
         })
@@ -95,7 +97,13 @@ impl Inner {
             });
         }
         *count += 1;
-        let topic = Arc::new(Topic::new(spec.clone(), key.clone(), self.metrics.clone()));
+        let label = self.fingerprint.label(&key);
+        let topic = Arc::new(Topic::new(
+            spec.clone(),
+            key.clone(),
+            label,
+            self.metrics.clone(),
+        ));
         let member = topic.join();
         topics.by_key.insert(key, topic.clone());
         drop(topics);
@@ -104,7 +112,7 @@ impl Inner {
     }
 
     fn start(self: &Arc<Self>, topic: Arc<Topic>, first_delay: Duration) {
-        let span = info_span!("poller", stream = %topic.key.stream, instance = %topic.key);
+        let span = info_span!("poller", stream = %topic.key.stream, instance = %topic.label);
         let hub = Arc::downgrade(self);
         let released = topic.clone();
         let poller = Poller {

@@ -6,7 +6,9 @@
 mod local;
 pub(crate) mod topic;
 
+use std::collections::hash_map::RandomState;
 use std::fmt;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -87,24 +89,54 @@ pub struct StreamKey {
     pub forwarded: Vec<(HeaderName, HeaderValue)>,
 }
 
-impl fmt::Display for StreamKey {
-    /// Never prints header values: they are credentials.
+impl fmt::Debug for StreamKey {
+    /// Never prints forwarded values or query values: they are credentials, or personal data.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.target)?;
-        if !self.forwarded.is_empty() {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            self.forwarded.hash(&mut h);
-            write!(f, " [credentials #{:08x}]", h.finish() as u32)?;
-        }
-        Ok(())
+        let names: Vec<&str> = self.forwarded.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("StreamKey")
+            .field("stream", &self.stream)
+            .field("target", &redact_query(&self.target))
+            .field("forwarded", &names)
+            .finish()
     }
 }
 
-impl fmt::Debug for StreamKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
+/// Names instances in logs and `/streams` without revealing what they forward: query values are
+/// hidden, and forwarded headers show as a keyed hash (std's SipHash-1-3, 64 bits, under a key
+/// drawn at random once per hub), so a tag can't confirm a guessed credential offline, nor follow
+/// one across restarts. A cluster hub, whose replicas must agree on tags, would take its key from
+/// the config instead.
+pub struct Fingerprint(RandomState);
+
+impl Fingerprint {
+    pub fn random() -> Fingerprint {
+        Fingerprint(RandomState::new())
     }
+
+    /// `/search?q=…&page=…`, then ` [credentials #<16 hex digits>]` when headers are forwarded.
+    pub fn label(&self, key: &StreamKey) -> String {
+        let mut out = redact_query(&key.target);
+        if !key.forwarded.is_empty() {
+            let tag = self.0.hash_one(&key.forwarded);
+            out.push_str(&format!(" [credentials #{tag:016x}]"));
+        }
+        out
+    }
+}
+
+/// `path?a=1&b` → `path?a=…&b`: parameter names stay, so an operator sees what varies.
+fn redact_query(target: &str) -> String {
+    let Some((path, query)) = target.split_once('?') else {
+        return target.to_string();
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) => format!("{name}=…"),
+            None => pair.to_string(),
+        })
+        .collect();
+    format!("{path}?{}", pairs.join("&"))
 }
 
 /// An SSE event id: `<epoch>-<seq>`.
@@ -158,5 +190,47 @@ mod tests {
         for bad in ["", "42", "zz-1", "1-", "-1", "1-x", "1-2-3"] {
             assert_eq!(EventId::parse(bad), None, "{bad:?}");
         }
+    }
+
+    fn key(target: &str, auth: Option<&'static str>) -> StreamKey {
+        StreamKey {
+            stream: Arc::from("/s"),
+            target: target.into(),
+            forwarded: auth
+                .map(|v| (http::header::AUTHORIZATION, HeaderValue::from_static(v)))
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn labels_hide_query_values_and_credentials() {
+        let fp = Fingerprint::random();
+        let k = key("/search?q=secret&page=2&flag", Some("Bearer secret"));
+        let label = fp.label(&k);
+        assert!(
+            label.starts_with("/search?q=…&page=…&flag [credentials #"),
+            "{label}"
+        );
+        assert!(
+            !label.contains("secret") && !format!("{k:?}").contains("secret"),
+            "{label}"
+        );
+        let tag = label.rsplit('#').next().unwrap().trim_end_matches(']');
+        assert_eq!(tag.len(), 16, "64 bits: {label}");
+        assert_eq!(fp.label(&key("/plain", None)), "/plain");
+    }
+
+    #[test]
+    fn tags_tell_credentials_apart_and_differ_between_keys() {
+        let fp = Fingerprint::random();
+        let a = fp.label(&key("/o", Some("Bearer a")));
+        assert_eq!(a, fp.label(&key("/o", Some("Bearer a"))));
+        assert_ne!(a, fp.label(&key("/o", Some("Bearer b"))));
+        assert_ne!(
+            a,
+            Fingerprint::random().label(&key("/o", Some("Bearer a"))),
+            "keyed per hub"
+        );
     }
 }

@@ -77,6 +77,8 @@ struct State {
 
 pub struct Topic {
     pub key: StreamKey,
+    /// How logs and `/streams` name this instance (`Fingerprint::label`): never the key itself.
+    pub label: String,
     /// Swapped by a reload that retunes the stream; the poller reads it before every poll.
     pub spec: ArcSwap<StreamSpec>,
     pub epoch: u64,
@@ -107,12 +109,18 @@ fn format_index(format: DiffMode) -> usize {
 }
 
 impl Topic {
-    pub fn new(spec: Arc<StreamSpec>, key: StreamKey, metrics: Arc<Metrics>) -> Topic {
+    pub fn new(
+        spec: Arc<StreamSpec>,
+        key: StreamKey,
+        label: String,
+        metrics: Arc<Metrics>,
+    ) -> Topic {
         // Lagging past the ring means a client cannot be caught up by replay anyway: it resyncs.
         let capacity = spec.replay.clamp(16, 4096);
         let (tx, _) = broadcast::channel(capacity);
         Topic {
             key,
+            label,
             spec: ArcSwap::new(spec),
             epoch: rand::random::<u64>() & 0xffff_ffff_ffff,
             state: Mutex::new(State::default()),
@@ -217,7 +225,7 @@ impl Topic {
         let last = *self.last_poll.lock().unwrap_or_else(|e| e.into_inner());
         InstanceInfo {
             stream: self.key.stream.to_string(),
-            instance: self.key.to_string(),
+            instance: self.label.clone(),
             clients: self.clients(),
             event_id: (seq > 0).then(|| self.id(seq).to_string()),
             last_poll: last.map(|(t, _)| humantime::format_rfc3339_millis(t).to_string()),
@@ -305,8 +313,9 @@ impl Subscription {
         std::mem::take(&mut self.start)
     }
 
-    pub fn key(&self) -> &StreamKey {
-        &self.member.topic().key
+    /// The instance's name for logs (`Fingerprint::label`).
+    pub fn label(&self) -> &str {
+        &self.member.topic().label
     }
 
     /// Waits for the next thing to write. Cancel-safe: it can sit in a `select!`.
@@ -385,7 +394,12 @@ mod tests {
             target: "/s".into(),
             forwarded: vec![],
         };
-        Arc::new(Topic::new(spec, key, Arc::new(Metrics::new().unwrap())))
+        Arc::new(Topic::new(
+            spec,
+            key,
+            "/s".into(),
+            Arc::new(Metrics::new().unwrap()),
+        ))
     }
 
     fn frame(seq: u64) -> Frame {

@@ -139,4 +139,77 @@ async fn an_admin_token_is_required_when_set() {
         .await
         .unwrap();
     assert_eq!(right.status(), 200);
+
+    // Probes carry no token and learn nothing; everything else needs it.
+    let admin = |path: &str| format!("http://127.0.0.1:{admin_port}{path}");
+    for path in ["/healthz", "/readyz"] {
+        let r = http().get(admin(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    for path in ["/metrics", "/streams"] {
+        let r = http().get(admin(path)).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+    }
+    let r = http()
+        .post(admin("/streams/refresh?path=/sse/doc"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn query_values_and_credentials_never_reach_the_stream_list_or_the_logs() {
+    let up = Upstream::json("/doc", json!({"v": 0})).await;
+    let gw = Gateway::start(&config(
+        &up,
+        "  - path: /sse/doc\n    upstream: api\n    poll: /doc\n    forward_query: true\n    forward_headers: [x-user]\n",
+    ))
+    .await;
+    let mut c = gw
+        .sse_with("/sse/doc?token=secret&page=2", &[("x-user", "secret-user")])
+        .await;
+    assert_eq!(c.snapshot().await, json!({"v": 0}));
+    let polled = up.requests("/doc").await;
+    assert_eq!(
+        polled[0].url.query(),
+        Some("token=secret&page=2"),
+        "the upstream still gets it"
+    );
+
+    let list = http()
+        .get(gw.admin_url("/streams"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!list.contains("secret"), "{list}");
+    let v: Value = serde_json::from_str(&list).unwrap();
+    let instance = v["instances"][0]["instance"].as_str().unwrap();
+    assert!(
+        instance.starts_with("/doc?token=…&page=… [credentials #"),
+        "{instance}"
+    );
+    drop(c);
+    let log = gw.stderr();
+    assert!(log.contains("poller started"), "{log}");
+    assert!(!log.contains("secret"), "{log}");
+}
+
+#[tokio::test]
+async fn text_replies_say_nosniff() {
+    let up = Upstream::json("/doc", json!({"v": 0})).await;
+    let gw = Gateway::start(&yaml(&up, "1s")).await;
+    let (status, text) = raw_get(gw.port, "/elsewhere").await;
+    assert_eq!(status, 404);
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("x-content-type-options: nosniff"),
+        "{text}"
+    );
+    let r = http().get(gw.admin_url("/nowhere")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
 }

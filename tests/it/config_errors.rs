@@ -30,7 +30,7 @@ fn the_issue_example_loads_as_written() {
 upstreams:
   legacy:
     url: http://127.0.0.1:3000
-    headers: { Authorization: "Bearer ${LEGACY_TOKEN}" }   # ${VAR} from the environment
+    headers: { X-Api-Key: "${LEGACY_TOKEN}" }   # ${VAR} from the environment
 defaults:            # any stream key may be set here and overridden per stream
   interval: 2s
   timeout: 5s
@@ -199,5 +199,67 @@ fn a_yaml_syntax_error_names_its_line() {
         8,
         "streams[1].path",
         "",
+    );
+}
+
+#[test]
+fn a_header_both_static_and_forwarded_is_refused() {
+    let yaml = GOOD.replace(
+        "    url: http://127.0.0.1:3000\n",
+        "    url: http://127.0.0.1:3000\n    headers: { Authorization: \"Bearer service\" }\n",
+    ) + "    forward_headers: [authorization]\n";
+    refused(
+        &yaml,
+        9,
+        "streams[0].forward_headers[0]",
+        "`authorization` is also set in upstreams.legacy.headers",
+    );
+}
+
+#[test]
+fn a_hop_by_hop_or_conditional_forwarded_header_is_refused() {
+    for h in ["Host", "If-None-Match", "Connection", "Proxy-Authorization"] {
+        refused(
+            &format!("{GOOD}    forward_headers: [{h}]\n"),
+            8,
+            "streams[0].forward_headers[0]",
+            "cannot be forwarded",
+        );
+    }
+}
+
+#[test]
+fn a_duration_past_a_year_is_refused_not_a_panic() {
+    for key in [
+        "interval",
+        "retry",
+        "heartbeat",
+        "idle",
+        "backoff_max",
+        "timeout",
+    ] {
+        refused(
+            &format!("{GOOD}    {key}: 1000000000y\n"),
+            8,
+            &format!("streams[0].{key}"),
+            "at most a year",
+        );
+    }
+}
+
+#[test]
+fn an_empty_file_is_refused() {
+    for yaml in ["", "# nothing yet\n", "listen: 0.0.0.0:8080\n"] {
+        refused(yaml, 1, "streams", "nothing to serve");
+    }
+}
+
+#[test]
+fn an_admin_listener_off_loopback_without_a_token_is_refused() {
+    refused(
+        &format!("{GOOD}admin:\n  listen: 0.0.0.0:9090\n"),
+        9,
+        "admin.listen",
+        "set `admin.token`",
     );
 }

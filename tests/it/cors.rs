@@ -61,16 +61,67 @@ async fn a_stream_names_the_origin_never_a_star_with_credentials() {
     );
     assert!(resp.headers().get("access-control-allow-origin").is_none());
 
-    // A stream's own `cors` wins over the global one.
+    // A stream's own `cors` wins over the global one; `*` is answered with `*`, not the origin.
     let open = gw
         .get_sse("/sse/open", &[("origin", "https://anyone.test")])
         .await;
-    assert_eq!(
-        open.headers()["access-control-allow-origin"],
-        "https://anyone.test"
-    );
+    assert_eq!(open.headers()["access-control-allow-origin"], "*");
     assert!(open
         .headers()
         .get("access-control-allow-credentials")
         .is_none());
+}
+
+#[test]
+fn a_star_with_credentials_is_refused_at_load() {
+    let (code, _, err, path, _dir) = check(
+        "upstreams:\n  api:\n    url: http://127.0.0.1:1\ncors:\n  origins: [\"*\"]\n  credentials: true\nproxy: api\n",
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:5:3: cors.origins[0]: `*` with `credentials: true`",
+            path.display()
+        )),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn the_null_origin_gets_no_credentials_and_a_star_no_reflection() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    let gw = Gateway::start(&yaml(&up)).await;
+    let resp = gw.get_sse("/sse/doc", &[("origin", "null")]).await;
+    assert!(resp.headers().get("access-control-allow-origin").is_none());
+    assert!(resp
+        .headers()
+        .get("access-control-allow-credentials")
+        .is_none());
+    let open = gw.get_sse("/sse/open", &[("origin", "null")]).await;
+    assert_eq!(open.headers()["access-control-allow-origin"], "*");
+    assert!(open
+        .headers()
+        .get("access-control-allow-credentials")
+        .is_none());
+}
+
+#[tokio::test]
+async fn every_cors_answer_varies_by_origin() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    let gw = Gateway::start(&yaml(&up)).await;
+    let vary = |r: &reqwest::Response| {
+        r.headers()
+            .get_all("vary")
+            .iter()
+            .any(|v| v.to_str().unwrap().contains("Origin"))
+    };
+    for origin in [APP, "https://evil.example"] {
+        let r = gw.get_sse("/sse/doc", &[("origin", origin)]).await;
+        assert!(vary(&r), "stream, {origin}: {:?}", r.headers());
+        let r = preflight(&gw, "/sse/doc", origin).await;
+        assert_eq!(r.status(), 204);
+        assert!(vary(&r), "preflight, {origin}: {:?}", r.headers());
+    }
+    let r = gw.get_sse("/sse/doc", &[]).await;
+    assert!(vary(&r), "no Origin: {:?}", r.headers());
 }

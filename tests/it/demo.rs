@@ -7,10 +7,15 @@ async fn the_repos_config_serves_the_demo_page_and_a_live_ticker() {
     let yaml =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.yaml")).unwrap();
     let demo_port = free_port();
+    // Its fixed admin port may be taken by another gateway on this machine.
+    let admin_port = free_port();
     let yaml: String = yaml
         .lines()
         .filter(|l| !l.starts_with("listen:"))
-        .map(|l| l.replace("127.0.0.1:3000", &format!("127.0.0.1:{demo_port}")))
+        .map(|l| {
+            l.replace("127.0.0.1:3000", &format!("127.0.0.1:{demo_port}"))
+                .replace("127.0.0.1:9090", &format!("127.0.0.1:{admin_port}"))
+        })
         .collect::<Vec<_>>()
         .join("\n");
     let gw = Gateway::start(&yaml).await;

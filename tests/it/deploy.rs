@@ -22,10 +22,16 @@ fn the_kubernetes_manifests_match_the_gateway() {
     let gateway = cm["data"]["gateway.yaml"].as_str().unwrap();
     let cfg: Value = serde_yaml::from_str(gateway).unwrap();
 
-    // The ConfigMap's gateway.yaml is one the gateway accepts.
+    // The ConfigMap's gateway.yaml is one the gateway accepts, given the token; without it, it
+    // is refused (the admin port listens beyond loopback).
+    let gateway = gateway.replace("api.default.svc.cluster.local", "127.0.0.1");
     let (code, _, err, _, _dir) =
-        crate::support::check(&gateway.replace("api.default.svc.cluster.local", "127.0.0.1"));
+        crate::support::check_with_env(&gateway, &[("ADMIN_TOKEN", "from-the-secret")]);
     assert_eq!(code, 0, "{err}");
+    let (code, _, err, _, _dir) = crate::support::check(&gateway);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("`ADMIN_TOKEN` is not set"), "{err}");
+    assert_eq!(cfg["admin"]["token"], "${ADMIN_TOKEN}");
 
     let dep = yaml("deploy/kubernetes/deployment.yaml");
     let pod = &dep["spec"]["template"]["spec"];
@@ -52,6 +58,17 @@ fn the_kubernetes_manifests_match_the_gateway() {
             .unwrap()
             .starts_with("0.0.0.0:"),
         "probes come from outside"
+    );
+
+    // The token comes from a Secret; the probes need none.
+    let env = c["env"].as_sequence().unwrap();
+    let token = env
+        .iter()
+        .find(|e| e["name"] == "ADMIN_TOKEN")
+        .expect("ADMIN_TOKEN");
+    assert!(
+        token["valueFrom"]["secretKeyRef"]["name"].is_string(),
+        "{token:?}"
     );
 
     // Mounted as a directory (hot reload needs the symlink swap), where the image looks.
@@ -102,6 +119,9 @@ fn the_systemd_unit_reloads_with_sighup_and_is_hardened() {
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
         "DynamicUser=yes",
+        // The upgrade socket's private home ($RUNTIME_DIRECTORY).
+        "RuntimeDirectory=sse-gateway",
+        "RuntimeDirectoryMode=0700",
     ] {
         assert!(u.lines().any(|l| l == line), "missing {line}");
     }

@@ -258,3 +258,128 @@ async fn a_new_binary_takes_over_the_sockets_on_sigquit_and_clients_come_back_to
     up.set("/doc", json!({"v": 1}));
     assert_eq!(back.next_document().await, json!({"v": 1}));
 }
+
+#[tokio::test]
+async fn reading_the_config_is_not_a_change() {
+    use notify::event::{AccessKind, EventKind};
+    use notify::Watcher;
+
+    let up = Upstream::json("/doc", json!({"v": 0})).await;
+    let gw = Gateway::start(&doc_stream(&up, "")).await;
+    gw.watching().await;
+    let applied = "sse_gateway_config_reloads_total{result=\"applied\"}";
+    let refused = "sse_gateway_config_reloads_total{result=\"refused\"}";
+    let before = (gw.metric(applied).await, gw.metric(refused).await);
+
+    // Every open of the file, by anyone: ours below, and any re-read by the gateway.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if let Ok(ev) = ev {
+            if matches!(ev.kind, EventKind::Access(AccessKind::Open(_))) {
+                let _ = tx.send(());
+            }
+        }
+    })
+    .unwrap();
+    watcher
+        .watch(&gw.config, notify::RecursiveMode::NonRecursive)
+        .unwrap();
+    // What an operator's `cat gateway.yaml` does.
+    std::fs::read(&gw.config).unwrap();
+    // An absence has no event to wait for: watch for a while (twenty settle periods).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let opens = rx.try_iter().count();
+    assert_eq!(opens, 1, "the gateway re-read its config on its own");
+    assert_eq!((gw.metric(applied).await, gw.metric(refused).await), before);
+    assert!(!gw.stderr().contains("config reload"), "{}", gw.stderr());
+}
+
+/// One sample from the admin listener, which wants a token.
+async fn metric_with_token(admin_port: u16, token: &str, sample: &str) -> Option<f64> {
+    let text = http()
+        .get(format!("http://127.0.0.1:{admin_port}/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines().find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == sample).then(|| value.parse().ok()).flatten()
+    })
+}
+
+#[tokio::test]
+async fn an_emptied_config_is_refused_and_the_running_one_stays() {
+    let up = Upstream::json("/doc", json!({"v": 0})).await;
+    let admin_port = free_port();
+    let gw = Gateway::start_with_env(
+        &format!(
+            "admin:\n  listen: 127.0.0.1:{admin_port}\n  token: \"${{ADMIN_TOKEN}}\"\n{}",
+            doc_stream(&up, "")
+        ),
+        &[("ADMIN_TOKEN", "let-me-in")],
+    )
+    .await;
+    let mut client = gw.sse("/sse/doc").await;
+    client.snapshot().await;
+    gw.watching().await;
+    let refused = "sse_gateway_config_reloads_total{result=\"refused\"}";
+    let before = metric_with_token(admin_port, "let-me-in", refused)
+        .await
+        .unwrap();
+
+    // A writer that truncates first (`cat > gateway.yaml`, `envsubst > ...`), caught half-way.
+    std::fs::write(&gw.config, "").unwrap();
+    eventually("the empty config is refused", || async {
+        (metric_with_token(admin_port, "let-me-in", refused).await == Some(before + 1.0))
+            .then_some(())
+    })
+    .await;
+    assert!(gw.stderr().contains("nothing to serve"), "{}", gw.stderr());
+
+    up.set("/doc", json!({"v": 1}));
+    assert_eq!(client.next_document().await, json!({"v": 1}), "not ended");
+    let open = http()
+        .get(format!("http://127.0.0.1:{admin_port}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(open.status(), 401, "the token is still required");
+    let mut again = gw.sse("/sse/doc").await;
+    assert_eq!(again.snapshot().await, json!({"v": 1}));
+}
+
+#[tokio::test]
+async fn a_reload_cannot_drop_the_token_of_an_admin_listener_beyond_loopback() {
+    let up = Upstream::json("/doc", json!({"v": 0})).await;
+    let admin_port = free_port();
+    let gw = Gateway::start_with_env(
+        &format!(
+            "admin:\n  listen: 0.0.0.0:{admin_port}\n  token: \"${{ADMIN_TOKEN}}\"\n{}",
+            doc_stream(&up, "")
+        ),
+        &[("ADMIN_TOKEN", "let-me-in")],
+    )
+    .await;
+    gw.watching().await;
+    // Valid on its own (loopback needs no token), but the bound listener is still 0.0.0.0.
+    gw.rewrite(&format!(
+        "admin:\n  listen: 127.0.0.1:{admin_port}\n{}",
+        doc_stream(&up, "")
+    ));
+    eventually("the reload is refused", || async {
+        gw.stderr()
+            .contains("a reload cannot remove admin.token")
+            .then_some(())
+    })
+    .await;
+    let open = http()
+        .get(format!("http://127.0.0.1:{admin_port}/streams"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(open.status(), 401);
+}

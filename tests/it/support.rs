@@ -601,6 +601,14 @@ pub fn config(upstream: &Upstream, streams: &str) -> String {
 
 /// Writes a config to a temp file and runs `sse-gateway check` on it.
 pub fn check(yaml: &str) -> (i32, String, String, PathBuf, tempfile::TempDir) {
+    check_with_env(yaml, &[])
+}
+
+/// `check` with these environment variables set (for `${VAR}`s).
+pub fn check_with_env(
+    yaml: &str,
+    env: &[(&str, &str)],
+) -> (i32, String, String, PathBuf, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("broken.yaml");
     let mut f = std::fs::File::create(&path).expect("create");
@@ -609,6 +617,8 @@ pub fn check(yaml: &str) -> (i32, String, String, PathBuf, tempfile::TempDir) {
         .arg("check")
         .arg(&path)
         .env_remove("LEGACY_TOKEN")
+        .env_remove("ADMIN_TOKEN")
+        .envs(env.iter().copied())
         .output()
         .expect("run check");
     (
