@@ -110,6 +110,10 @@ pub struct LimitsFile {
     pub max_clients: Option<usize>,
     #[serde(default, with = "humantime_serde")]
     pub write_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub head_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub keepalive: Option<Duration>,
 }
 
 /// A byte size: a number of bytes or a string with a unit (`512KiB`, `8MiB`, `1MB`).

@@ -71,6 +71,12 @@ pub struct Limits {
     pub max_clients: usize,
     /// A client whose socket stays blocked this long is dropped.
     pub write_timeout: Duration,
+    /// How long a request head may take to arrive whole (with the TLS handshake, on a new
+    /// connection): a slow head pins a connection and its buffer.
+    pub head_timeout: Duration,
+    /// How long a kept-alive connection (or an HTTP/2 one with no stream open) may wait for
+    /// its next request.
+    pub keepalive: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -254,6 +260,12 @@ impl Config {
             "limits: max_clients {}, write_timeout {}",
             self.limits.max_clients,
             humantime::format_duration(self.limits.write_timeout)
+        );
+        let _ = writeln!(
+            s,
+            "connections: head_timeout {}, keepalive {}",
+            humantime::format_duration(self.limits.head_timeout),
+            humantime::format_duration(self.limits.keepalive)
         );
         for up in self.upstreams.values() {
             let names: Vec<&str> = up.headers.iter().map(|(n, _)| n.as_str()).collect();

@@ -16,6 +16,11 @@ use super::{
 };
 
 const DEFAULT_PARAM: &str = "^[A-Za-z0-9._~-]+$";
+/// nginx's `client_header_timeout` is 60 s; a head is a few hundred bytes, so 10 s is ample
+/// even on a poor mobile link.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Browsers keep an idle connection 60 s or less (nginx's `keepalive_timeout` is 75 s).
+const KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// Collects errors with their place in the file.
 struct Errors<'a> {
@@ -133,6 +138,8 @@ pub fn validate(
         Limits {
             max_clients: 50_000,
             write_timeout: Duration::from_secs(10),
+            head_timeout: HEAD_TIMEOUT,
+            keepalive: KEEPALIVE,
         },
         |l| {
             if l.max_clients == Some(0) {
@@ -141,9 +148,19 @@ pub fn validate(
             if l.write_timeout == Some(Duration::ZERO) {
                 errs.add("limits.write_timeout", "must be more than zero");
             }
+            for (key, value) in [
+                ("limits.head_timeout", l.head_timeout),
+                ("limits.keepalive", l.keepalive),
+            ] {
+                if value == Some(Duration::ZERO) {
+                    errs.add(key, "must be more than zero");
+                }
+            }
             Limits {
                 max_clients: l.max_clients.unwrap_or(50_000),
                 write_timeout: l.write_timeout.unwrap_or(Duration::from_secs(10)),
+                head_timeout: l.head_timeout.unwrap_or(HEAD_TIMEOUT),
+                keepalive: l.keepalive.unwrap_or(KEEPALIVE),
             }
         },
     );
@@ -667,6 +684,29 @@ mod tests {
             "Debug hides credentials"
         );
         assert_eq!(c.limits.max_clients, 50_000);
+        assert_eq!(c.limits.head_timeout, Duration::from_secs(10));
+        assert_eq!(c.limits.keepalive, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn connection_timeouts_are_set_and_never_zero() {
+        let c = load(&format!(
+            "{BASE}streams: []\nlimits:\n  head_timeout: 2s\n  keepalive: 500ms\n"
+        ))
+        .unwrap();
+        assert_eq!(c.limits.head_timeout, Duration::from_secs(2));
+        assert_eq!(c.limits.keepalive, Duration::from_millis(500));
+        for key in ["head_timeout", "keepalive"] {
+            let err = load(&format!("{BASE}streams: []\nlimits:\n  {key}: 0s\n"))
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(
+                err.contains(&format!("g.yaml:7:3: limits.{key}:"))
+                    && err.contains("more than zero"),
+                "{err}"
+            );
+        }
     }
 
     #[test]
