@@ -1,7 +1,14 @@
 //! TLS on the client listener: HTTP/2 by ALPN, HTTP/1.1 beside it; renewed certificates load
 //! on SIGHUP.
 
+use std::sync::Arc;
+
 use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 
 use crate::support::*;
 
@@ -119,4 +126,56 @@ async fn over_http1_with_tls_a_stream_and_a_proxied_request_are_both_served() {
         api.json::<serde_json::Value>().await.unwrap(),
         json!({"name": "legacy"})
     );
+}
+
+/// A TLS connection to the gateway, trusting `pem`, offering `alpn`.
+async fn tls_connect(
+    pem: &str,
+    port: u16,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    pingora::tls::install_default_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(pem.as_bytes()).unwrap())
+        .unwrap();
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_http2_connection_that_opens_no_stream_is_closed_after_keepalive() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, pem) = tls_gateway(&up, dir.path(), "limits:\n  keepalive: 1s\n").await;
+    let mut conn = tls_connect(&pem, gw.port, b"h2").await;
+    assert_eq!(conn.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    // The client preface, an empty SETTINGS frame (RFC 9113 §3.4, §6.5), then nothing.
+    conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    // The gateway's own SETTINGS, and its ACK of ours, then the close.
+    let seen = until_closed(&mut conn).await;
+    assert!(!seen.is_empty(), "the gateway spoke HTTP/2 first");
+}
+
+#[tokio::test]
+async fn a_tls_handshake_that_never_completes_is_closed_after_the_head_timeout() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, pem) = tls_gateway(&up, dir.path(), "limits:\n  head_timeout: 1s\n").await;
+    let mut tcp = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    // The first bytes of a TLS record header, then silence.
+    tcp.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+    assert_eq!(until_closed(&mut tcp).await, "");
+    // A client that completes its handshake is served.
+    let resp = subscribe(&client_trusting(&pem), gw.port).await.unwrap();
+    assert_eq!(resp.status(), 200);
 }
