@@ -23,15 +23,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
-use http::{Method, StatusCode};
+use http::StatusCode;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
-use pingora::http::RequestHeader;
 use pingora::listeners::tls::Acceptor;
-use pingora::protocols::http::authority::validate_request_authority;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::{Stream, ALPN};
@@ -41,19 +38,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{timeout_at, Instant};
 use tracing::{debug, info};
 
+use super::head::{read_head, Head, Wait, MAX_HEAD};
 use super::replay::Replay;
 use super::session::{self, End, Wire};
 use super::{Answer, Edge, Opened, Permit, Reply};
-use crate::routes::Routes;
 
-/// Longest request head accepted; a longer one gets 431. Browsers send a few hundred bytes,
-/// cookies included rarely more than 8 KiB; nginx's default is 8 KiB, pingora's 1 MiB.
-const MAX_HEAD: usize = 64 * 1024;
-/// pingora's own limit: a head with more headers gets its 400.
-const MAX_HEADERS: usize = 256;
-/// A head this short is parsed after every read; a longer one only when a line ends, so a head
-/// dripped a byte at a time costs linear time, not quadratic.
-const SHORT_HEAD: usize = 4 * 1024;
 /// RFC 9113 §3.4: the first bytes of every HTTP/2 connection.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// For writing a refusal before the connection closes.
@@ -318,164 +307,6 @@ fn stream_task<C: Conn>(
         _permit: permit,
     };
     session::run(wire, sub, settings)
-}
-
-enum Head {
-    /// The connection closed, or stayed silent past its deadline, before a request began.
-    Gone,
-    /// A head that stopped short (closed, or past its deadline) after this many bytes.
-    Cut(usize),
-    /// A head longer than `MAX_HEAD`.
-    TooLarge,
-    /// A whole head that is not a subscription served here: pingora takes the bytes read.
-    Pass(Vec<u8>),
-    /// A whole HTTP/1.1 GET head for a stream path, and the bytes it came from.
-    Stream(Box<RequestHeader>, Vec<u8>),
-}
-
-/// When a connection must have sent what.
-#[derive(Clone, Copy)]
-struct Wait {
-    /// No byte of a request by then: the connection is closed.
-    first_byte: Instant,
-    /// The head must be whole by then; `None`: `head_timeout` after its first byte.
-    whole: Option<Instant>,
-}
-
-/// Reads until the head is whole, too long, or late. The routes are looked up as bytes arrive,
-/// never held: a connection that waits must not pin an old config.
-async fn read_head<C: Conn>(
-    conn: &mut C,
-    routes: &ArcSwap<Routes>,
-    wait: Wait,
-    head_timeout: Duration,
-) -> io::Result<Head> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut deadline = wait.first_byte;
-    let mut ended = false;
-    loop {
-        if buf.len() == buf.capacity() {
-            buf.reserve(buf.len());
-        }
-        let room = (MAX_HEAD - buf.len()) as u64;
-        let n = match timeout_at(deadline, (&mut *conn).take(room).read_buf(&mut buf)).await {
-            Ok(read) => read?,
-            Err(_) => 0,
-        };
-        if n == 0 {
-            return Ok(match buf.len() {
-                0 => Head::Gone,
-                n => Head::Cut(n),
-            });
-        }
-        if buf.len() == n {
-            deadline = wait.whole.unwrap_or_else(|| Instant::now() + head_timeout);
-        }
-        let new = buf.len() - n;
-        ended = ended || ends_head(&buf[new.saturating_sub(2)..]);
-        let parsed = if buf.len() <= SHORT_HEAD || buf[new..].contains(&b'\n') {
-            parse(&buf, ended, &routes.load())
-        } else {
-            Parsed::Partial
-        };
-        match parsed {
-            Parsed::Partial if buf.len() < MAX_HEAD => continue,
-            Parsed::Partial => return Ok(Head::TooLarge),
-            Parsed::Pass => return Ok(Head::Pass(buf)),
-            Parsed::Stream(req) => return Ok(Head::Stream(req, buf)),
-        }
-    }
-}
-
-/// Whether `bytes` hold an empty line, the end of any head (httparse accepts bare LF too).
-fn ends_head(bytes: &[u8]) -> bool {
-    bytes.windows(2).any(|w| w == b"\n\n") || bytes.windows(3).any(|w| w == b"\n\r\n")
-}
-
-#[derive(Debug)]
-enum Parsed {
-    /// Not whole yet.
-    Partial,
-    /// Whole, or refused by pingora without reading on: pingora's.
-    Pass,
-    /// A subscription to serve here.
-    Stream(Box<RequestHeader>),
-}
-
-/// Whether `buf` starts with a whole head, and whose it is; `ended`: whether `buf` holds an
-/// empty line ([`ends_head`]). Only a plain GET on a stream path, with no body and no upgrade,
-/// is served here; anything unusual goes to pingora, whose HTTP/1 handling is complete, and
-/// only once it is whole, so pingora never waits for a head.
-fn parse(buf: &[u8], ended: bool, routes: &Routes) -> Parsed {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let status = match req.parse(buf) {
-        Ok(status) => status,
-        // pingora percent-escapes a request line httparse refuses and parses again, so it must
-        // get the whole head; any other error it answers with 400 without reading on.
-        Err(httparse::Error::Token | httparse::Error::Version)
-            if !ended && starts_like_a_request_line(buf) =>
-        {
-            return Parsed::Partial
-        }
-        Err(_) => return Parsed::Pass,
-    };
-    if status.is_partial() {
-        return Parsed::Partial;
-    }
-    if req.method != Some("GET")
-        || req.version != Some(1)
-        || req.headers.iter().any(|h| needs_pingora(h))
-    {
-        return Parsed::Pass;
-    }
-    let Some(target) = req.path else {
-        return Parsed::Pass;
-    };
-    let path = target.split('?').next().unwrap_or(target);
-    if routes.find(path).is_none() {
-        return Parsed::Pass;
-    }
-    let Ok(mut header) =
-        RequestHeader::build(Method::GET, target.as_bytes(), Some(req.headers.len()))
-    else {
-        return Parsed::Pass;
-    };
-    for h in req.headers.iter() {
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(h.name.as_bytes()),
-            HeaderValue::from_bytes(h.value),
-        ) else {
-            return Parsed::Pass;
-        };
-        if header.append_header(name, value).is_err() {
-            return Parsed::Pass;
-        }
-    }
-    // pingora refuses (400) a duplicate Host, userinfo, or a Host that differs from the
-    // target's authority; so does this path.
-    if validate_request_authority(&header).is_err() {
-        return Parsed::Pass;
-    }
-    Parsed::Stream(Box::new(header))
-}
-
-/// pingora's test for a request line worth escaping (`^\w+ .+ HTTP/`), up to its first space.
-fn starts_like_a_request_line(buf: &[u8]) -> bool {
-    let method = buf.split(|&b| b == b' ').next().unwrap_or_default();
-    !method.is_empty()
-        && method
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || *b == b'_')
-}
-
-/// A body, an upgrade or an expectation: leave the request to pingora.
-fn needs_pingora(h: &httparse::Header<'_>) -> bool {
-    let name = h.name;
-    (name.eq_ignore_ascii_case("content-length") && h.value != b"0")
-        || name.eq_ignore_ascii_case("transfer-encoding")
-        || name.eq_ignore_ascii_case("upgrade")
-        || name.eq_ignore_ascii_case("expect")
 }
 
 /// A refusal, then the connection closes: the client has nothing else in flight on it.
