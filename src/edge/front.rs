@@ -226,6 +226,8 @@ impl Front {
             let backstop = head_timeout.as_secs().max(1);
             session.set_keepalive((!*shutdown.borrow()).then_some(backstop));
             let reused = self.proxy.process_new_http(session, shutdown).await?;
+            // Nothing read is left behind in pingora: with pipelining off (its default) it
+            // closes a connection on which it read past the request, instead of handing it back.
             let (stream, settings) = reused.consume();
             carried = settings;
             conn = C::reclaim(stream)?;
