@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -178,4 +178,45 @@ async fn a_tls_handshake_that_never_completes_is_closed_after_the_head_timeout()
     // A client that completes its handshake is served.
     let resp = subscribe(&client_trusting(&pem), gw.port).await.unwrap();
     assert_eq!(resp.status(), 200);
+}
+
+/// Reads until `marker` has come; returns all read.
+async fn read_until(conn: &mut (impl AsyncRead + Unpin), marker: &str) -> String {
+    let mut seen = Vec::new();
+    tokio::time::timeout(DEADLINE, async {
+        while !String::from_utf8_lossy(&seen).contains(marker) {
+            let mut buf = [0u8; 4096];
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {marker:?} in {:?}", String::from_utf8_lossy(&seen)));
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+#[tokio::test]
+async fn over_http1_with_tls_a_stream_after_proxied_requests_on_one_connection_is_served() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    up.set("/api/info", json!({"name": "legacy"}));
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, pem) = tls_gateway(&up, dir.path(), "proxy: api\n").await;
+    let mut conn = tls_connect(&pem, gw.port, b"http/1.1").await;
+    // pingora answers these and hands the connection back each time.
+    for _ in 0..2 {
+        conn.write_all(b"GET /api/info HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let text = read_until(&mut conn, "legacy").await;
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    }
+    conn.write_all(
+        b"GET /sse/doc HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let text = read_until(&mut conn, "data: {\"v\":1}").await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("event: snapshot"), "{text}");
 }
