@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use pingora::apps::http_app::HttpServer;
+use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
@@ -99,6 +100,7 @@ pub fn run(config: Config, path: PathBuf, upgrade: bool) -> Result<(), AppError>
     let demo = config.demo.clone();
     let admin_listen = config.admin.listen;
     let upgrade_sock = upgrade_socket(config.upgrade_sock.as_deref())?;
+    let keepalive = config.limits.keepalive;
     let certs = match &config.tls {
         Some(tls) => Some(Arc::new(CertStore::load(&tls.cert, &tls.key)?)),
         None => None,
@@ -146,23 +148,33 @@ pub fn run(config: Config, path: PathBuf, upgrade: bool) -> Result<(), AppError>
     admin.add_tcp(&admin_listen.to_string());
     server.add_service(admin);
     let edge = Edge { shared };
-    let proxy_app = pingora::proxy::http_proxy(&server.configuration, edge.clone());
-    let mut proxy = Service::new("gateway".into(), Front::new(edge, proxy_app));
-    match certs {
+    let mut proxy_app = pingora::proxy::http_proxy(&server.configuration, edge.clone());
+    // An HTTP/2 connection with no stream open waits as long as a kept-alive HTTP/1 one (from
+    // the config at start-up: pingora reads it once). pingora caps streams per connection at 100.
+    let mut options = HttpServerOptions::default();
+    options.h2_idle_timeout = Some(keepalive);
+    proxy_app.server_options = Some(options);
+    // The listener is plain TCP either way: `Front` does the TLS handshake, under the head
+    // timeout.
+    let mut listener = ListenerConfig::tcp(listen.to_string());
+    let tls = match certs {
         Some(certs) => {
             let mut tls = TlsSettings::intermediate("", "").map_err(AppError::Listener)?;
             tls.set_cert_resolver(certs);
             // HTTP/2 by ALPN: browsers then multiplex many streams over one connection instead
             // of stopping at six per host.
             tls.enable_h2();
-            proxy.add_tls_with_settings(&listen.to_string(), None, tls);
+            Some(tls.build())
         }
         // No L4 buffers on plain connections: pingora's HTTP/1 session reads into its own, and
         // the 64 KB read buffer would otherwise stay allocated under every idle SSE client.
-        None => proxy.add_listener(
-            ListenerConfig::tcp(listen.to_string()).l4_buffer(L4BufferSettings::unbuffered()),
-        ),
-    }
+        None => {
+            listener = listener.l4_buffer(L4BufferSettings::unbuffered());
+            None
+        }
+    };
+    let mut proxy = Service::new("gateway".into(), Front::new(edge, proxy_app, tls));
+    proxy.add_listener(listener);
     server.add_service(proxy);
     if let Some(demo) = demo {
         let mut svc = Service::new("demo api".into(), HttpServer::new_app(DemoApi::new()));

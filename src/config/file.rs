@@ -112,6 +112,10 @@ pub struct LimitsFile {
     pub write_timeout: Option<Duration>,
     pub max_connections: Option<usize>,
     pub max_clients_per_ip: Option<usize>,
+    #[serde(default, with = "humantime_serde")]
+    pub head_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub keepalive: Option<Duration>,
 }
 
 /// A byte size: a number of bytes or a string with a unit (`512KiB`, `8MiB`, `1MB`).

@@ -77,6 +77,12 @@ pub struct Limits {
     pub max_connections: Option<usize>,
     /// Client connections from one address; 0 is no limit.
     pub max_clients_per_ip: usize,
+    /// How long a request head may take to arrive whole (with the TLS handshake, on a new
+    /// connection): a slow head pins a connection and its buffer.
+    pub head_timeout: Duration,
+    /// How long a kept-alive connection (or an HTTP/2 one with no stream open) may wait for
+    /// its next request.
+    pub keepalive: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -284,14 +290,16 @@ impl Config {
         );
         let _ = writeln!(
             s,
-            "limits: max_connections {}, max_clients_per_ip {}",
+            "connections: max_connections {}, max_clients_per_ip {}, head_timeout {}, keepalive {}",
             self.limits
                 .max_connections
                 .map_or("from the open-file limit".into(), |n| n.to_string()),
             match self.limits.max_clients_per_ip {
                 0 => "off".into(),
                 n => n.to_string(),
-            }
+            },
+            humantime::format_duration(self.limits.head_timeout),
+            humantime::format_duration(self.limits.keepalive)
         );
         for up in self.upstreams.values() {
             let names: Vec<&str> = up.headers.iter().map(|(n, _)| n.as_str()).collect();

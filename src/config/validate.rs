@@ -16,6 +16,11 @@ use super::{
 };
 
 const DEFAULT_PARAM: &str = "^[A-Za-z0-9._~-]+$";
+/// nginx's `client_header_timeout` is 60 s; a head is a few hundred bytes, so 10 s is ample
+/// even on a poor mobile link.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Browsers keep an idle connection 60 s or less (nginx's `keepalive_timeout` is 75 s).
+const KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// Collects errors with their place in the file.
 struct Errors<'a> {
@@ -135,6 +140,8 @@ pub fn validate(
             write_timeout: Duration::from_secs(10),
             max_connections: None,
             max_clients_per_ip: 0,
+            head_timeout: HEAD_TIMEOUT,
+            keepalive: KEEPALIVE,
         },
         |l| {
             if l.max_clients == Some(0) {
@@ -146,12 +153,24 @@ pub fn validate(
             if l.max_connections == Some(0) {
                 errs.add("limits.max_connections", "must be at least 1");
             }
+            for (key, value) in [
+                ("limits.head_timeout", l.head_timeout),
+                ("limits.keepalive", l.keepalive),
+            ] {
+                if value == Some(Duration::ZERO) {
+                    errs.add(key, "must be more than zero");
+                }
+            }
             let write_timeout = l.write_timeout.unwrap_or(Duration::from_secs(10));
+            let head_timeout = l.head_timeout.unwrap_or(HEAD_TIMEOUT);
+            let keepalive = l.keepalive.unwrap_or(KEEPALIVE);
             Limits {
                 max_clients: l.max_clients.unwrap_or(50_000),
                 write_timeout: capped(&mut errs, "limits.write_timeout", write_timeout),
                 max_connections: l.max_connections,
                 max_clients_per_ip: l.max_clients_per_ip.unwrap_or(0),
+                head_timeout: capped(&mut errs, "limits.head_timeout", head_timeout),
+                keepalive: capped(&mut errs, "limits.keepalive", keepalive),
             }
         },
     );
@@ -781,6 +800,29 @@ mod tests {
             "Debug hides credentials"
         );
         assert_eq!(c.limits.max_clients, 50_000);
+        assert_eq!(c.limits.head_timeout, Duration::from_secs(10));
+        assert_eq!(c.limits.keepalive, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn connection_timeouts_are_set_and_never_zero() {
+        let c = load(&format!(
+            "{BASE}proxy: api\nlimits:\n  head_timeout: 2s\n  keepalive: 500ms\n"
+        ))
+        .unwrap();
+        assert_eq!(c.limits.head_timeout, Duration::from_secs(2));
+        assert_eq!(c.limits.keepalive, Duration::from_millis(500));
+        for key in ["head_timeout", "keepalive"] {
+            let err = load(&format!("{BASE}proxy: api\nlimits:\n  {key}: 0s\n"))
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(
+                err.contains(&format!("g.yaml:7:3: limits.{key}:"))
+                    && err.contains("more than zero"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

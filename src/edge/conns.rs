@@ -1,8 +1,9 @@
 //! The connection count behind `limits.max_connections` and `limits.max_clients_per_ip`.
 //!
-//! A connection counts from the moment pingora hands it to `Front::process_new` (after the TLS
-//! handshake) until it closes, whichever path serves it: an [`Admitted`] guard lives as long as
-//! the connection does, in `process_new` or in the task of a direct-path stream.
+//! A connection counts from the moment pingora's listener hands it to `Front::process_new`
+//! (before the TLS handshake, which `Front` does itself) until it closes, whichever path serves
+//! it: an [`Admitted`] guard lives as long as the connection does, in `Front::serve` or in the
+//! task of a direct-path stream.
 //!
 //! Past a limit the connection is closed at once, before anything is read. An answer would have
 //! to come before the request, so it could not tell an `EventSource` from anything else, and a
@@ -210,6 +211,8 @@ mod tests {
             write_timeout: Duration::from_secs(10),
             max_connections: Some(max_connections),
             max_clients_per_ip: per_ip,
+            head_timeout: Duration::from_secs(10),
+            keepalive: Duration::from_secs(60),
         }
     }
 

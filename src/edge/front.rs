@@ -1,58 +1,84 @@
-//! The client listener's first look at each new connection.
+//! The client listener's look at every connection and every request head.
 //!
 //! An event stream is a request that never ends, and pingora keeps everything a request owns
 //! (its HTTP session and buffers, the proxy's context and future) for as long as it runs:
-//! about 40 KB per idle client. So when the first request on a fresh HTTP/1.1 connection
-//! (plain or TLS) subscribes to a stream, it is served here, on the socket itself, and a client
-//! then costs its subscription, its socket and one small task. Everything else (the demo page,
-//! proxied requests, refusals pingora formats, HTTP/2, later requests on a kept-alive
-//! connection) goes to pingora's proxy with the bytes already read put back first, so it sees
-//! the connection exactly as the client sent it.
+//! about 40 KB per idle client. So when a request on an HTTP/1.1 connection (plain or TLS, the
+//! first or a later one on a kept-alive connection) subscribes to a stream, it is served here,
+//! on the socket itself, and a client then costs its subscription, its socket and one small
+//! task. Everything else (the demo page, proxied requests, refusals pingora formats) goes to
+//! pingora's proxy one request at a time, with the bytes already read put back first, so it sees
+//! the connection exactly as the client sent it; the connection comes back here after each one.
+//! HTTP/2 goes to pingora whole.
+//!
+//! Every HTTP/1 head is read here, whole, before pingora sees it: pingora 0.9.1 times a head per
+//! read (a byte a minute holds a connection and up to 1 MiB of buffer) and waits for the next
+//! request on a kept-alive connection forever (cloudflare/pingora#447). Here a head must arrive
+//! whole within `limits.head_timeout` (on a new connection, counted from the accept, TLS
+//! handshake included) and a kept-alive connection waits `limits.keepalive` for its next one.
 
+use std::fmt::Display;
 use std::future::Future;
 use std::io::{self, IoSlice, Write as _};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
-use http::{Method, StatusCode};
-use pingora::apps::ServerApp;
-use pingora::http::RequestHeader;
+use http::StatusCode;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora::listeners::tls::Acceptor;
+use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tracing::debug;
+use tokio::time::{timeout_at, Instant};
+use tracing::{debug, info};
 
 use super::conns::Admitted;
+use super::head::{read_head, Head, Wait, MAX_HEAD};
 use super::replay::Replay;
 use super::session::{self, End, Wire};
 use super::{Answer, Edge, Opened, Permit, Reply};
-use crate::routes::Routes;
 
-/// Longest request head read here; a longer one goes to pingora, which refuses it properly.
-const MAX_HEAD: usize = 16 * 1024;
-/// How long a new connection may take to send its request head (nginx's
-/// `client_header_timeout` default).
-const HEAD_TIMEOUT: Duration = Duration::from_secs(60);
+/// RFC 9113 §3.4: the first bytes of every HTTP/2 connection.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// For writing a refusal before the connection closes.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `linger` waits for the rest of a refused request.
+const LINGER: Duration = Duration::from_secs(2);
 
 pub struct Front {
     edge: Edge,
     proxy: Arc<HttpProxy<Edge>>,
+    /// TLS is accepted here rather than by pingora's listener, whose handshake has a fixed 60 s
+    /// limit and logs each failure at `error`.
+    tls: Option<Acceptor>,
+    /// Failed handshakes and unfinished heads are free for anyone to cause: they are counted,
+    /// and only now and then logged above debug.
+    handshakes_failed: AtomicU64,
+    heads_cut_off: AtomicU64,
 }
 
 impl Front {
-    pub fn new(edge: Edge, proxy: HttpProxy<Edge>) -> Front {
+    pub fn new(edge: Edge, proxy: HttpProxy<Edge>, tls: Option<Acceptor>) -> Front {
         Front {
             edge,
             proxy: Arc::new(proxy),
+            tls,
+            handshakes_failed: AtomicU64::new(0),
+            heads_cut_off: AtomicU64::new(0),
         }
+    }
+
+    /// `limits.head_timeout` and `limits.keepalive`, read fresh so a reload applies to the next
+    /// wait.
+    fn timeouts(&self) -> (Duration, Duration) {
+        let limits = &self.edge.shared.routes.load().config.limits;
+        (limits.head_timeout, limits.keepalive)
     }
 }
 
@@ -63,17 +89,34 @@ impl ServerApp for Front {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let deadline = Instant::now() + self.timeouts().0;
         let shared = &self.edge.shared;
-        let conn = shared
+        // Counted from the accept, so connections still in their TLS handshake count too; the
+        // guard lives as long as anything serves the connection (a stream task included).
+        let admitted = shared
             .conns
             .admit(&stream, &shared.routes.load().config.limits)?;
-        // A connection handed back for reuse is served here, not returned: pingora's listener
-        // would pass it to `process_new` again, which would count it twice.
-        let mut next = self.serve(stream, shutdown, &conn).await;
-        while let Some(stream) = next {
-            next = self.serve(stream, shutdown, &conn).await;
+        // The listener is plain TCP: TLS, when configured, is accepted here.
+        let mut raw = stream.into_any().downcast::<L4Stream>().ok()?;
+        let Some(tls) = &self.tls else {
+            return self.serve(raw, deadline, shutdown, admitted).await;
+        };
+        // Each event is one small write that must leave at once (see `Conn::no_delay`); below
+        // TLS that has to be set before the handshake.
+        raw.no_delay();
+        let stream: Stream = match timeout_at(deadline, tls.tls_handshake(*raw)).await {
+            Ok(Ok(tls)) => Box::new(tls),
+            Ok(Err(e)) => return self.handshake_failed(e),
+            Err(_) => return self.handshake_failed("timed out"),
+        };
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            // pingora serves the whole connection and hands nothing back.
+            self.http2(stream, deadline, shutdown).await;
+            drop(admitted);
+            return None;
         }
-        None
+        let tls = Box::new(Replay::new(stream, Bytes::new()));
+        self.serve(tls, deadline, shutdown, admitted).await
     }
 
     async fn cleanup(&self) {
@@ -81,31 +124,12 @@ impl ServerApp for Front {
     }
 }
 
-impl Front {
-    /// One connection, counted as `conn` for as long as anything serves it.
-    async fn serve(
-        self: &Arc<Self>,
-        stream: Stream,
-        shutdown: &ShutdownWatch,
-        conn: &Admitted,
-    ) -> Option<Stream> {
-        // HTTP/2 multiplexes streams over one connection: pingora's h2 server owns it.
-        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            return self.proxy.process_new(stream, shutdown).await;
-        }
-        if stream.get_ssl_digest().is_none() && stream.as_any().is::<L4Stream>() {
-            let raw = stream.into_any().downcast::<L4Stream>().ok()?;
-            return self.first_request(raw, shutdown, conn).await;
-        }
-        // HTTP/1.1 over TLS.
-        self.first_request(stream, shutdown, conn).await
-    }
-}
-
 /// A client connection the direct path can serve: plain TCP, or TLS.
 trait Conn: AsyncRead + AsyncWrite + Unpin + Send + Sized + 'static {
     /// The connection for pingora, yielding `read` again before anything else.
     fn unread(self, read: Vec<u8>) -> Stream;
+    /// The connection again, as pingora hands it back after a request it answered.
+    fn reclaim(stream: Stream) -> Option<Self>;
     /// Each event is one small write that must leave at once: Nagle would hold it back while
     /// an earlier one waits for its (possibly delayed) ACK.
     fn no_delay(&mut self) {}
@@ -117,6 +141,10 @@ impl Conn for Box<L4Stream> {
         self
     }
 
+    fn reclaim(stream: Stream) -> Option<Self> {
+        stream.into_any().downcast::<L4Stream>().ok()
+    }
+
     fn no_delay(&mut self) {
         if let Err(e) = self.set_nodelay() {
             debug!(error = %e, "cannot set TCP_NODELAY");
@@ -124,56 +152,154 @@ impl Conn for Box<L4Stream> {
     }
 }
 
-/// TLS streams can't rewind: a wrapper puts the bytes back.
-impl Conn for Stream {
-    fn unread(self, read: Vec<u8>) -> Stream {
-        Box::new(Replay::new(self, read.into()))
+/// TLS streams can't rewind: a wrapper puts the bytes back (`TCP_NODELAY` is set before the
+/// handshake).
+impl Conn for Box<Replay> {
+    fn unread(mut self, read: Vec<u8>) -> Stream {
+        self.put_back(read);
+        self
+    }
+
+    fn reclaim(stream: Stream) -> Option<Self> {
+        stream.into_any().downcast::<Replay>().ok()
     }
 }
 
 impl Front {
-    /// Reads the connection's first request head; serves it when it subscribes to a stream,
-    /// and hands the connection to pingora otherwise.
-    async fn first_request<C: Conn>(
+    /// Serves an HTTP/1 connection request by request: a subscription here, anything else
+    /// through pingora, which answers that one request and hands the connection back.
+    async fn serve<C: Conn>(
         self: &Arc<Self>,
         mut conn: C,
+        deadline: Instant,
         shutdown: &ShutdownWatch,
-        counted: &Admitted,
+        admitted: Admitted,
     ) -> Option<Stream> {
         let routes = &self.edge.shared.routes;
-        let head = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut conn, routes)).await {
-            Ok(Ok(Some(head))) => head,
-            // Closed, failed or silent before a whole request line: nothing to answer.
-            Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return None,
+        let mut wait = Wait {
+            first_byte: deadline,
+            whole: Some(deadline),
         };
-        let (req, read) = match head {
-            Head::Pass(read) => return self.proxy.process_new(conn.unread(read), shutdown).await,
-            Head::Stream(req, read) => (req, read),
-        };
-        match self.edge.answer(&req).await {
-            Answer::Proxy => self.proxy.process_new(conn.unread(read), shutdown).await,
-            Answer::Reply(reply) => {
-                if let Err(e) = write_reply(&mut conn, reply).await {
-                    debug!(error = %e, "cannot send the refusal");
+        // pingora's state for the connection (requests left, its context), from one request it
+        // answered to the next.
+        let mut carried: Option<HttpPersistentSettings> = None;
+        loop {
+            let (head_timeout, keepalive) = self.timeouts();
+            let head = tokio::select! {
+                head = read_head(&mut conn, routes, wait, head_timeout) => head,
+                // A connection between requests has nothing to finish.
+                () = shutting_down(shutdown.clone()) => return None,
+            };
+            let read = match head {
+                Ok(Head::Stream(req, read)) => match self.edge.answer(&req).await {
+                    Answer::Proxy => read,
+                    Answer::Reply(reply) => {
+                        if let Err(e) = write_reply(&mut conn, reply).await {
+                            debug!(error = %e, "cannot send the refusal");
+                        }
+                        return None;
+                    }
+                    Answer::Stream(opened) => {
+                        conn.no_delay();
+                        // The client's stream runs in a task of its own, sized for the stream
+                        // alone. The task pingora spawned for this connection (about 9 KB: room
+                        // for a TLS handshake and a proxied request) ends here instead of idling
+                        // under every client.
+                        let task = stream_task(conn, *opened, admitted);
+                        tracing::trace!(bytes = std::mem::size_of_val(&task), "stream task");
+                        tokio::spawn(task);
+                        return None;
+                    }
+                },
+                Ok(Head::Pass(read)) => read,
+                Ok(Head::TooLarge) => {
+                    let reply = Reply::text(431, format!("request head over {MAX_HEAD} bytes\n"));
+                    match write_reply(&mut conn, reply).await {
+                        Ok(()) => linger(&mut conn).await,
+                        Err(e) => debug!(error = %e, "cannot send the refusal"),
+                    }
+                    return None;
                 }
-                None
+                // Closed, or silent past its deadline, between requests: nothing to answer.
+                Ok(Head::Gone) => return None,
+                Ok(Head::Cut(bytes)) => return self.head_cut_off(bytes),
+                Err(e) => {
+                    debug!(error = %e, "cannot read a request head");
+                    return None;
+                }
+            };
+            let mut session = ServerSession::new_http1(conn.unread(read));
+            if let Some(settings) = carried.take() {
+                settings.apply_to_session(&mut session);
             }
-            Answer::Stream(opened) => {
-                conn.no_delay();
-                // The client's stream runs in a task of its own, sized for the stream alone. The
-                // task pingora spawned for this connection (about 9 KB: room for a TLS handshake
-                // and a proxied request) ends here instead of idling under every client.
-                let task = stream_task(conn, *opened);
-                let counted = counted.clone();
-                let task = async move {
-                    let _counted = counted;
-                    task.await
-                };
-                tracing::trace!(bytes = std::mem::size_of_val(&task), "stream task");
-                tokio::spawn(task);
-                None
-            }
+            // The head is whole in the bytes put back, so pingora's own wait for it (its
+            // keep-alive timeout, per read) is only a backstop.
+            let backstop = head_timeout.as_secs().max(1);
+            session.set_keepalive((!*shutdown.borrow()).then_some(backstop));
+            let reused = self.proxy.process_new_http(session, shutdown).await?;
+            // Nothing read is left behind in pingora: with pipelining off (its default) it
+            // closes a connection on which it read past the request, instead of handing it back.
+            let (stream, settings) = reused.consume();
+            carried = settings;
+            conn = C::reclaim(stream)?;
+            wait = Wait {
+                first_byte: Instant::now() + keepalive,
+                whole: None,
+            };
         }
+    }
+
+    /// HTTP/2 multiplexes streams over one connection: pingora's h2 server owns it once the
+    /// client's preface is in, which pingora would wait for without a limit. From then on its
+    /// idle timeout (`limits.keepalive`, set in `app.rs`) closes a connection with no stream open.
+    async fn http2(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        deadline: Instant,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let mut preface = [0u8; H2_PREFACE.len()];
+        match timeout_at(deadline, stream.read_exact(&mut preface)).await {
+            Ok(Ok(_)) if preface[..] == *H2_PREFACE => {}
+            Ok(Ok(_)) => {
+                debug!("not an HTTP/2 preface");
+                return None;
+            }
+            Ok(Err(_)) | Err(_) => return self.head_cut_off(0),
+        }
+        let stream = Box::new(Replay::new(stream, Bytes::copy_from_slice(&preface)));
+        self.proxy.process_new(stream, shutdown).await
+    }
+
+    fn handshake_failed(&self, error: impl Display) -> Option<Stream> {
+        match now_and_then(&self.handshakes_failed) {
+            Some(total) => info!(%error, handshakes_failed_total = total, "TLS handshake failed"),
+            None => debug!(%error, "TLS handshake failed"),
+        }
+        None
+    }
+
+    /// A head that stopped short: closed, or past `limits.head_timeout`.
+    fn head_cut_off(&self, bytes: usize) -> Option<Stream> {
+        match now_and_then(&self.heads_cut_off) {
+            Some(total) => info!(bytes, heads_cut_off_total = total, "request head cut off"),
+            None => debug!(bytes, "request head cut off"),
+        }
+        None
+    }
+}
+
+/// Counts one more of something anyone can cause for free, and says whether this one is worth
+/// a line above debug: the 1st, 2nd, 4th, 8th..., so a flood costs a few lines, not one each.
+fn now_and_then(counter: &AtomicU64) -> Option<u64> {
+    let total = counter.fetch_add(1, Ordering::Relaxed) + 1;
+    total.is_power_of_two().then_some(total)
+}
+
+/// Resolves when the server starts shutting down (never, if its watch is gone).
+async fn shutting_down(mut shutdown: ShutdownWatch) {
+    if shutdown.wait_for(|down| *down).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -182,6 +308,7 @@ impl Front {
 fn stream_task<C: Conn>(
     conn: C,
     opened: Opened,
+    admitted: Admitted,
 ) -> impl Future<Output = Result<&'static str, End>> + Send {
     let Opened {
         sub,
@@ -192,99 +319,9 @@ fn stream_task<C: Conn>(
         stream: conn,
         write_timeout: settings.write_timeout,
         _permit: permit,
+        _admitted: admitted,
     };
     session::run(wire, sub, settings)
-}
-
-enum Head {
-    /// Not a subscription this path serves: pingora takes the bytes read so far.
-    Pass(Vec<u8>),
-    /// A whole HTTP/1.1 GET head for a stream path, and the bytes it came from.
-    Stream(Box<RequestHeader>, Vec<u8>),
-}
-
-/// Reads until the head is whole, or until it is clear that the request is not one to serve
-/// here. `None`: the client closed before sending anything. The routes are looked up as bytes
-/// arrive, never held: a connection that waits must not pin an old config.
-async fn read_head<C: Conn>(raw: &mut C, routes: &ArcSwap<Routes>) -> io::Result<Option<Head>> {
-    let mut buf = Vec::with_capacity(1024);
-    loop {
-        if buf.len() == buf.capacity() {
-            buf.reserve(buf.len());
-        }
-        if raw.read_buf(&mut buf).await? == 0 {
-            return Ok((!buf.is_empty()).then_some(Head::Pass(buf)));
-        }
-        match parse(&buf, &routes.load()) {
-            Parsed::Partial if buf.len() < MAX_HEAD => continue,
-            Parsed::Partial | Parsed::Pass => return Ok(Some(Head::Pass(buf))),
-            Parsed::Stream(req) => return Ok(Some(Head::Stream(req, buf))),
-        }
-    }
-}
-
-enum Parsed {
-    Partial,
-    Pass,
-    Stream(Box<RequestHeader>),
-}
-
-/// Only a plain GET on a stream path, with no body and no upgrade, is served here; anything
-/// unusual goes to pingora, whose HTTP/1 handling is complete.
-fn parse(buf: &[u8], routes: &Routes) -> Parsed {
-    let mut headers = [httparse::EMPTY_HEADER; 48];
-    let mut req = httparse::Request::new(&mut headers);
-    let status = match req.parse(buf) {
-        Ok(status) => status,
-        Err(_) => return Parsed::Pass,
-    };
-    // httparse fills the request line as soon as it has it: decide early when it says no.
-    if let Some(method) = req.method {
-        if method != "GET" {
-            return Parsed::Pass;
-        }
-    }
-    if let Some(target) = req.path {
-        let path = target.split('?').next().unwrap_or(target);
-        if routes.find(path).is_none() {
-            return Parsed::Pass;
-        }
-    }
-    if status.is_partial() {
-        return Parsed::Partial;
-    }
-    if req.version != Some(1) || req.headers.iter().any(|h| needs_pingora(h)) {
-        return Parsed::Pass;
-    }
-    let Some(target) = req.path else {
-        return Parsed::Pass;
-    };
-    let Ok(mut header) =
-        RequestHeader::build(Method::GET, target.as_bytes(), Some(req.headers.len()))
-    else {
-        return Parsed::Pass;
-    };
-    for h in req.headers.iter() {
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(h.name.as_bytes()),
-            HeaderValue::from_bytes(h.value),
-        ) else {
-            return Parsed::Pass;
-        };
-        if header.append_header(name, value).is_err() {
-            return Parsed::Pass;
-        }
-    }
-    Parsed::Stream(Box::new(header))
-}
-
-/// A body, an upgrade or an expectation: leave the request to pingora.
-fn needs_pingora(h: &httparse::Header<'_>) -> bool {
-    let name = h.name;
-    (name.eq_ignore_ascii_case("content-length") && h.value != b"0")
-        || name.eq_ignore_ascii_case("transfer-encoding")
-        || name.eq_ignore_ascii_case("upgrade")
-        || name.eq_ignore_ascii_case("expect")
 }
 
 /// A refusal, then the connection closes: the client has nothing else in flight on it.
@@ -301,6 +338,23 @@ async fn write_reply<C: Conn>(raw: &mut C, reply: Reply) -> io::Result<()> {
         .await
         .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
     raw.shutdown().await
+}
+
+/// After a refusal sent before the client finished sending: reads (and drops) what it still
+/// sends, for a moment. Closing with unread bytes resets the connection, and the client may
+/// then lose the answer before reading it (RFC 9112 §9.6).
+async fn linger<C: Conn>(conn: &mut C) {
+    let mut sink = vec![0u8; 4096];
+    let drain = async {
+        let mut left = MAX_HEAD;
+        while left > 0 {
+            match conn.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// An HTTP/1.1 response head: status line, `headers`, then `last` (whole header lines).
@@ -342,6 +396,8 @@ struct RawWire<C> {
     write_timeout: Duration,
     /// The client-limit slot, given back when the stream ends.
     _permit: Permit,
+    /// The connection's place in `limits.max_connections`.
+    _admitted: Admitted,
 }
 
 impl<C: Conn> RawWire<C> {

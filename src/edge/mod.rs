@@ -1,10 +1,12 @@
 //! The HTTP front end: each request is a stream subscription, the demo page, or passed through.
 //! Routing only; one SSE client's loop lives in `session.rs`, and `front.rs` gives subscriptions
-//! on fresh HTTP/1.1 connections (plain or TLS) a lean path around pingora's per-request state.
+//! on HTTP/1.1 connections (plain or TLS) a lean path around pingora's per-request state, reading
+//! every head itself (`head.rs`) under the connection's deadlines.
 
 pub mod conns;
 mod cors;
 mod front;
+mod head;
 mod replay;
 mod session;
 
@@ -396,8 +398,8 @@ async fn write_reply(session: &mut Session, reply: Reply) -> Result<()> {
     session.write_response_body(Some(reply.body), true).await
 }
 
-/// An event stream through pingora's session: HTTP/2, and requests after the first on a
-/// kept-alive connection.
+/// An event stream through pingora's session: HTTP/2, and the HTTP/1 subscriptions the direct
+/// path leaves to pingora (HTTP/1.0, a body, `Upgrade` or `Expect`).
 struct PingoraWire<'a> {
     session: &'a mut Session,
     write_timeout: Duration,

@@ -29,6 +29,18 @@ impl Replay {
     pub fn new(inner: Stream, read: Bytes) -> Replay {
         Replay { inner, read }
     }
+
+    /// Puts `read` back in front of whatever is still left: a connection comes back here after
+    /// each request pingora answers, for `front.rs` to read the next head.
+    pub fn put_back(&mut self, read: Vec<u8>) {
+        if self.read.is_empty() {
+            self.read = read.into();
+        } else {
+            let mut all = read;
+            all.extend_from_slice(&self.read);
+            self.read = all.into();
+        }
+    }
 }
 
 impl AsyncRead for Replay {

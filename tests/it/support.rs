@@ -660,3 +660,22 @@ fn with_ports(yaml: &str, port: u16, admin_port: u16) -> String {
     };
     format!("listen: 127.0.0.1:{port}\n{admin}{yaml}")
 }
+
+/// Reads until the gateway closes the connection (or resets it), and returns what it sent;
+/// fails after the deadline.
+pub async fn until_closed<R: tokio::io::AsyncRead + Unpin>(conn: &mut R) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    tokio::time::timeout(DEADLINE, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .expect("the gateway closes the connection");
+    String::from_utf8_lossy(&seen).into_owned()
+}

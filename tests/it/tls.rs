@@ -1,7 +1,14 @@
 //! TLS on the client listener: HTTP/2 by ALPN, HTTP/1.1 beside it; renewed certificates load
 //! on SIGHUP.
 
+use std::sync::Arc;
+
 use serde_json::json;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 
 use crate::support::*;
 
@@ -138,4 +145,97 @@ async fn http2_streams_take_the_slots_pingoras_session_costs_and_share_one_conne
     assert_eq!(third.next_event().await.event, "overloaded");
     assert_eq!(gw.metric("sse_gateway_client_slots").await, Some(6.0));
     assert_eq!(gw.metric("sse_gateway_connections").await, Some(1.0));
+}
+
+/// A TLS connection to the gateway, trusting `pem`, offering `alpn`.
+async fn tls_connect(
+    pem: &str,
+    port: u16,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    pingora::tls::install_default_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(pem.as_bytes()).unwrap())
+        .unwrap();
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_http2_connection_that_opens_no_stream_is_closed_after_keepalive() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, pem) = tls_gateway(&up, dir.path(), "limits:\n  keepalive: 1s\n").await;
+    let mut conn = tls_connect(&pem, gw.port, b"h2").await;
+    assert_eq!(conn.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    // The client preface, an empty SETTINGS frame (RFC 9113 §3.4, §6.5), then nothing.
+    conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    // The gateway's own SETTINGS, and its ACK of ours, then the close.
+    let seen = until_closed(&mut conn).await;
+    assert!(!seen.is_empty(), "the gateway spoke HTTP/2 first");
+}
+
+#[tokio::test]
+async fn a_tls_handshake_that_never_completes_is_closed_after_the_head_timeout() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, pem) = tls_gateway(&up, dir.path(), "limits:\n  head_timeout: 1s\n").await;
+    let mut tcp = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    // The first bytes of a TLS record header, then silence.
+    tcp.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+    assert_eq!(until_closed(&mut tcp).await, "");
+    // A client that completes its handshake is served.
+    let resp = subscribe(&client_trusting(&pem), gw.port).await.unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+/// Reads until `marker` has come; returns all read.
+async fn read_until(conn: &mut (impl AsyncRead + Unpin), marker: &str) -> String {
+    let mut seen = Vec::new();
+    tokio::time::timeout(DEADLINE, async {
+        while !String::from_utf8_lossy(&seen).contains(marker) {
+            let mut buf = [0u8; 4096];
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {marker:?} in {:?}", String::from_utf8_lossy(&seen)));
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+#[tokio::test]
+async fn over_http1_with_tls_a_stream_after_proxied_requests_on_one_connection_is_served() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    up.set("/api/info", json!({"name": "legacy"}));
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, pem) = tls_gateway(&up, dir.path(), "proxy: api\n").await;
+    let mut conn = tls_connect(&pem, gw.port, b"http/1.1").await;
+    // pingora answers these and hands the connection back each time.
+    for _ in 0..2 {
+        conn.write_all(b"GET /api/info HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let text = read_until(&mut conn, "legacy").await;
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    }
+    conn.write_all(
+        b"GET /sse/doc HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let text = read_until(&mut conn, "data: {\"v\":1}").await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("event: snapshot"), "{text}");
 }
