@@ -43,14 +43,17 @@ impl Frame {
     }
 }
 
-/// What travels on a topic's broadcast channel.
+/// What travels on a topic's broadcast channel: small messages only. tokio frees a slot only once
+/// every receiver has read it, so a slow reader pins the whole channel; an event is therefore
+/// its sequence number, and its bytes are read from the ring, which `replay_bytes` bounds.
 #[derive(Clone)]
-pub enum Message {
-    Event(Arc<Frame>),
-    /// An `upstream-status` event: not replayed, so it carries no id.
+enum Message {
+    Event(u64),
+    /// An `upstream-status` event (a few hundred bytes): not replayed, so it carries no id.
     Status(Bytes),
     Heartbeat,
-    Close(Bytes),
+    /// The last event is in `State::closed`, where a receiver that lagged past this still finds it.
+    Close,
 }
 
 /// Where the first poll stands; subscribers wait for it to leave `Pending`.
@@ -73,6 +76,9 @@ struct State {
     ring_bytes: usize,
     /// The current `upstream-status` event while the upstream fails.
     failing: Option<Bytes>,
+    /// The last event once the instance has ended: whoever attaches or resyncs later gets it
+    /// instead of a stream that nothing will ever write to again.
+    closed: Option<Bytes>,
 }
 
 pub struct Topic {
@@ -90,8 +96,11 @@ pub struct Topic {
     pub emptied: Notify,
     /// Tells the poller to stop: its stream left the config.
     pub stop: Notify,
-    /// Asks the poller to poll now.
+    /// Asks the poller to poll now, or at `refresh_from` if that is later.
     pub refresh: Notify,
+    /// The earliest a refresh may poll, as the poller last set it: the end of a backoff or a
+    /// `Retry-After` while failing, a quarter interval after the last early poll while healthy.
+    refresh_from: Mutex<tokio::time::Instant>,
     pub metrics: Arc<Metrics>,
     /// When the last poll ended, and its result.
     last_poll: Mutex<Option<(std::time::SystemTime, &'static str)>>,
@@ -123,6 +132,7 @@ impl Topic {
             emptied: Notify::new(),
             stop: Notify::new(),
             refresh: Notify::new(),
+            refresh_from: Mutex::new(tokio::time::Instant::now()),
             metrics,
             last_poll: Mutex::new(None),
             last_left: Mutex::new(Instant::now()),
@@ -189,7 +199,7 @@ impl Topic {
             }
         }
         // Sent under the lock, so a subscriber that read the state sees exactly what follows it.
-        let _ = self.tx.send(Message::Event(frame));
+        let _ = self.tx.send(Message::Event(frame.seq));
         drop(st);
         self.set_ready(Readiness::Ready);
     }
@@ -230,9 +240,43 @@ impl Topic {
         let _ = self.tx.send(Message::Heartbeat);
     }
 
-    /// Ends every attached stream with `last`.
+    /// Ends every attached stream with `last`, and every later one: the first reason wins. Wakes
+    /// clients still waiting for the first poll, so they end now rather than after `timeout`.
     pub fn close(&self, last: Bytes) {
-        let _ = self.tx.send(Message::Close(last));
+        let mut st = self.state();
+        if st.closed.is_some() {
+            return;
+        }
+        st.closed = Some(last);
+        let _ = self.tx.send(Message::Close);
+        drop(st);
+        self.ready.send_if_modified(|r| {
+            let pending = *r == Readiness::Pending;
+            if pending {
+                *r = Readiness::Ready;
+            }
+            pending
+        });
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.state().closed.is_some()
+    }
+
+    /// Asks for a poll; returns whether it may happen now (else the poller defers it to the end
+    /// of the window).
+    pub fn request_refresh(&self) -> bool {
+        let now_allowed = tokio::time::Instant::now() >= self.refresh_from();
+        self.refresh.notify_one();
+        now_allowed
+    }
+
+    pub fn refresh_from(&self) -> tokio::time::Instant {
+        *self.refresh_from.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_refresh_from(&self, at: tokio::time::Instant) {
+        *self.refresh_from.lock().unwrap_or_else(|e| e.into_inner()) = at;
     }
 }
 
@@ -254,6 +298,21 @@ impl Member {
         let format = chosen.unwrap_or_else(|| topic.spec.load().diff);
         let st = topic.state();
         let mut start = Vec::new();
+        if let Some(last) = st.closed.clone() {
+            let rx = topic.tx.subscribe();
+            let last_seq = st.seq;
+            drop(st);
+            return Subscription {
+                member: self,
+                topic,
+                start,
+                rx,
+                last_seq,
+                have_doc: false,
+                chosen,
+                ended: Some(last),
+            };
+        }
         let replay = resume
             .filter(|id| id.epoch == topic.epoch && id.seq <= st.seq && st.seq > 0)
             .and_then(|id| {
@@ -282,6 +341,7 @@ impl Member {
             last_seq,
             have_doc,
             chosen,
+            ended: None,
         }
     }
 }
@@ -297,6 +357,8 @@ pub struct Subscription {
     /// Whether the client has a document a patch could apply to.
     have_doc: bool,
     chosen: Option<DiffMode>,
+    /// The instance's last event, once this subscription has seen it end.
+    ended: Option<Bytes>,
 }
 
 impl Subscription {
@@ -312,30 +374,34 @@ impl Subscription {
     /// Waits for the next thing to write. Cancel-safe: it can sit in a `select!`.
     pub async fn next(&mut self) -> Delivery {
         loop {
+            if let Some(last) = &self.ended {
+                return Delivery::Close(last.clone());
+            }
             match self.rx.recv().await {
-                Ok(Message::Event(frame)) => {
-                    if frame.seq <= self.last_seq {
+                Ok(Message::Event(seq)) => {
+                    if seq <= self.last_seq {
                         continue;
                     }
-                    self.last_seq = frame.seq;
-                    let format = self.chosen.unwrap_or_else(|| self.topic.spec.load().diff);
-                    let bytes = if self.have_doc {
-                        frame.bytes_for(format)
-                    } else {
-                        &frame.snapshot
-                    };
-                    self.have_doc = true;
-                    return Delivery::Send(bytes.clone());
+                    if let Some(bytes) = self.event(seq) {
+                        return Delivery::Send(bytes);
+                    }
                 }
                 Ok(Message::Status(b)) => return Delivery::Send(b),
                 Ok(Message::Heartbeat) => {
                     return Delivery::Send(Bytes::from_static(sse::HEARTBEAT))
                 }
-                Ok(Message::Close(b)) => return Delivery::Close(b),
+                Ok(Message::Close) => {
+                    self.ended = Some(self.topic.state().closed.clone().unwrap_or_default());
+                }
                 // Fell behind the channel: replace the backlog with one fresh snapshot.
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     self.topic.metrics.clients_resynced.inc();
                     let st = self.topic.state();
+                    // The skipped backlog may hold the `Close`: the state still has it.
+                    if let Some(last) = st.closed.clone() {
+                        self.ended = Some(last);
+                        continue;
+                    }
                     self.last_seq = st.seq;
                     // Skip the rest of the backlog too: it is older than the snapshot.
                     self.rx = self.topic.tx.subscribe();
@@ -347,6 +413,34 @@ impl Subscription {
                 Err(broadcast::error::RecvError::Closed) => return Delivery::Close(Bytes::new()),
             }
         }
+    }
+
+    /// The bytes for event `seq`, the one after `last_seq`: from the ring, or the current
+    /// snapshot when the ring no longer holds it (this client fell behind the replay bounds).
+    fn event(&mut self, seq: u64) -> Option<Bytes> {
+        let st = self.topic.state();
+        let frame = st
+            .ring
+            .front()
+            .and_then(|first| seq.checked_sub(first.seq))
+            .and_then(|i| st.ring.get(usize::try_from(i).ok()?))
+            .filter(|f| f.seq == seq && seq == self.last_seq + 1);
+        let Some(frame) = frame else {
+            self.topic.metrics.clients_resynced.inc();
+            self.last_seq = st.seq;
+            let snapshot = st.snapshot.clone()?;
+            self.have_doc = true;
+            return Some(snapshot);
+        };
+        self.last_seq = seq;
+        let format = self.chosen.unwrap_or_else(|| self.topic.spec.load().diff);
+        let bytes = if self.have_doc {
+            frame.bytes_for(format)
+        } else {
+            &frame.snapshot
+        };
+        self.have_doc = true;
+        Some(bytes.clone())
     }
 }
 
@@ -375,8 +469,12 @@ mod tests {
     use crate::config;
 
     fn topic(replay: usize) -> Arc<Topic> {
+        topic_with(&format!("replay: {replay}"))
+    }
+
+    fn topic_with(extra: &str) -> Arc<Topic> {
         let yaml = format!(
-            "upstreams:\n  api:\n    url: http://127.0.0.1:1\nstreams:\n  - path: /s\n    upstream: api\n    replay: {replay}\n"
+            "upstreams:\n  api:\n    url: http://127.0.0.1:1\nstreams:\n  - path: /s\n    upstream: api\n    {extra}\n"
         );
         let cfg = config::parse("t.yaml", &yaml, &|_| None, &|_, _| None).unwrap();
         let spec = cfg.streams[0].clone();
@@ -487,5 +585,84 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(1), t.emptied.notified())
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_lagging_client_pins_no_more_than_the_replay_bytes() {
+        let t = topic_with("replay: 1000\n    replay_bytes: 8KiB");
+        let big = |seq: u64| Frame {
+            seq,
+            snapshot: Bytes::from(format!("snapshot {seq} {}\n", "x".repeat(1000))),
+            json_patch: Some(Bytes::from(format!("patch {seq}\n"))),
+            merge_patch: None,
+        };
+        t.publish(big(1));
+        // Attached, then never reading while 200 changes go by: the channel holds them all.
+        let mut slow = t.join().attach(Some(DiffMode::JsonPatch), None);
+        slow.take_start();
+        let mut published = Vec::new();
+        for seq in 2..=201 {
+            t.publish(big(seq));
+            published.push(Arc::downgrade(t.state().ring.back().unwrap()));
+        }
+        let alive: Vec<_> = published.iter().filter_map(|w| w.upgrade()).collect();
+        let pinned: usize = alive.iter().map(|f| f.size()).sum();
+        assert!(alive.len() <= 8, "{} frames alive", alive.len());
+        assert_eq!(pinned, t.state().ring_bytes);
+        assert!(pinned <= 8 * 1024, "{pinned} bytes pinned");
+        drop(alive);
+        // Its next event is already out of the ring: one fresh snapshot, then patches again.
+        assert!(next(&mut slow).await.starts_with("snapshot 201 "));
+        t.publish(big(202));
+        assert_eq!(next(&mut slow).await, "patch 202");
+    }
+
+    #[tokio::test]
+    async fn a_closed_instance_ends_late_joiners_and_clients_that_missed_the_close() {
+        let t = topic(16);
+        let waiting = t.join();
+        let mut ready = t.readiness();
+        t.publish(frame(1));
+        let mut lagging = t.join().attach(Some(DiffMode::JsonPatch), None);
+        lagging.take_start();
+        // The close goes by in a backlog that overflows this client's channel.
+        for seq in 2..=10 {
+            t.publish(frame(seq));
+        }
+        t.close(Bytes::from_static(b"the end\n"));
+        for _ in 0..20 {
+            t.heartbeat();
+        }
+        assert_eq!(next(&mut lagging).await, "the end");
+        assert_eq!(next(&mut lagging).await, "the end", "and it stays ended");
+        // A client that was waiting for the first poll attaches after the close.
+        assert_eq!(*ready.borrow_and_update(), Readiness::Ready);
+        let mut late = waiting.attach(None, None);
+        assert!(late.take_start().is_empty());
+        assert_eq!(next(&mut late).await, "the end");
+        // The first reason wins.
+        t.close(Bytes::from_static(b"another end\n"));
+        let mut later = t.join().attach(None, Some(t.id(3)));
+        assert_eq!(next(&mut later).await, "the end");
+    }
+
+    #[tokio::test]
+    async fn closing_wakes_the_clients_waiting_for_the_first_poll() {
+        let t = topic(4);
+        let mut ready = t.readiness();
+        assert_eq!(*ready.borrow(), Readiness::Pending);
+        t.close(Bytes::from_static(b"gone\n"));
+        tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            ready.wait_for(|r| *r == Readiness::Ready),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        // A refusal already recorded is kept.
+        let t = topic(4);
+        t.set_ready(Readiness::Denied(401));
+        t.close(Bytes::from_static(b"denied\n"));
+        assert_eq!(*t.readiness().borrow(), Readiness::Denied(401));
     }
 }
