@@ -9,7 +9,7 @@ use tokio::runtime::Runtime;
 use tracing::{info, info_span, warn, Instrument};
 
 use super::topic::{Member, Readiness, Topic};
-use super::{Hub, HubError, InstanceInfo, StreamKey, SubscribeRequest, Subscription};
+use super::{Hub, HubError, InstanceInfo, Refreshed, StreamKey, SubscribeRequest, Subscription};
 use crate::config::{Idle, StreamSpec};
 use crate::metrics::Metrics;
 use crate::poller::Poller;
@@ -164,18 +164,21 @@ impl Hub for LocalHub {
         topics.iter().map(|t| t.info()).collect()
     }
 
-    fn refresh(&self, stream: &str, target: &str) -> usize {
+    fn refresh(&self, stream: &str, target: &str) -> Refreshed {
         let topics = self.inner.topics();
         let matching = topics
             .by_key
             .iter()
             .filter(|(k, _)| &*k.stream == stream && k.target == target);
-        let mut n = 0;
+        let mut done = Refreshed::default();
         for (_, topic) in matching {
-            topic.refresh.notify_one();
-            n += 1;
+            if topic.request_refresh() {
+                done.now += 1;
+            } else {
+                done.deferred += 1;
+            }
         }
-        n
+        done
     }
 
     fn reconcile(&self, routes: &Routes) {

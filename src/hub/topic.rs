@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -96,11 +96,9 @@ pub struct Topic {
     pub emptied: Notify,
     /// Tells the poller to stop: its stream left the config.
     pub stop: Notify,
-    /// Asks the poller to poll now, or at `refresh_from` if that is later.
+    /// Tells the poller a refresh is pending (`request_refresh`).
     pub refresh: Notify,
-    /// The earliest a refresh may poll, as the poller last set it: the end of a backoff or a
-    /// `Retry-After` while failing, a quarter interval after the last early poll while healthy.
-    refresh_from: Mutex<tokio::time::Instant>,
+    refresh_window: Mutex<RefreshWindow>,
     pub metrics: Arc<Metrics>,
     /// When the last poll ended, and its result.
     last_poll: Mutex<Option<(std::time::SystemTime, &'static str)>>,
@@ -132,7 +130,10 @@ impl Topic {
             emptied: Notify::new(),
             stop: Notify::new(),
             refresh: Notify::new(),
-            refresh_from: Mutex::new(tokio::time::Instant::now()),
+            refresh_window: Mutex::new(RefreshWindow {
+                from: tokio::time::Instant::now(),
+                pending: None,
+            }),
             metrics,
             last_poll: Mutex::new(None),
             last_left: Mutex::new(Instant::now()),
@@ -263,20 +264,68 @@ impl Topic {
         self.state().closed.is_some()
     }
 
-    /// Asks for a poll; returns whether it may happen now (else the poller defers it to the end
-    /// of the window).
+    fn refresh_window(&self) -> MutexGuard<'_, RefreshWindow> {
+        self.refresh_window
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Schedules a poll for `POST /streams/refresh`; returns whether it happens at once (else
+    /// when the refresh window opens). Decided here, under one lock, so the admin's answer is
+    /// what the poller will do.
     pub fn request_refresh(&self) -> bool {
-        let now_allowed = tokio::time::Instant::now() >= self.refresh_from();
+        let quarter = self.spec.load().interval / 4;
+        let now = self
+            .refresh_window()
+            .request(tokio::time::Instant::now(), quarter);
         self.refresh.notify_one();
-        now_allowed
+        now
     }
 
-    pub fn refresh_from(&self) -> tokio::time::Instant {
-        *self.refresh_from.lock().unwrap_or_else(|e| e.into_inner())
+    /// When the pending refresh may poll, if one is pending.
+    pub fn pending_refresh(&self) -> Option<tokio::time::Instant> {
+        self.refresh_window().pending
     }
 
-    pub fn set_refresh_from(&self, at: tokio::time::Instant) {
-        *self.refresh_from.lock().unwrap_or_else(|e| e.into_inner()) = at;
+    /// A poll is starting: it serves every refresh asked for until now.
+    pub fn refresh_polling(&self) {
+        self.refresh_window().pending = None;
+    }
+
+    /// After a failed poll: no refresh polls before `at`, the end of the backoff or of the
+    /// upstream's `Retry-After`.
+    pub fn hold_refreshes_until(&self, at: tokio::time::Instant) {
+        let mut w = self.refresh_window();
+        w.from = w.from.max(at);
+        // One asked for while that poll ran waits too.
+        if let Some(pending) = &mut w.pending {
+            *pending = (*pending).max(at);
+        }
+    }
+}
+
+/// When refreshes may poll: at most once per quarter interval, so a flood of them adds at most
+/// four polls per interval, and never before a failing upstream's backoff or `Retry-After` ends.
+#[derive(Debug)]
+struct RefreshWindow {
+    /// The earliest the next refresh poll may start.
+    from: tokio::time::Instant,
+    /// The refresh poll asked for and not yet started: later refreshes join it.
+    pending: Option<tokio::time::Instant>,
+}
+
+impl RefreshWindow {
+    /// Schedules a poll for a refresh asked for at `now`; returns whether it is at once. One
+    /// inside the window is deferred to its end, not dropped: a webhook's caller expects the
+    /// change it announced to arrive, if later.
+    fn request(&mut self, now: tokio::time::Instant, quarter: Duration) -> bool {
+        if let Some(at) = self.pending {
+            return at <= now;
+        }
+        let at = self.from.max(now);
+        self.pending = Some(at);
+        self.from = at + quarter;
+        at == now
     }
 }
 
@@ -664,5 +713,42 @@ mod tests {
         t.set_ready(Readiness::Denied(401));
         t.close(Bytes::from_static(b"denied\n"));
         assert_eq!(*t.readiness().borrow(), Readiness::Denied(401));
+    }
+
+    #[test]
+    fn refreshes_poll_once_per_quarter_interval_and_join_the_pending_one() {
+        let t0 = tokio::time::Instant::now();
+        let q = std::time::Duration::from_secs(900);
+        let mut w = RefreshWindow {
+            from: t0,
+            pending: None,
+        };
+        assert!(w.request(t0, q), "the first one polls at once");
+        assert!(
+            w.request(t0, q),
+            "and one before that poll started joins it"
+        );
+        w.pending = None; // the poll started
+        let t1 = t0 + q / 10;
+        assert!(!w.request(t1, q), "inside the window: deferred");
+        assert_eq!(w.pending, Some(t0 + q));
+        assert!(!w.request(t1 + q / 10, q), "joins the deferred one");
+        w.pending = None;
+        // The next window starts where the deferred poll was.
+        assert!(!w.request(t0 + q + q / 10, q));
+        assert_eq!(w.pending, Some(t0 + q * 2));
+    }
+
+    #[tokio::test]
+    async fn a_refresh_never_cuts_a_backoff_short() {
+        let t = topic(4);
+        let retry_at = tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
+        // Asked for while the failing poll ran, then that poll asked for an hour.
+        assert!(t.request_refresh());
+        t.hold_refreshes_until(retry_at);
+        assert_eq!(t.pending_refresh(), Some(retry_at));
+        t.refresh_polling();
+        assert!(!t.request_refresh());
+        assert_eq!(t.pending_refresh(), Some(retry_at));
     }
 }
