@@ -436,9 +436,11 @@ mod tests {
         // Retuned only: it joins an instance running the current spec.
         let v5 = routes(&format!("{ORDERS}    interval: 3s\n"));
         hub.reconcile(&v5);
-        let member = hub
-            .inner
-            .join(&v4.config.streams[0], key(&v4, "1"), Duration::ZERO);
+        let member = hub.inner.join(
+            &v4.config.streams[0],
+            key(&v4, "1"),
+            Duration::from_secs(3600),
+        );
         let topic = member.unwrap().topic().clone();
         assert!(Arc::ptr_eq(&topic.spec.load(), &v5.config.streams[0]));
     }
@@ -448,9 +450,9 @@ mod tests {
         let hub = hub();
         let v1 = routes(ORDERS);
         hub.reconcile(&v1);
-        let member = hub
-            .inner
-            .join(&v1.config.streams[0], key(&v1, "1"), Duration::ZERO);
+        // Its first poll is not due before the reload.
+        let later = Duration::from_secs(3600);
+        let member = hub.inner.join(&v1.config.streams[0], key(&v1, "1"), later);
         let mut sub = member.unwrap().attach(None, None);
         hub.reconcile(&routes(
             "  - path: /o/{id}\n    upstream: api\n    poll: /v2/{id}\n",

@@ -260,10 +260,6 @@ impl Topic {
         });
     }
 
-    pub fn is_closed(&self) -> bool {
-        self.state().closed.is_some()
-    }
-
     fn refresh_window(&self) -> MutexGuard<'_, RefreshWindow> {
         self.refresh_window
             .lock()
