@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -86,7 +86,8 @@ pub struct Topic {
     /// Swapped by a reload that retunes the stream; the poller reads it before every poll.
     pub spec: ArcSwap<StreamSpec>,
     pub epoch: u64,
-    state: Mutex<State>,
+    /// Read by every client for every event, written once per change.
+    state: RwLock<State>,
     tx: broadcast::Sender<Message>,
     ready: watch::Sender<Readiness>,
     clients: AtomicUsize,
@@ -122,7 +123,7 @@ impl Topic {
             key,
             spec: ArcSwap::new(spec),
             epoch: rand::random::<u64>() & 0xffff_ffff_ffff,
-            state: Mutex::new(State::default()),
+            state: RwLock::new(State::default()),
             tx,
             ready: watch::channel(Readiness::Pending).0,
             clients: AtomicUsize::new(0),
@@ -140,9 +141,15 @@ impl Topic {
         }
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
+    fn state(&self) -> RwLockWriteGuard<'_, State> {
         // A poisoned lock only means a panic elsewhere; the state itself stays consistent.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Also held while a client subscribes to the channel, so no change slips in between what
+    /// it read and what it receives.
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn clients(&self) -> usize {
@@ -168,7 +175,7 @@ impl Topic {
     }
 
     pub fn current_seq(&self) -> u64 {
-        self.state().seq
+        self.read().seq
     }
 
     pub fn format_in_use(&self, format: DiffMode) -> bool {
@@ -222,7 +229,7 @@ impl Topic {
 
     pub fn info(&self) -> InstanceInfo {
         let (seq, healthy) = {
-            let st = self.state();
+            let st = self.read();
             (st.seq, st.failing.is_none())
         };
         let last = *self.last_poll.lock().unwrap_or_else(|e| e.into_inner());
@@ -341,7 +348,7 @@ impl Member {
             topic.formats[format_index(f)].fetch_add(1, Ordering::AcqRel);
         }
         let format = chosen.unwrap_or_else(|| topic.spec.load().diff);
-        let st = topic.state();
+        let st = topic.read();
         let mut start = Vec::new();
         if let Some(last) = st.closed.clone() {
             let rx = topic.tx.subscribe();
@@ -436,12 +443,12 @@ impl Subscription {
                     return Delivery::Send(Bytes::from_static(sse::HEARTBEAT))
                 }
                 Ok(Message::Close) => {
-                    self.ended = Some(self.topic.state().closed.clone().unwrap_or_default());
+                    self.ended = Some(self.topic.read().closed.clone().unwrap_or_default());
                 }
                 // Fell behind the channel: replace the backlog with one fresh snapshot.
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     self.topic.metrics.clients_resynced.inc();
-                    let st = self.topic.state();
+                    let st = self.topic.read();
                     // The skipped backlog may hold the `Close`: the state still has it.
                     if let Some(last) = st.closed.clone() {
                         self.ended = Some(last);
@@ -463,7 +470,7 @@ impl Subscription {
     /// The bytes for event `seq`, the one after `last_seq`: from the ring, or the current
     /// snapshot when the ring no longer holds it (this client fell behind the replay bounds).
     fn event(&mut self, seq: u64) -> Option<Bytes> {
-        let st = self.topic.state();
+        let st = self.topic.read();
         let frame = st
             .ring
             .front()
@@ -648,12 +655,12 @@ mod tests {
         let mut published = Vec::new();
         for seq in 2..=201 {
             t.publish(big(seq));
-            published.push(Arc::downgrade(t.state().ring.back().unwrap()));
+            published.push(Arc::downgrade(t.read().ring.back().unwrap()));
         }
         let alive: Vec<_> = published.iter().filter_map(|w| w.upgrade()).collect();
         let pinned: usize = alive.iter().map(|f| f.size()).sum();
         assert!(alive.len() <= 8, "{} frames alive", alive.len());
-        assert_eq!(pinned, t.state().ring_bytes);
+        assert_eq!(pinned, t.read().ring_bytes);
         assert!(pinned <= 8 * 1024, "{pinned} bytes pinned");
         drop(alive);
         // Its next event is already out of the ring: one fresh snapshot, then patches again.
