@@ -82,7 +82,8 @@ impl ServeHttp for Admin {
 }
 
 impl Admin {
-    /// Polls now the instance a client of `path` would join (all of its credential variants).
+    /// Polls the instance a client of `path` would join (all of its credential variants), now or
+    /// when its refresh window opens.
     fn refresh(&self, query: Option<&str>) -> http::Result<Response<Vec<u8>>> {
         let Some(target) = routes::query_param(query, "path") else {
             return text(
@@ -102,20 +103,17 @@ impl Admin {
             Ok(k) => k,
             Err(e) => return text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
         };
-        let n = self.shared.hub.refresh(&key.stream, &key.target);
-        let status = if n == 0 {
+        let done = self.shared.hub.refresh(&key.stream, &key.target);
+        let status = if done.now + done.deferred == 0 {
             StatusCode::NOT_FOUND
         } else {
             StatusCode::ACCEPTED
         };
+        let body = json!({ "path": path, "refreshed": done.now, "deferred": done.deferred });
         Response::builder()
             .status(status)
             .header(header::CONTENT_TYPE, "application/json")
-            .body(
-                json!({ "path": path, "refreshed": n })
-                    .to_string()
-                    .into_bytes(),
-            )
+            .body(body.to_string().into_bytes())
     }
 }
 

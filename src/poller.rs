@@ -28,7 +28,8 @@ pub enum Exit {
     Idle,
     /// The upstream refused these credentials: clients were told and closed.
     Denied(u16),
-    /// The stream left the config.
+    /// The hub took the instance out: its stream left or was re-keyed by a reload, or it was
+    /// evicted without clients to make room for another.
     Removed,
 }
 
@@ -109,13 +110,19 @@ impl Poller {
                 }
                 // The last client left: recompute the idle deadline.
                 _ = topic.emptied.notified() => continue,
-                // POST /streams/refresh: poll now.
-                _ = topic.refresh.notified() => {}
+                // POST /streams/refresh: poll when the hub allowed it (`Topic::request_refresh`).
+                _ = topic.refresh.notified() => {
+                    if let Some(at) = topic.pending_refresh() {
+                        next_poll = next_poll.min(at);
+                    }
+                    continue;
+                }
                 _ = topic.stop.notified() => {
-                    info!("poller stopped: stream removed");
+                    info!("poller stopped: removed from the hub");
                     return Exit::Removed;
                 }
             }
+            topic.refresh_polling();
 
             let started = std::time::Instant::now();
             let result = fetch::fetch(
@@ -205,6 +212,9 @@ impl Poller {
                 rand::rng().random_range(0.5..1.5)
             });
             next_poll = next_due(due, Instant::now(), delay, failures > 0, spread);
+            if failures > 0 {
+                topic.hold_refreshes_until(next_poll);
+            }
         }
     }
 }

@@ -4,12 +4,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use bytes::Bytes;
 use rand::Rng;
 use tokio::runtime::Runtime;
 use tracing::{info, info_span, warn, Instrument};
 
 use super::topic::{Member, Readiness, Topic};
-use super::{Fingerprint, Hub, HubError, InstanceInfo, StreamKey, SubscribeRequest, Subscription};
+use super::{
+    Fingerprint, Hub, HubError, InstanceInfo, Refreshed, StreamKey, SubscribeRequest, Subscription,
+};
 use crate::config::{Idle, StreamSpec};
 use crate::metrics::Metrics;
 use crate::poller::Poller;
@@ -20,6 +23,9 @@ use crate::sse;
 const FIRST_POLL_SLACK: Duration = Duration::from_millis(250);
 /// The `retry:` sent with the last event of a stream that left the config.
 const REMOVED_RETRY_MS: u64 = 30_000;
+/// The `retry:` range (ms) sent with the last event of an instance that should be joined afresh
+/// (a reload re-keyed its stream, or its poller stopped): soon, a little spread.
+const RECONNECT_RETRY_MS: std::ops::RangeInclusive<u64> = 250..=1000;
 /// First polls started by a client are spread over at most this, so the client is not kept waiting.
 const CLIENT_START_JITTER: Duration = Duration::from_millis(100);
 
@@ -41,6 +47,99 @@ struct Inner {
 struct Topics {
     by_key: HashMap<StreamKey, Arc<Topic>>,
     per_stream: HashMap<Arc<str>, usize>,
+    /// Each stream's spec as the last reconcile applied it.
+    specs: HashMap<Arc<str>, Arc<StreamSpec>>,
+    /// Specs a reconcile replaced or removed, while a request routed before it may still hold
+    /// one (a `Weak` also keeps the address from being reused).
+    retired: Vec<Weak<StreamSpec>>,
+}
+
+impl Topics {
+    /// The spec a client routed with `spec` joins under: `spec` itself unless a reconcile has
+    /// retired it since. A retired spec whose stream left the config, or now keys its instances
+    /// differently, gets the last event that instances of it got.
+    fn current(&self, spec: &Arc<StreamSpec>) -> Result<Arc<StreamSpec>, Bytes> {
+        let retired = self
+            .retired
+            .iter()
+            .any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(spec)));
+        if !retired {
+            return Ok(spec.clone());
+        }
+        match self.specs.get(spec.path.as_str()) {
+            None => Err(removed_event()),
+            Some(now) if !keyed_alike(now, spec) => {
+                Err(reconnect_event("stream reconfigured", rand::random()))
+            }
+            Some(now) => Ok(now.clone()),
+        }
+    }
+
+    /// Takes out an instance of `stream` that has no client and is waiting out its `idle`, the
+    /// one idle longest, to make room for another. Returns whether there was one.
+    fn evict_idle(&mut self, stream: &str) -> bool {
+        let oldest = self
+            .by_key
+            .iter()
+            .filter(|(k, t)| {
+                &*k.stream == stream
+                    && t.clients() == 0
+                    && matches!(t.spec.load().idle, Idle::After(_))
+            })
+            .min_by_key(|(_, t)| t.last_left())
+            .map(|(k, _)| k.clone());
+        let Some(topic) = oldest.and_then(|k| self.take(&k)) else {
+            return false;
+        };
+        info!(stream, instance = %topic.label, "idle instance evicted to make room");
+        topic.stop.notify_one();
+        true
+    }
+
+    /// Removes an instance from the table, and from its stream's count.
+    fn take(&mut self, key: &StreamKey) -> Option<Arc<Topic>> {
+        let topic = self.by_key.remove(key)?;
+        if let Some(n) = self.per_stream.get_mut(&key.stream) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_stream.remove(&key.stream);
+            }
+        }
+        Some(topic)
+    }
+}
+
+/// Whether instances of `a` and `b` are keyed and polled the same way (see `routes::instance`).
+fn keyed_alike(a: &StreamSpec, b: &StreamSpec) -> bool {
+    a.poll == b.poll
+        && a.forward_headers == b.forward_headers
+        && a.forward_query == b.forward_query
+        && a.params.len() == b.params.len()
+        && a.params
+            .iter()
+            .zip(&b.params)
+            .all(|((x, rx), (y, ry))| x == y && rx.as_str() == ry.as_str())
+}
+
+/// The last event of a stream that left the config: a long retry, so the browser comes back
+/// once, gets 404, and stops.
+fn removed_event() -> Bytes {
+    let data = r#"{"reason":"stream removed from the gateway config"}"#;
+    let mut last = sse::retry(REMOVED_RETRY_MS).to_vec();
+    last.extend_from_slice(&sse::event(Some("end"), None, data));
+    last.into()
+}
+
+/// The last event of an instance its clients should replace: they reconnect soon, with
+/// `Last-Event-ID`, and join an instance keyed by the running config. `spread` picks the retry
+/// within its range (a drop may run where no thread-local RNG is left).
+fn reconnect_event(reason: &str, spread: u64) -> Bytes {
+    let (lo, hi) = RECONNECT_RETRY_MS.into_inner();
+    let retry = lo + spread % (hi - lo + 1);
+    let data = serde_json::json!({ "reason": reason, "reconnect": true }).to_string();
+    let mut last = sse::retry(retry).to_vec();
+    last.extend_from_slice(&sse::event(Some("end"), None, &data));
+    last.into()
 }
 
 impl LocalHub {
@@ -86,24 +185,32 @@ impl Inner {
         first_delay: Duration,
     ) -> Result<Member, HubError> {
         let mut topics = self.topics();
+        // Routed before a reload that the reconcile has applied since: checked here, under the
+        // lock reconcile takes, so no instance starts with a spec that is no longer running.
+        let spec = match topics.current(spec) {
+            Ok(spec) => spec,
+            Err(last) => {
+                drop(topics);
+                // An instance that never runs: the client gets the end the others got.
+                let label = self.fingerprint.label(&key);
+                let topic = Arc::new(Topic::new(spec.clone(), key, label, self.metrics.clone()));
+                topic.close(last);
+                return Ok(topic.join());
+            }
+        };
         if let Some(topic) = topics.by_key.get(&key) {
             return Ok(topic.join());
         }
-        let count = topics.per_stream.entry(key.stream.clone()).or_default();
-        if *count >= spec.max_instances {
+        let count = topics.per_stream.get(&key.stream).copied().unwrap_or(0);
+        if count >= spec.max_instances && !topics.evict_idle(&key.stream) {
             return Err(HubError::TooManyInstances {
                 stream: key.stream.to_string(),
                 max: spec.max_instances,
             });
         }
-        *count += 1;
+        *topics.per_stream.entry(key.stream.clone()).or_default() += 1;
         let label = self.fingerprint.label(&key);
-        let topic = Arc::new(Topic::new(
-            spec.clone(),
-            key.clone(),
-            label,
-            self.metrics.clone(),
-        ));
+        let topic = Arc::new(Topic::new(spec, key.clone(), label, self.metrics.clone()));
         let member = topic.join();
         topics.by_key.insert(key, topic.clone());
         drop(topics);
@@ -114,6 +221,10 @@ impl Inner {
     fn start(self: &Arc<Self>, topic: Arc<Topic>, first_delay: Duration) {
         let span = info_span!("poller", stream = %topic.key.stream, instance = %topic.label);
         let hub = Arc::downgrade(self);
+        let ended = Ended {
+            topic: topic.clone(),
+            hub: hub.clone(),
+        };
         let released = topic.clone();
         let poller = Poller {
             topic,
@@ -123,11 +234,29 @@ impl Inner {
         };
         self.handle.spawn(
             async move {
+                let _ended = ended;
                 info!("poller started");
                 poller.run().await;
             }
             .instrument(span),
         );
+    }
+}
+
+/// Ends an instance's clients and takes it out of the table however its poller stops: a return,
+/// a panic, or the runtime dropping it. Without it, a client would wait forever on an instance
+/// that nothing writes to, not even a heartbeat, holding its client slot.
+struct Ended {
+    topic: Arc<Topic>,
+    hub: Weak<Inner>,
+}
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        // Both are no-ops when the poller already closed and released it.
+        let last = reconnect_event("stream instance stopped", self.topic.epoch);
+        self.topic.close(last);
+        release(&self.hub, &self.topic, true);
     }
 }
 
@@ -145,10 +274,7 @@ fn release(hub: &Weak<Inner>, topic: &Arc<Topic>, force: bool) -> bool {
     if !current || (!force && topic.clients() > 0) {
         return !current;
     }
-    topics.by_key.remove(&topic.key);
-    if let Some(n) = topics.per_stream.get_mut(&topic.key.stream) {
-        *n = n.saturating_sub(1);
-    }
+    topics.take(&topic.key);
     true
 }
 
@@ -172,43 +298,67 @@ impl Hub for LocalHub {
         topics.iter().map(|t| t.info()).collect()
     }
 
-    fn refresh(&self, stream: &str, target: &str) -> usize {
+    fn refresh(&self, stream: &str, target: &str) -> Refreshed {
         let topics = self.inner.topics();
         let matching = topics
             .by_key
             .iter()
             .filter(|(k, _)| &*k.stream == stream && k.target == target);
-        let mut n = 0;
+        let mut done = Refreshed::default();
         for (_, topic) in matching {
-            topic.refresh.notify_one();
-            n += 1;
+            if topic.request_refresh() {
+                done.now += 1;
+            } else {
+                done.deferred += 1;
+            }
         }
-        n
+        done
     }
 
     fn reconcile(&self, routes: &Routes) {
         let streams = &routes.config.streams;
         let mut topics = self.inner.topics();
+        let specs = streams
+            .iter()
+            .map(|s| (Arc::from(s.path.as_str()), s.clone()))
+            .collect();
+        let old = std::mem::replace(&mut topics.specs, specs);
+        for (path, spec) in old {
+            if !topics
+                .specs
+                .get(&path)
+                .is_some_and(|s| Arc::ptr_eq(s, &spec))
+            {
+                topics.retired.push(Arc::downgrade(&spec));
+            }
+        }
         // Retune or close what is running.
         let mut closed = Vec::new();
         for (key, topic) in &topics.by_key {
-            match streams.iter().find(|s| s.path.as_str() == &*key.stream) {
+            match topics.specs.get(&key.stream) {
+                None => closed.push((key.clone(), false)),
+                // Polled or keyed another way now (another `poll`, tighter `forward_headers`,
+                // `params` or `forward_query`): its clients come back and are keyed afresh.
+                Some(spec) if !keyed_alike(spec, &topic.spec.load()) => {
+                    closed.push((key.clone(), true))
+                }
                 Some(spec) => topic.spec.store(spec.clone()),
-                None => closed.push(key.clone()),
             }
         }
-        for key in closed {
-            if let Some(topic) = topics.by_key.remove(&key) {
-                topics.per_stream.remove(&key.stream);
+        for (key, rekeyed) in closed {
+            let Some(topic) = topics.take(&key) else {
+                continue;
+            };
+            if rekeyed {
+                info!(stream = %key.stream, instance = %topic.label, "stream re-keyed; its clients reconnect");
+                topic.close(reconnect_event("stream reconfigured", topic.epoch));
+            } else {
                 warn!(stream = %key.stream, "stream removed; closing its clients");
-                // A long retry: the browser comes back once, gets 404, and stops.
-                let data = r#"{"reason":"stream removed from the gateway config"}"#;
-                let mut last = sse::retry(REMOVED_RETRY_MS).to_vec();
-                last.extend_from_slice(&sse::event(Some("end"), None, data));
-                topic.close(last.into());
-                topic.stop.notify_one();
+                topic.close(removed_event());
             }
+            topic.stop.notify_one();
         }
+        topics.retired.retain(|w| w.strong_count() > 0);
         drop(topics);
         // `idle: never` streams poll from start-up on, spread over one interval.
         for spec in streams {
@@ -225,5 +375,130 @@ impl Hub for LocalHub {
             // The member is dropped at once: `idle: never` keeps the poller without clients.
             let _ = self.inner.join(spec, key, jitter);
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::config;
+    use crate::hub::Delivery;
+
+    fn routes(streams: &str) -> Routes {
+        let yaml = format!(
+            "upstreams:\n  api:\n    url: http://127.0.0.1:1\nproxy: api\nstreams:\n{streams}"
+        );
+        Routes::new(config::parse("t.yaml", &yaml, &|_| None, &|_, _| None).unwrap())
+    }
+
+    const ORDERS: &str = "  - path: /o/{id}\n    upstream: api\n    poll: /orders/{id}\n";
+
+    fn hub() -> LocalHub {
+        pingora::tls::install_default_crypto_provider();
+        LocalHub::new(reqwest::Client::new(), Arc::new(Metrics::new().unwrap())).unwrap()
+    }
+
+    fn key(routes: &Routes, id: &str) -> StreamKey {
+        let spec = &routes.config.streams[0];
+        routes::instance(spec, &[("id", id)], None, &http::HeaderMap::new()).unwrap()
+    }
+
+    async fn last_event(hub: &LocalHub, routes: &Routes, id: &str) -> String {
+        let mut sub = hub
+            .subscribe(SubscribeRequest {
+                spec: routes.config.streams[0].clone(),
+                key: key(routes, id),
+                format: None,
+                resume: None,
+            })
+            .await
+            .unwrap();
+        assert!(sub.take_start().is_empty());
+        match sub.next().await {
+            Delivery::Close(b) => String::from_utf8_lossy(&b).into_owned(),
+            Delivery::Send(b) => panic!("not the end: {b:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_routed_before_a_reload_joins_as_the_reload_left_its_stream() {
+        let hub = hub();
+        let v1 = routes(ORDERS);
+        hub.reconcile(&v1);
+        // Removed: the end that the removed stream's clients got.
+        hub.reconcile(&routes(""));
+        let end = last_event(&hub, &v1, "1").await;
+        assert!(
+            end.starts_with("retry: 30000\n") && end.contains("removed"),
+            "{end}"
+        );
+        // Polled elsewhere now: come back soon and be keyed afresh.
+        let v3 = routes("  - path: /o/{id}\n    upstream: api\n    poll: /v2/orders/{id}\n");
+        hub.reconcile(&v3);
+        let v4 = routes(&format!("{ORDERS}    interval: 2s\n"));
+        hub.reconcile(&v4);
+        let end = last_event(&hub, &v3, "1").await;
+        assert!(end.contains("\"reconnect\":true"), "{end}");
+        assert!(hub.instances().is_empty(), "no instance ran the old spec");
+        // Retuned only: it joins an instance running the current spec.
+        let v5 = routes(&format!("{ORDERS}    interval: 3s\n"));
+        hub.reconcile(&v5);
+        let member = hub.inner.join(
+            &v4.config.streams[0],
+            key(&v4, "1"),
+            Duration::from_secs(3600),
+        );
+        let topic = member.unwrap().topic().clone();
+        assert!(Arc::ptr_eq(&topic.spec.load(), &v5.config.streams[0]));
+    }
+
+    #[tokio::test]
+    async fn a_reload_that_polls_elsewhere_closes_the_running_instances() {
+        let hub = hub();
+        let v1 = routes(ORDERS);
+        hub.reconcile(&v1);
+        // Its first poll is not due before the reload.
+        let later = Duration::from_secs(3600);
+        let member = hub.inner.join(&v1.config.streams[0], key(&v1, "1"), later);
+        let mut sub = member.unwrap().attach(None, None);
+        hub.reconcile(&routes(
+            "  - path: /o/{id}\n    upstream: api\n    poll: /v2/{id}\n",
+        ));
+        match sub.next().await {
+            Delivery::Close(b) => assert!(b.starts_with(b"retry: "), "{b:?}"),
+            Delivery::Send(b) => panic!("not the end: {b:?}"),
+        }
+        assert!(hub.instances().is_empty());
+    }
+
+    #[tokio::test]
+    async fn at_max_instances_the_one_idle_longest_makes_room() {
+        let hub = hub();
+        let v1 = routes(&format!("{ORDERS}    max_instances: 2\n"));
+        hub.reconcile(&v1);
+        let spec = &v1.config.streams[0];
+        let join = |id| {
+            hub.inner
+                .join(spec, key(&v1, id), Duration::from_secs(3600))
+        };
+        drop(join("1").unwrap());
+        drop(join("2").unwrap());
+        // Neither has a client now, and 1 has waited longer.
+        let three = join("3").unwrap();
+        let running = || {
+            let mut r: Vec<String> = hub.instances().into_iter().map(|i| i.instance).collect();
+            r.sort();
+            r
+        };
+        assert_eq!(running(), ["/orders/2", "/orders/3"]);
+        let busy = join("2").unwrap();
+        assert_eq!(running(), ["/orders/2", "/orders/3"]);
+        // With every instance busy, the next is refused.
+        assert!(matches!(
+            join("4"),
+            Err(HubError::TooManyInstances { max: 2, .. })
+        ));
+        drop((busy, three));
     }
 }

@@ -34,9 +34,20 @@ pub trait Hub: Send + Sync + 'static {
     /// What runs now, for the admin listener and the metrics.
     fn instances(&self) -> Vec<InstanceInfo>;
 
-    /// Polls now every instance of `stream` that polls `target` (whatever its credentials), for
-    /// upstreams that can call a webhook when their data changes. Returns how many.
-    fn refresh(&self, stream: &str, target: &str) -> usize;
+    /// Polls every instance of `stream` that polls `target` (whatever its credentials), for
+    /// upstreams that can call a webhook when their data changes: now, or when its refresh window
+    /// opens, so a flood of refreshes can't outpace the interval or cut a backoff short.
+    fn refresh(&self, stream: &str, target: &str) -> Refreshed;
+}
+
+/// What a refresh did, counted in instances.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Refreshed {
+    /// Poll at once.
+    pub now: usize,
+    /// Poll when their window opens: a quarter interval after their last early poll, or at the
+    /// end of a backoff or `Retry-After`.
+    pub deferred: usize,
 }
 
 /// One stream instance as the admin listener shows it. Never holds credentials.

@@ -5,8 +5,8 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -43,14 +43,17 @@ impl Frame {
     }
 }
 
-/// What travels on a topic's broadcast channel.
+/// What travels on a topic's broadcast channel: small messages only. tokio frees a slot only once
+/// every receiver has read it, so a slow reader pins the whole channel; an event is therefore
+/// its sequence number, and its bytes are read from the ring, which `replay_bytes` bounds.
 #[derive(Clone)]
-pub enum Message {
-    Event(Arc<Frame>),
-    /// An `upstream-status` event: not replayed, so it carries no id.
+enum Message {
+    Event(u64),
+    /// An `upstream-status` event (a few hundred bytes): not replayed, so it carries no id.
     Status(Bytes),
     Heartbeat,
-    Close(Bytes),
+    /// The last event is in `State::closed`, where a receiver that lagged past this still finds it.
+    Close,
 }
 
 /// Where the first poll stands; subscribers wait for it to leave `Pending`.
@@ -73,6 +76,9 @@ struct State {
     ring_bytes: usize,
     /// The current `upstream-status` event while the upstream fails.
     failing: Option<Bytes>,
+    /// The last event once the instance has ended: whoever attaches or resyncs later gets it
+    /// instead of a stream that nothing will ever write to again.
+    closed: Option<Bytes>,
 }
 
 pub struct Topic {
@@ -82,7 +88,8 @@ pub struct Topic {
     /// Swapped by a reload that retunes the stream; the poller reads it before every poll.
     pub spec: ArcSwap<StreamSpec>,
     pub epoch: u64,
-    state: Mutex<State>,
+    /// Read by every client for every event, written once per change.
+    state: RwLock<State>,
     tx: broadcast::Sender<Message>,
     ready: watch::Sender<Readiness>,
     clients: AtomicUsize,
@@ -92,8 +99,9 @@ pub struct Topic {
     pub emptied: Notify,
     /// Tells the poller to stop: its stream left the config.
     pub stop: Notify,
-    /// Asks the poller to poll now.
+    /// Tells the poller a refresh is pending (`request_refresh`).
     pub refresh: Notify,
+    refresh_window: Mutex<RefreshWindow>,
     pub metrics: Arc<Metrics>,
     /// When the last poll ended, and its result.
     last_poll: Mutex<Option<(std::time::SystemTime, &'static str)>>,
@@ -123,7 +131,7 @@ impl Topic {
             label,
             spec: ArcSwap::new(spec),
             epoch: rand::random::<u64>() & 0xffff_ffff_ffff,
-            state: Mutex::new(State::default()),
+            state: RwLock::new(State::default()),
             tx,
             ready: watch::channel(Readiness::Pending).0,
             clients: AtomicUsize::new(0),
@@ -131,15 +139,25 @@ impl Topic {
             emptied: Notify::new(),
             stop: Notify::new(),
             refresh: Notify::new(),
+            refresh_window: Mutex::new(RefreshWindow {
+                from: tokio::time::Instant::now(),
+                pending: None,
+            }),
             metrics,
             last_poll: Mutex::new(None),
             last_left: Mutex::new(Instant::now()),
         }
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
+    fn state(&self) -> RwLockWriteGuard<'_, State> {
         // A poisoned lock only means a panic elsewhere; the state itself stays consistent.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Also held while a client subscribes to the channel, so no change slips in between what
+    /// it read and what it receives.
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn clients(&self) -> usize {
@@ -165,7 +183,7 @@ impl Topic {
     }
 
     pub fn current_seq(&self) -> u64 {
-        self.state().seq
+        self.read().seq
     }
 
     pub fn format_in_use(&self, format: DiffMode) -> bool {
@@ -197,7 +215,7 @@ impl Topic {
             }
         }
         // Sent under the lock, so a subscriber that read the state sees exactly what follows it.
-        let _ = self.tx.send(Message::Event(frame));
+        let _ = self.tx.send(Message::Event(frame.seq));
         drop(st);
         self.set_ready(Readiness::Ready);
     }
@@ -219,7 +237,7 @@ impl Topic {
 
     pub fn info(&self) -> InstanceInfo {
         let (seq, healthy) = {
-            let st = self.state();
+            let st = self.read();
             (st.seq, st.failing.is_none())
         };
         let last = *self.last_poll.lock().unwrap_or_else(|e| e.into_inner());
@@ -238,9 +256,87 @@ impl Topic {
         let _ = self.tx.send(Message::Heartbeat);
     }
 
-    /// Ends every attached stream with `last`.
+    /// Ends every attached stream with `last`, and every later one: the first reason wins. Wakes
+    /// clients still waiting for the first poll, so they end now rather than after `timeout`.
     pub fn close(&self, last: Bytes) {
-        let _ = self.tx.send(Message::Close(last));
+        let mut st = self.state();
+        if st.closed.is_some() {
+            return;
+        }
+        st.closed = Some(last);
+        let _ = self.tx.send(Message::Close);
+        drop(st);
+        self.ready.send_if_modified(|r| {
+            let pending = *r == Readiness::Pending;
+            if pending {
+                *r = Readiness::Ready;
+            }
+            pending
+        });
+    }
+
+    fn refresh_window(&self) -> MutexGuard<'_, RefreshWindow> {
+        self.refresh_window
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Schedules a poll for `POST /streams/refresh`; returns whether it happens at once (else
+    /// when the refresh window opens). Decided here, under one lock, so the admin's answer is
+    /// what the poller will do.
+    pub fn request_refresh(&self) -> bool {
+        let quarter = self.spec.load().interval / 4;
+        let now = self
+            .refresh_window()
+            .request(tokio::time::Instant::now(), quarter);
+        self.refresh.notify_one();
+        now
+    }
+
+    /// When the pending refresh may poll, if one is pending.
+    pub fn pending_refresh(&self) -> Option<tokio::time::Instant> {
+        self.refresh_window().pending
+    }
+
+    /// A poll is starting: it serves every refresh asked for until now.
+    pub fn refresh_polling(&self) {
+        self.refresh_window().pending = None;
+    }
+
+    /// After a failed poll: no refresh polls before `at`, the end of the backoff or of the
+    /// upstream's `Retry-After`.
+    pub fn hold_refreshes_until(&self, at: tokio::time::Instant) {
+        let mut w = self.refresh_window();
+        w.from = w.from.max(at);
+        // One asked for while that poll ran waits too.
+        if let Some(pending) = &mut w.pending {
+            *pending = (*pending).max(at);
+        }
+    }
+}
+
+/// When refreshes may poll: at most once per quarter interval, so a flood of them adds at most
+/// four polls per interval, and never before a failing upstream's backoff or `Retry-After` ends.
+#[derive(Debug)]
+struct RefreshWindow {
+    /// The earliest the next refresh poll may start.
+    from: tokio::time::Instant,
+    /// The refresh poll asked for and not yet started: later refreshes join it.
+    pending: Option<tokio::time::Instant>,
+}
+
+impl RefreshWindow {
+    /// Schedules a poll for a refresh asked for at `now`; returns whether it is at once. One
+    /// inside the window is deferred to its end, not dropped: a webhook's caller expects the
+    /// change it announced to arrive, if later.
+    fn request(&mut self, now: tokio::time::Instant, quarter: Duration) -> bool {
+        if let Some(at) = self.pending {
+            return at <= now;
+        }
+        let at = self.from.max(now);
+        self.pending = Some(at);
+        self.from = at + quarter;
+        at == now
     }
 }
 
@@ -260,8 +356,23 @@ impl Member {
             topic.formats[format_index(f)].fetch_add(1, Ordering::AcqRel);
         }
         let format = chosen.unwrap_or_else(|| topic.spec.load().diff);
-        let st = topic.state();
+        let st = topic.read();
         let mut start = Vec::new();
+        if let Some(last) = st.closed.clone() {
+            let rx = topic.tx.subscribe();
+            let last_seq = st.seq;
+            drop(st);
+            return Subscription {
+                member: self,
+                topic,
+                start,
+                rx,
+                last_seq,
+                have_doc: false,
+                chosen,
+                ended: Some(last),
+            };
+        }
         let replay = resume
             .filter(|id| id.epoch == topic.epoch && id.seq <= st.seq && st.seq > 0)
             .and_then(|id| {
@@ -290,6 +401,7 @@ impl Member {
             last_seq,
             have_doc,
             chosen,
+            ended: None,
         }
     }
 }
@@ -305,6 +417,8 @@ pub struct Subscription {
     /// Whether the client has a document a patch could apply to.
     have_doc: bool,
     chosen: Option<DiffMode>,
+    /// The instance's last event, once this subscription has seen it end.
+    ended: Option<Bytes>,
 }
 
 impl Subscription {
@@ -321,30 +435,34 @@ impl Subscription {
     /// Waits for the next thing to write. Cancel-safe: it can sit in a `select!`.
     pub async fn next(&mut self) -> Delivery {
         loop {
+            if let Some(last) = &self.ended {
+                return Delivery::Close(last.clone());
+            }
             match self.rx.recv().await {
-                Ok(Message::Event(frame)) => {
-                    if frame.seq <= self.last_seq {
+                Ok(Message::Event(seq)) => {
+                    if seq <= self.last_seq {
                         continue;
                     }
-                    self.last_seq = frame.seq;
-                    let format = self.chosen.unwrap_or_else(|| self.topic.spec.load().diff);
-                    let bytes = if self.have_doc {
-                        frame.bytes_for(format)
-                    } else {
-                        &frame.snapshot
-                    };
-                    self.have_doc = true;
-                    return Delivery::Send(bytes.clone());
+                    if let Some(bytes) = self.event(seq) {
+                        return Delivery::Send(bytes);
+                    }
                 }
                 Ok(Message::Status(b)) => return Delivery::Send(b),
                 Ok(Message::Heartbeat) => {
                     return Delivery::Send(Bytes::from_static(sse::HEARTBEAT))
                 }
-                Ok(Message::Close(b)) => return Delivery::Close(b),
+                Ok(Message::Close) => {
+                    self.ended = Some(self.topic.read().closed.clone().unwrap_or_default());
+                }
                 // Fell behind the channel: replace the backlog with one fresh snapshot.
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     self.topic.metrics.clients_resynced.inc();
-                    let st = self.topic.state();
+                    let st = self.topic.read();
+                    // The skipped backlog may hold the `Close`: the state still has it.
+                    if let Some(last) = st.closed.clone() {
+                        self.ended = Some(last);
+                        continue;
+                    }
                     self.last_seq = st.seq;
                     // Skip the rest of the backlog too: it is older than the snapshot.
                     self.rx = self.topic.tx.subscribe();
@@ -356,6 +474,34 @@ impl Subscription {
                 Err(broadcast::error::RecvError::Closed) => return Delivery::Close(Bytes::new()),
             }
         }
+    }
+
+    /// The bytes for event `seq`, the one after `last_seq`: from the ring, or the current
+    /// snapshot when the ring no longer holds it (this client fell behind the replay bounds).
+    fn event(&mut self, seq: u64) -> Option<Bytes> {
+        let st = self.topic.read();
+        let frame = st
+            .ring
+            .front()
+            .and_then(|first| seq.checked_sub(first.seq))
+            .and_then(|i| st.ring.get(usize::try_from(i).ok()?))
+            .filter(|f| f.seq == seq && seq == self.last_seq + 1);
+        let Some(frame) = frame else {
+            self.topic.metrics.clients_resynced.inc();
+            self.last_seq = st.seq;
+            let snapshot = st.snapshot.clone()?;
+            self.have_doc = true;
+            return Some(snapshot);
+        };
+        self.last_seq = seq;
+        let format = self.chosen.unwrap_or_else(|| self.topic.spec.load().diff);
+        let bytes = if self.have_doc {
+            frame.bytes_for(format)
+        } else {
+            &frame.snapshot
+        };
+        self.have_doc = true;
+        Some(bytes.clone())
     }
 }
 
@@ -384,8 +530,12 @@ mod tests {
     use crate::config;
 
     fn topic(replay: usize) -> Arc<Topic> {
+        topic_with(&format!("replay: {replay}"))
+    }
+
+    fn topic_with(extra: &str) -> Arc<Topic> {
         let yaml = format!(
-            "upstreams:\n  api:\n    url: http://127.0.0.1:1\nstreams:\n  - path: /s\n    upstream: api\n    replay: {replay}\n"
+            "upstreams:\n  api:\n    url: http://127.0.0.1:1\nstreams:\n  - path: /s\n    upstream: api\n    {extra}\n"
         );
         let cfg = config::parse("t.yaml", &yaml, &|_| None, &|_, _| None).unwrap();
         let spec = cfg.streams[0].clone();
@@ -501,5 +651,121 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(1), t.emptied.notified())
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_lagging_client_pins_no_more_than_the_replay_bytes() {
+        let t = topic_with("replay: 1000\n    replay_bytes: 8KiB");
+        let big = |seq: u64| Frame {
+            seq,
+            snapshot: Bytes::from(format!("snapshot {seq} {}\n", "x".repeat(1000))),
+            json_patch: Some(Bytes::from(format!("patch {seq}\n"))),
+            merge_patch: None,
+        };
+        t.publish(big(1));
+        // Attached, then never reading while 200 changes go by: the channel holds them all.
+        let mut slow = t.join().attach(Some(DiffMode::JsonPatch), None);
+        slow.take_start();
+        let mut published = Vec::new();
+        for seq in 2..=201 {
+            t.publish(big(seq));
+            published.push(Arc::downgrade(t.read().ring.back().unwrap()));
+        }
+        let alive: Vec<_> = published.iter().filter_map(|w| w.upgrade()).collect();
+        let pinned: usize = alive.iter().map(|f| f.size()).sum();
+        assert!(alive.len() <= 8, "{} frames alive", alive.len());
+        assert_eq!(pinned, t.read().ring_bytes);
+        assert!(pinned <= 8 * 1024, "{pinned} bytes pinned");
+        drop(alive);
+        // Its next event is already out of the ring: one fresh snapshot, then patches again.
+        assert!(next(&mut slow).await.starts_with("snapshot 201 "));
+        t.publish(big(202));
+        assert_eq!(next(&mut slow).await, "patch 202");
+    }
+
+    #[tokio::test]
+    async fn a_closed_instance_ends_late_joiners_and_clients_that_missed_the_close() {
+        let t = topic(16);
+        let waiting = t.join();
+        let mut ready = t.readiness();
+        t.publish(frame(1));
+        let mut lagging = t.join().attach(Some(DiffMode::JsonPatch), None);
+        lagging.take_start();
+        // The close goes by in a backlog that overflows this client's channel.
+        for seq in 2..=10 {
+            t.publish(frame(seq));
+        }
+        t.close(Bytes::from_static(b"the end\n"));
+        for _ in 0..20 {
+            t.heartbeat();
+        }
+        assert_eq!(next(&mut lagging).await, "the end");
+        assert_eq!(next(&mut lagging).await, "the end", "and it stays ended");
+        // A client that was waiting for the first poll attaches after the close.
+        assert_eq!(*ready.borrow_and_update(), Readiness::Ready);
+        let mut late = waiting.attach(None, None);
+        assert!(late.take_start().is_empty());
+        assert_eq!(next(&mut late).await, "the end");
+        // The first reason wins.
+        t.close(Bytes::from_static(b"another end\n"));
+        let mut later = t.join().attach(None, Some(t.id(3)));
+        assert_eq!(next(&mut later).await, "the end");
+    }
+
+    #[tokio::test]
+    async fn closing_wakes_the_clients_waiting_for_the_first_poll() {
+        let t = topic(4);
+        let mut ready = t.readiness();
+        assert_eq!(*ready.borrow(), Readiness::Pending);
+        t.close(Bytes::from_static(b"gone\n"));
+        tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            ready.wait_for(|r| *r == Readiness::Ready),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        // A refusal already recorded is kept.
+        let t = topic(4);
+        t.set_ready(Readiness::Denied(401));
+        t.close(Bytes::from_static(b"denied\n"));
+        assert_eq!(*t.readiness().borrow(), Readiness::Denied(401));
+    }
+
+    #[test]
+    fn refreshes_poll_once_per_quarter_interval_and_join_the_pending_one() {
+        let t0 = tokio::time::Instant::now();
+        let q = std::time::Duration::from_secs(900);
+        let mut w = RefreshWindow {
+            from: t0,
+            pending: None,
+        };
+        assert!(w.request(t0, q), "the first one polls at once");
+        assert!(
+            w.request(t0, q),
+            "and one before that poll started joins it"
+        );
+        w.pending = None; // the poll started
+        let t1 = t0 + q / 10;
+        assert!(!w.request(t1, q), "inside the window: deferred");
+        assert_eq!(w.pending, Some(t0 + q));
+        assert!(!w.request(t1 + q / 10, q), "joins the deferred one");
+        w.pending = None;
+        // The next window starts where the deferred poll was.
+        assert!(!w.request(t0 + q + q / 10, q));
+        assert_eq!(w.pending, Some(t0 + q * 2));
+    }
+
+    #[tokio::test]
+    async fn a_refresh_never_cuts_a_backoff_short() {
+        let t = topic(4);
+        let retry_at = tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
+        // Asked for while the failing poll ran, then that poll asked for an hour.
+        assert!(t.request_refresh());
+        t.hold_refreshes_until(retry_at);
+        assert_eq!(t.pending_refresh(), Some(retry_at));
+        t.refresh_polling();
+        assert!(!t.request_refresh());
+        assert_eq!(t.pending_refresh(), Some(retry_at));
     }
 }

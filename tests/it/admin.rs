@@ -213,3 +213,66 @@ async fn text_replies_say_nosniff() {
     assert_eq!(r.status(), 404);
     assert_eq!(r.headers()["x-content-type-options"], "nosniff");
 }
+
+async fn refresh(gw: &Gateway) -> Value {
+    let r = http()
+        .post(gw.admin_url("/streams/refresh?path=/sse/doc"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    r.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn refresh_never_cuts_an_upstreams_retry_after_short() {
+    let up = Upstream::json("/doc", json!({"v": 0})).await;
+    let gw = Gateway::start(&yaml(&up, "100ms")).await;
+    let mut c = gw.sse("/sse/doc").await;
+    c.snapshot().await;
+    up.fail("/doc", 429, &[("retry-after", "3600")]);
+    c.next_of("upstream-status").await;
+    // Once the poller has taken the hour it was asked for, every refresh waits for it.
+    eventually("refreshes are deferred", || async {
+        (refresh(&gw).await["deferred"] == 1).then_some(())
+    })
+    .await;
+    let polls = up.count("/doc").await;
+    for _ in 0..50 {
+        assert_eq!(
+            refresh(&gw).await,
+            json!({"path": "/sse/doc", "refreshed": 0, "deferred": 1})
+        );
+    }
+    assert_eq!(
+        up.count("/doc").await,
+        polls,
+        "the upstream saw no new request"
+    );
+}
+
+#[tokio::test]
+async fn twenty_refreshes_in_a_row_cost_one_poll_now_and_one_later() {
+    let up = Upstream::json("/doc", json!({"v": 0})).await;
+    let gw = Gateway::start(&yaml(&up, "1h")).await;
+    let mut c = gw.sse("/sse/doc").await;
+    c.snapshot().await;
+    let polls = up.count("/doc").await;
+    up.set("/doc", json!({"v": 1}));
+    let mut answers = Vec::new();
+    for _ in 0..20 {
+        answers.push(refresh(&gw).await);
+    }
+    assert_eq!(answers[0]["refreshed"], 1, "{answers:?}");
+    assert_eq!(c.next_document().await, json!({"v": 1}));
+    // Those that came before that poll started joined it; the rest, and any now, wait for the
+    // window (a quarter interval), where one more poll serves them all.
+    assert!(
+        answers
+            .iter()
+            .all(|a| a["refreshed"].as_u64().unwrap() + a["deferred"].as_u64().unwrap() == 1),
+        "{answers:?}"
+    );
+    assert_eq!(refresh(&gw).await["deferred"], 1);
+    assert_eq!(up.count("/doc").await, polls + 1);
+}

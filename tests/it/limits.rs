@@ -327,3 +327,66 @@ async fn out_of_files_the_gateway_keeps_its_clients_and_accepts_again_once_files
     let mut next = gw.sse("/sse/doc").await;
     assert_eq!(next.snapshot().await, json!({"v": 2}));
 }
+
+#[tokio::test]
+async fn at_max_instances_an_idle_instance_makes_room_for_a_new_one() {
+    let up = Upstream::start().await;
+    for id in 1..=3 {
+        up.set(&format!("/orders/{id}"), json!({ "id": id }));
+    }
+    let gw = Gateway::start(&config(
+        &up,
+        "  - path: /sse/orders/{id}\n    upstream: api\n    poll: /orders/{id}\n    interval: 100ms\n    max_instances: 2\n",
+    ))
+    .await;
+    // Two one-shot subscriptions that leave at once, one after the other.
+    for id in 1..=2 {
+        let mut c = gw.sse(&format!("/sse/orders/{id}")).await;
+        assert_eq!(c.snapshot().await, json!({ "id": id }));
+        drop(c);
+        let instance = format!("/orders/{id}");
+        eventually("the client is counted out", || async {
+            let list: serde_json::Value = http()
+                .get(gw.admin_url("/streams"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let left = list["instances"]
+                .as_array()?
+                .iter()
+                .any(|i| i["instance"] == instance.as_str() && i["clients"] == 0);
+            left.then_some(())
+        })
+        .await;
+    }
+    // Both wait out their idle period; the one idle longest makes room.
+    let mut third = gw.sse("/sse/orders/3").await;
+    assert_eq!(third.snapshot().await, json!({"id": 3}));
+    let seen = up.count("/orders/1").await;
+    let kept = up.count("/orders/2").await;
+    eventually("the instance still there polls on", || async {
+        (up.count("/orders/2").await >= kept + 5).then_some(())
+    })
+    .await;
+    // One poll may have been under way when it was evicted.
+    let evicted = up.count("/orders/1").await;
+    assert!(evicted <= seen + 1, "{seen} then {evicted}");
+    let kept = up.count("/orders/2").await;
+    eventually("the instance still there polls on", || async {
+        (up.count("/orders/2").await >= kept + 5).then_some(())
+    })
+    .await;
+    assert_eq!(
+        up.count("/orders/1").await,
+        evicted,
+        "the evicted one stopped"
+    );
+    assert!(
+        gw.stderr().contains("idle instance evicted"),
+        "{}",
+        gw.stderr()
+    );
+}

@@ -383,3 +383,75 @@ async fn a_reload_cannot_drop_the_token_of_an_admin_listener_beyond_loopback() {
         .unwrap();
     assert_eq!(open.status(), 401);
 }
+
+#[tokio::test]
+async fn removing_a_stream_ends_a_client_still_waiting_for_its_first_poll() {
+    let up = Upstream::json("/doc", json!({"v": 0})).await;
+    up.set("/keep", json!({"keep": 1}));
+    up.delay("/doc", Duration::from_secs(3));
+    let keep = "  - path: /sse/keep\n    upstream: api\n    poll: /keep\n";
+    let gw = Gateway::start(&format!(
+        "limits:\n  max_clients: 1\n{}{keep}",
+        doc_stream(&up, "    timeout: 5s\n")
+    ))
+    .await;
+    gw.watching().await;
+    let remove = async {
+        eventually("the first poll is under way", || async {
+            (up.count("/doc").await > 0).then_some(())
+        })
+        .await;
+        gw.rewrite(&config(&up, keep));
+    };
+    let (resp, ()) = tokio::join!(gw.get_sse("/sse/doc", &[]), remove);
+    assert_eq!(resp.status(), 200);
+    let mut waiting = SseClient::new(resp);
+    let end = waiting.next_of("end").await;
+    assert!(end.data.contains("removed"), "{}", end.data);
+    assert!(waiting.try_next_event().await.is_none(), "the stream ends");
+    // Its client slot is free again.
+    let mut next = eventually("a free slot", || async {
+        let mut c = gw.sse("/sse/keep").await;
+        let ev = c.next_event().await;
+        (ev.event == "snapshot").then_some(c)
+    })
+    .await;
+    assert_eq!(next.doc, Some(json!({"keep": 1})));
+    up.set("/keep", json!({"keep": 2}));
+    assert_eq!(next.next_document().await, json!({"keep": 2}));
+}
+
+#[tokio::test]
+async fn a_reload_that_polls_elsewhere_brings_clients_back_to_the_new_document() {
+    let up = Upstream::json("/a", json!({"from": "a"})).await;
+    up.set("/b", json!({"from": "b"}));
+    let stream = |poll: &str| {
+        config(
+            &up,
+            &format!(
+                "  - path: /sse/doc\n    upstream: api\n    poll: {poll}\n    interval: 100ms\n"
+            ),
+        )
+    };
+    let gw = Gateway::start(&stream("/a")).await;
+    let mut client = gw.sse("/sse/doc").await;
+    assert_eq!(client.snapshot().await, json!({"from": "a"}));
+    gw.watching().await;
+    gw.rewrite(&stream("/b"));
+    let end = client.next_of("end").await;
+    assert!(end.data.contains("\"reconnect\":true"), "{}", end.data);
+    let retry = end.retry.expect("a retry");
+    assert!(
+        retry <= Duration::from_secs(1),
+        "comes back at once: {retry:?}"
+    );
+    assert!(client.try_next_event().await.is_none(), "the stream ends");
+    // The browser reconnects with its Last-Event-ID and gets what the stream polls now.
+    let id = client.last_id.clone();
+    let mut back = gw.sse_with("/sse/doc", &[("last-event-id", &id)]).await;
+    assert_eq!(back.snapshot().await, json!({"from": "b"}));
+    let before = up.count("/a").await;
+    up.set("/b", json!({"from": "b", "v": 2}));
+    assert_eq!(back.next_document().await, json!({"from": "b", "v": 2}));
+    assert_eq!(up.count("/a").await, before, "/a is no longer polled");
+}
