@@ -687,6 +687,7 @@ mod tests {
             ("streams:\n  - path: /a/{id}\n    upstream: api\n    params: { x: \"1\" }\n", "streams[0].params.x:", "not a parameter"),
             ("streams:\n  - path: /a/{id}\n    upstream: api\n    params: { id: \"(\" }\n", "streams[0].params.id:", "bad regex"),
             ("streams:\n  - path: /a{id}\n    upstream: api\n", "g.yaml:6:5: streams[0].path:", "whole path segment"),
+            ("streams:\n  - path: /a\n    upstream: api\n    poll: /../admin\n", "g.yaml:8:5: streams[0].poll:", "dot segments"),
             ("streams:\n  - path: /a\n    upstream: api\n    forward_headers: [\"bad header\"]\n", "streams[0].forward_headers[0]:", "header name"),
             ("streams:\n  - path: /a\n    upstream: api\n    max_body: 8 parsecs\n", "streams[0].max_body:", "not a size"),
             ("defaults:\n  path: /x\nstreams: []\n", "g.yaml:6:3: defaults.path:", "not to defaults"),

@@ -89,3 +89,25 @@ async fn without_a_proxy_unknown_paths_get_404() {
         .unwrap()
         .contains("no stream at /elsewhere"));
 }
+
+#[tokio::test]
+async fn a_poll_cannot_leave_the_base_path() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  api:\n    url: {}/v1\nstreams:\n  - path: /sse/o/{{id}}\n    upstream: api\n    poll: /o/{{id}}\n    params: {{ id: \".+\" }}\n",
+        up.url()
+    ))
+    .await;
+    for value in ["%2e%2e", ".%2E", "..%2F..%2Fadmin", "..%5C..%5Cadmin"] {
+        raw_get(gw.port, &format!("/sse/o/{value}")).await;
+    }
+    let seen = up.server.received_requests().await.unwrap();
+    let paths: Vec<&str> = seen.iter().map(|r| r.url.path()).collect();
+    assert!(!paths.is_empty(), "the encoded values were polled");
+    assert!(
+        paths
+            .iter()
+            .all(|p| p.starts_with("/v1/o/") && p.matches('/').count() == 3),
+        "{paths:?}"
+    );
+}
