@@ -27,6 +27,8 @@ pub struct File {
     pub admin: Option<AdminFile>,
     pub cors: Option<CorsFile>,
     pub tls: Option<TlsFile>,
+    pub proxy_trust_forwarded: Option<bool>,
+    pub preserve_host: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

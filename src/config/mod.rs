@@ -40,6 +40,17 @@ pub struct Config {
     pub admin: Admin,
     /// Certificate and key (PEM) for `listen`; HTTP/2 is offered by ALPN.
     pub tls: Option<Tls>,
+    pub forwarding: Forwarding,
+}
+
+/// What proxied requests tell the upstream about the client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Forwarding {
+    /// Keep the client's `X-Forwarded-*`, `Forwarded` and `X-Real-IP` (appending to
+    /// `X-Forwarded-For`): only right behind a load balancer that sets them itself.
+    pub trust: bool,
+    /// Send the client's `Host` rather than the upstream's own.
+    pub preserve_host: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,7 +101,7 @@ pub struct Upstream {
     pub tls: bool,
     /// The host name, for SNI.
     pub host: String,
-    /// Sent with every poll (not with proxied requests, which pass through unchanged).
+    /// Sent with every poll, never with proxied requests.
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
@@ -298,7 +309,23 @@ impl Config {
         }
         match &self.proxy {
             Some(p) => {
-                let _ = writeln!(s, "proxy: every other request to {} ({})", p.name, p.url);
+                let f = &self.forwarding;
+                let _ = writeln!(
+                    s,
+                    "proxy: every other request to {} ({}), Host {}, X-Forwarded-* {}",
+                    p.name,
+                    p.url,
+                    if f.preserve_host {
+                        "the client's"
+                    } else {
+                        "the upstream's"
+                    },
+                    if f.trust {
+                        "trusted and appended to"
+                    } else {
+                        "set fresh"
+                    },
+                );
             }
             None => {
                 let _ = writeln!(s, "proxy: none (other paths get 404)");

@@ -11,8 +11,8 @@ use http::{HeaderName, HeaderValue};
 use super::file::{CorsFile, File, IdleFile, Size, StreamFile, UpstreamFile};
 use super::index::KeyIndex;
 use super::{
-    Admin, Config, ConfigError, ConfigErrors, Cors, Demo, DiffMode, Idle, Limits, PathTemplate,
-    StreamSpec, Tls, Upstream,
+    Admin, Config, ConfigError, ConfigErrors, Cors, Demo, DiffMode, Forwarding, Idle, Limits,
+    PathTemplate, StreamSpec, Tls, Upstream,
 };
 
 const DEFAULT_PARAM: &str = "^[A-Za-z0-9._~-]+$";
@@ -147,6 +147,10 @@ pub fn validate(
             }
         },
     );
+    let forwarding = Forwarding {
+        trust: file.proxy_trust_forwarded.unwrap_or(false),
+        preserve_host: file.preserve_host.unwrap_or(false),
+    };
 
     let admin = {
         let a = file.admin.as_ref();
@@ -210,6 +214,7 @@ pub fn validate(
         upgrade_sock,
         admin,
         tls,
+        forwarding,
     })
 }
 
@@ -667,6 +672,17 @@ mod tests {
             "Debug hides credentials"
         );
         assert_eq!(c.limits.max_clients, 50_000);
+    }
+
+    #[test]
+    fn forwarding_headers_are_fresh_and_host_the_upstreams_by_default() {
+        let c = load(&format!("{BASE}proxy: api\nstreams: []\n")).unwrap();
+        assert!(!c.forwarding.trust && !c.forwarding.preserve_host);
+        let c = load(&format!(
+            "{BASE}proxy: api\nproxy_trust_forwarded: true\npreserve_host: true\nstreams: []\n"
+        ))
+        .unwrap();
+        assert!(c.forwarding.trust && c.forwarding.preserve_host);
     }
 
     #[test]

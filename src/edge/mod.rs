@@ -4,6 +4,7 @@
 
 mod cors;
 mod front;
+mod proxy;
 mod replay;
 mod session;
 
@@ -109,6 +110,18 @@ impl ProxyHttp for Edge {
         ctx.streaming
     }
 
+    /// Refusals that must come before anything reaches the upstream.
+    async fn proxy_upstream_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<bool> {
+        let Some(reply) = proxy::refusal(session.req_header()) else {
+            return Ok(true);
+        };
+        debug!(status = reply.status, "proxied request refused");
+        // The body, if any, stays unread: the connection can't carry another request.
+        session.set_keepalive(None);
+        write_reply(session, reply).await?;
+        Ok(false)
+    }
+
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let routes = self.shared.routes.load();
         let up = routes.config.proxy.as_ref().ok_or_else(|| {
@@ -119,27 +132,22 @@ impl ProxyHttp for Edge {
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_request: &mut pingora::http::RequestHeader,
         _ctx: &mut Ctx,
     ) -> Result<()> {
-        // A base path in the proxy upstream's URL prefixes every proxied path, as it does polls.
         let routes = self.shared.routes.load();
         let Some(up) = routes.config.proxy.as_ref() else {
             return Ok(());
         };
-        let base = up.url.path().trim_end_matches('/');
-        if !base.is_empty() {
-            let pq = upstream_request
-                .uri
-                .path_and_query()
-                .map_or("/", |pq| pq.as_str());
-            let uri = format!("{base}{pq}")
-                .parse::<http::Uri>()
-                .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "proxy path", e))?;
-            upstream_request.set_uri(uri);
-        }
-        Ok(())
+        let client = proxy::Client {
+            ip: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
+            tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
+        };
+        proxy::rewrite(upstream_request, up, &routes.config.forwarding, &client)
     }
 }
 

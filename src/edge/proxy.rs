@@ -1,0 +1,302 @@
+//! What the proxy path changes on the way to the upstream: a target that stays under the base
+//! path, the upstream's own `Host`, and forwarding headers the client can't forge.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+use http::header::{self, HeaderName};
+use percent_encoding::percent_decode;
+use pingora::http::RequestHeader;
+use pingora::{Error, ErrorType, Result};
+
+use super::Reply;
+use crate::config::{Forwarding, Upstream};
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// A request the proxy refuses before connecting: a target that could leave the base path.
+pub(super) fn refusal(req: &RequestHeader) -> Option<Reply> {
+    let target = match origin_target(req) {
+        Ok(t) => t,
+        Err(why) => return Some(Reply::text(400, format!("{why}\n"))),
+    };
+    let path = target.split(|&b| b == b'?').next().unwrap_or(&target);
+    if leaves_base(path) {
+        return Some(Reply::text(
+            400,
+            "dot segments (`.`, `..`, `%2e`) and backslashes are not allowed in the path\n".into(),
+        ));
+    }
+    None
+}
+
+/// Where the client is and how it came, as the upstream sees it.
+pub(super) struct Client {
+    pub ip: Option<IpAddr>,
+    pub tls: bool,
+}
+
+/// Rewrites the request pingora is about to send: the base path in front of an origin-form
+/// target (an absolute-form one must not pick the upstream's vhost), the upstream's `Host`, and
+/// forwarding headers.
+pub(super) fn rewrite(
+    req: &mut RequestHeader,
+    up: &Upstream,
+    fwd: &Forwarding,
+    client: &Client,
+) -> Result<()> {
+    let target = origin_target(req)
+        .map_err(|why| Error::explain(ErrorType::InvalidHTTPHeader, why))?
+        .into_owned();
+    let base = up.url.path().trim_end_matches('/');
+    let mut full = Vec::with_capacity(base.len() + target.len());
+    full.extend_from_slice(base.as_bytes());
+    full.extend_from_slice(&target);
+    req.set_raw_path(&full)?;
+
+    let client_host = req.headers.get(header::HOST).cloned();
+    if !fwd.preserve_host {
+        let host = up.url.host_str().unwrap_or(&up.host);
+        let host = match up.url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_string(),
+        };
+        req.insert_header(header::HOST, host)?;
+    }
+
+    let peer = client.ip.map(|ip| ip.to_canonical().to_string());
+    if fwd.trust {
+        let mut chain: Vec<&str> = req
+            .headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        chain.extend(peer.as_deref());
+        let chain = chain.join(", ");
+        if !chain.is_empty() {
+            req.insert_header(X_FORWARDED_FOR, chain)?;
+        }
+    } else {
+        let forged: Vec<HeaderName> = req
+            .headers
+            .keys()
+            .filter(|n| {
+                n.as_str().starts_with("x-forwarded-") || *n == header::FORWARDED || *n == X_REAL_IP
+            })
+            .cloned()
+            .collect();
+        for name in forged {
+            req.remove_header(&name);
+        }
+        if let Some(peer) = peer {
+            req.insert_header(X_FORWARDED_FOR, peer)?;
+        }
+    }
+    if !req.headers.contains_key(&X_FORWARDED_PROTO) {
+        let proto = if client.tls { "https" } else { "http" };
+        req.insert_header(X_FORWARDED_PROTO, proto)?;
+    }
+    if let Some(host) = client_host.filter(|_| !req.headers.contains_key(&X_FORWARDED_HOST)) {
+        req.insert_header(X_FORWARDED_HOST, host)?;
+    }
+    Ok(())
+}
+
+/// The origin-form path and query to send. pingora keeps an absolute-form target
+/// (`GET http://other/x`) as sent, and keeps the raw bytes of a path that is not UTF-8.
+fn origin_target(req: &RequestHeader) -> std::result::Result<Cow<'_, [u8]>, &'static str> {
+    let raw = req.raw_path();
+    if raw.first() == Some(&b'/') {
+        return Ok(Cow::Borrowed(raw));
+    }
+    if !req.raw_path_is_utf8() {
+        return Err("an absolute-form request target must be UTF-8");
+    }
+    // For absolute-form, pingora puts only the path and query into the URI.
+    match req.uri.path_and_query().map(|pq| pq.as_str()) {
+        Some(pq) if pq.starts_with('/') => Ok(Cow::Owned(pq.as_bytes().to_vec())),
+        _ => Err("the request target must be a path"),
+    }
+}
+
+/// Whether some upstream could resolve `path` above where it starts: a `.` or `..` segment, also
+/// once percent-decoded (`%2e`, `%252e`, `..%2f`), also before a `;` parameter (`..;`, which
+/// Tomcat resolves), or a backslash, which WHATWG URL parsing and some servers read as `/`.
+fn leaves_base(path: &[u8]) -> bool {
+    let mut form = Cow::Borrowed(path);
+    // Each round peels one layer of encoding; a target still encoded after four is refused.
+    for _ in 0..4 {
+        if form.contains(&b'\\') || form.split(|&b| b == b'/').any(is_dot_segment) {
+            return true;
+        }
+        let decoded: Cow<[u8]> = percent_decode(&form).into();
+        if decoded.len() == form.len() {
+            return false;
+        }
+        form = Cow::Owned(decoded.into_owned());
+    }
+    true
+}
+
+fn is_dot_segment(seg: &[u8]) -> bool {
+    let seg = seg.split(|&b| b == b';').next().unwrap_or(seg);
+    seg == b"." || seg == b".."
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+
+    /// The proxy upstream of a config; names resolve to 10.0.0.1.
+    fn upstream(url: &str) -> Arc<Upstream> {
+        let yaml = format!("upstreams:\n  api:\n    url: {url}\nproxy: api\n");
+        let resolve = |_: &str, port| Some(SocketAddr::from(([10, 0, 0, 1], port)));
+        crate::config::parse("t.yaml", &yaml, &|_| None, &resolve)
+            .unwrap()
+            .proxy
+            .unwrap()
+    }
+
+    fn request(target: &[u8], headers: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", target, None).unwrap();
+        for (k, v) in headers {
+            req.append_header(k.to_string(), *v).unwrap();
+        }
+        req
+    }
+
+    fn header<'a>(req: &'a RequestHeader, name: &str) -> Vec<&'a str> {
+        req.headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect()
+    }
+
+    const FRESH: Forwarding = Forwarding {
+        trust: false,
+        preserve_host: false,
+    };
+
+    #[test]
+    fn paths_that_could_leave_the_base_are_refused() {
+        for bad in [
+            "/../admin",
+            "/v1/../../x",
+            "/a/./b",
+            "/..",
+            "/%2e%2e/admin",
+            "/%2E./admin",
+            "/.%2e/admin",
+            "/a/..%2fadmin",
+            "/a/..%5cadmin",
+            "/%252e%252e/admin",
+            "/a/..;/admin",
+            "/a\\..\\admin",
+            "/a/%25252525252e%25252525252e/x",
+        ] {
+            assert!(leaves_base(bad.as_bytes()), "{bad}");
+            let reply = refusal(&request(bad.as_bytes(), &[])).unwrap();
+            assert_eq!(reply.status, 400, "{bad}");
+        }
+        for good in [
+            "/",
+            "/api/orders",
+            "/a/...",
+            "/a/.well-known/x",
+            "/a/b..c",
+            "/a//b",
+            "/files/a%2Fb",
+            "/100%25",
+        ] {
+            assert!(!leaves_base(good.as_bytes()), "{good}");
+        }
+        let ok = request(b"/a/b?next=/../x", &[]);
+        assert!(refusal(&ok).is_none(), "the query is not a path");
+    }
+
+    #[test]
+    fn the_target_gets_the_base_path_and_origin_form() {
+        let up = upstream("http://api.internal:8000/v1/");
+        let client = Client {
+            ip: None,
+            tls: false,
+        };
+        let mut req = request(b"/orders?x=1", &[("host", "gw")]);
+        rewrite(&mut req, &up, &FRESH, &client).unwrap();
+        assert_eq!(req.raw_path(), b"/v1/orders?x=1");
+        assert_eq!(header(&req, "host"), ["api.internal:8000"]);
+        assert_eq!(header(&req, "x-forwarded-host"), ["gw"]);
+
+        let mut req = request(b"http://other.vhost/x?y=2", &[("host", "other.vhost")]);
+        rewrite(&mut req, &up, &FRESH, &client).unwrap();
+        assert_eq!(req.raw_path(), b"/v1/x?y=2");
+        assert_eq!(header(&req, "host"), ["api.internal:8000"]);
+
+        let plain = upstream("https://api.example.com");
+        let mut req = request(b"/x", &[("host", "gw")]);
+        let keep = Forwarding {
+            preserve_host: true,
+            ..FRESH
+        };
+        rewrite(&mut req, &plain, &keep, &client).unwrap();
+        assert_eq!(req.raw_path(), b"/x");
+        assert_eq!(header(&req, "host"), ["gw"]);
+        let mut req = request(b"/x", &[("host", "gw")]);
+        rewrite(&mut req, &plain, &FRESH, &client).unwrap();
+        assert_eq!(
+            header(&req, "host"),
+            ["api.example.com"],
+            "default port left out"
+        );
+        let v6 = upstream("http://[::1]:81");
+        rewrite(&mut req, &v6, &FRESH, &client).unwrap();
+        assert_eq!(header(&req, "host"), ["[::1]:81"]);
+    }
+
+    #[test]
+    fn forwarding_headers_are_fresh_unless_trusted() {
+        let up = upstream("http://10.0.0.1:8000");
+        let client = Client {
+            ip: Some("::ffff:192.0.2.7".parse().unwrap()),
+            tls: true,
+        };
+        let forged = [
+            ("host", "gw.example"),
+            ("x-forwarded-for", "10.9.9.9"),
+            ("x-forwarded-for", "10.8.8.8"),
+            ("x-forwarded-proto", "gopher"),
+            ("x-forwarded-port", "1"),
+            ("forwarded", "for=10.9.9.9"),
+            ("x-real-ip", "10.9.9.9"),
+        ];
+        let mut req = request(b"/x", &forged);
+        rewrite(&mut req, &up, &FRESH, &client).unwrap();
+        assert_eq!(header(&req, "x-forwarded-for"), ["192.0.2.7"]);
+        assert_eq!(header(&req, "x-forwarded-proto"), ["https"]);
+        assert_eq!(header(&req, "x-forwarded-host"), ["gw.example"]);
+        for gone in ["x-forwarded-port", "forwarded", "x-real-ip"] {
+            assert!(header(&req, gone).is_empty(), "{gone}");
+        }
+
+        let trust = Forwarding {
+            trust: true,
+            ..FRESH
+        };
+        let mut req = request(b"/x", &forged);
+        rewrite(&mut req, &up, &trust, &client).unwrap();
+        assert_eq!(
+            header(&req, "x-forwarded-for"),
+            ["10.9.9.9, 10.8.8.8, 192.0.2.7"]
+        );
+        assert_eq!(header(&req, "x-forwarded-proto"), ["gopher"]);
+        assert_eq!(header(&req, "x-real-ip"), ["10.9.9.9"]);
+    }
+}
