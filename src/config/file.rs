@@ -112,6 +112,11 @@ pub struct LimitsFile {
     pub max_clients: Option<usize>,
     #[serde(default, with = "humantime_serde")]
     pub write_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub proxy_connect_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub proxy_timeout: Option<Duration>,
+    pub proxy_max_body: Option<Size>,
 }
 
 /// A byte size: a number of bytes or a string with a unit (`512KiB`, `8MiB`, `1MB`).

@@ -82,6 +82,12 @@ pub struct Limits {
     pub max_clients: usize,
     /// A client whose socket stays blocked this long is dropped.
     pub write_timeout: Duration,
+    /// TCP connect and TLS handshake to the proxy upstream, together.
+    pub proxy_connect_timeout: Duration,
+    /// The longest the proxy upstream may stay silent while a request is sent or answered.
+    pub proxy_timeout: Duration,
+    /// The largest request body proxied; a larger one gets 413.
+    pub proxy_max_body: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -309,22 +315,17 @@ impl Config {
         }
         match &self.proxy {
             Some(p) => {
-                let f = &self.forwarding;
+                let (l, f) = (&self.limits, &self.forwarding);
                 let _ = writeln!(
                     s,
-                    "proxy: every other request to {} ({}), Host {}, X-Forwarded-* {}",
+                    "proxy: every other request to {} ({}), connect timeout {}, timeout {}, max body {} B, Host {}, X-Forwarded-* {}",
                     p.name,
                     p.url,
-                    if f.preserve_host {
-                        "the client's"
-                    } else {
-                        "the upstream's"
-                    },
-                    if f.trust {
-                        "trusted and appended to"
-                    } else {
-                        "set fresh"
-                    },
+                    humantime::format_duration(l.proxy_connect_timeout),
+                    humantime::format_duration(l.proxy_timeout),
+                    l.proxy_max_body,
+                    if f.preserve_host { "the client's" } else { "the upstream's" },
+                    if f.trust { "trusted and appended to" } else { "set fresh" },
                 );
             }
             None => {

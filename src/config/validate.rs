@@ -16,6 +16,13 @@ use super::{
 };
 
 const DEFAULT_PARAM: &str = "^[A-Za-z0-9._~-]+$";
+/// Shorter than nginx's 60 s: three SYN retransmissions fit, and a client learns of a dead
+/// upstream before it gives up itself.
+const PROXY_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// nginx's `proxy_read_timeout` and `proxy_send_timeout`.
+const PROXY_TIMEOUT: Duration = Duration::from_secs(60);
+/// nginx's `client_max_body_size`.
+const PROXY_MAX_BODY: u64 = 1 << 20;
 
 /// Collects errors with their place in the file.
 struct Errors<'a> {
@@ -133,6 +140,9 @@ pub fn validate(
         Limits {
             max_clients: 50_000,
             write_timeout: Duration::from_secs(10),
+            proxy_connect_timeout: PROXY_CONNECT_TIMEOUT,
+            proxy_timeout: PROXY_TIMEOUT,
+            proxy_max_body: PROXY_MAX_BODY,
         },
         |l| {
             if l.max_clients == Some(0) {
@@ -141,9 +151,24 @@ pub fn validate(
             if l.write_timeout == Some(Duration::ZERO) {
                 errs.add("limits.write_timeout", "must be more than zero");
             }
+            for (key, d) in [
+                ("proxy_connect_timeout", l.proxy_connect_timeout),
+                ("proxy_timeout", l.proxy_timeout),
+            ] {
+                if d == Some(Duration::ZERO) {
+                    errs.add(format!("limits.{key}"), "must be more than zero");
+                }
+            }
             Limits {
                 max_clients: l.max_clients.unwrap_or(50_000),
                 write_timeout: l.write_timeout.unwrap_or(Duration::from_secs(10)),
+                proxy_connect_timeout: l.proxy_connect_timeout.unwrap_or(PROXY_CONNECT_TIMEOUT),
+                proxy_timeout: l.proxy_timeout.unwrap_or(PROXY_TIMEOUT),
+                proxy_max_body: l
+                    .proxy_max_body
+                    .as_ref()
+                    .and_then(|s| size(&mut errs, "limits.proxy_max_body", s))
+                    .map_or(PROXY_MAX_BODY, |n| n as u64),
             }
         },
     );
@@ -675,14 +700,18 @@ mod tests {
     }
 
     #[test]
-    fn forwarding_headers_are_fresh_and_host_the_upstreams_by_default() {
+    fn the_proxy_has_nginx_like_limits_and_fresh_forwarding_headers_by_default() {
         let c = load(&format!("{BASE}proxy: api\nstreams: []\n")).unwrap();
-        assert!(!c.forwarding.trust && !c.forwarding.preserve_host);
-        let c = load(&format!(
-            "{BASE}proxy: api\nproxy_trust_forwarded: true\npreserve_host: true\nstreams: []\n"
-        ))
-        .unwrap();
+        let l = &c.limits;
+        assert_eq!(l.proxy_connect_timeout, Duration::from_secs(10));
+        assert_eq!(l.proxy_timeout, Duration::from_secs(60));
+        assert_eq!(l.proxy_max_body, 1 << 20);
+        let f = &c.forwarding;
+        assert!(!f.trust && !f.preserve_host);
+        let c = load(&format!("{BASE}proxy: api\nproxy_trust_forwarded: true\npreserve_host: true\nlimits:\n  proxy_connect_timeout: 2s\n  proxy_max_body: 10MiB\nstreams: []\n")).unwrap();
         assert!(c.forwarding.trust && c.forwarding.preserve_host);
+        assert_eq!(c.limits.proxy_connect_timeout, Duration::from_secs(2));
+        assert_eq!(c.limits.proxy_max_body, 10 << 20);
     }
 
     #[test]
@@ -704,6 +733,7 @@ mod tests {
             ("streams:\n  - path: /a/{id}\n    upstream: api\n    params: { id: \"(\" }\n", "streams[0].params.id:", "bad regex"),
             ("streams:\n  - path: /a{id}\n    upstream: api\n", "g.yaml:6:5: streams[0].path:", "whole path segment"),
             ("streams:\n  - path: /a\n    upstream: api\n    poll: /../admin\n", "g.yaml:8:5: streams[0].poll:", "dot segments"),
+            ("limits:\n  proxy_timeout: 0s\n  proxy_max_body: 0\nstreams: []\n", "g.yaml:6:3: limits.proxy_timeout:", "more than zero"),
             ("streams:\n  - path: /a\n    upstream: api\n    forward_headers: [\"bad header\"]\n", "streams[0].forward_headers[0]:", "header name"),
             ("streams:\n  - path: /a\n    upstream: api\n    max_body: 8 parsecs\n", "streams[0].max_body:", "not a size"),
             ("defaults:\n  path: /x\nstreams: []\n", "g.yaml:6:3: defaults.path:", "not to defaults"),

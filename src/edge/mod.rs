@@ -37,10 +37,12 @@ pub struct Edge {
     pub shared: Arc<Shared>,
 }
 
-/// Per request: whether it became an SSE stream, which changes how its errors end it.
+/// Per request: whether it became an SSE stream, which changes how its errors end it; and the
+/// size of a proxied body so far.
 #[derive(Default)]
 pub struct Ctx {
     streaming: bool,
+    body: proxy::BodyCount,
 }
 
 #[async_trait]
@@ -90,11 +92,7 @@ impl ProxyHttp for Edge {
                 can_reuse_downstream: false,
             };
         }
-        let code = match e.etype() {
-            ErrorType::HTTPStatus(code) => *code,
-            _ if e.esource() == &pingora::ErrorSource::Upstream => 502,
-            _ => 500,
-        };
+        let code = proxy::error_status(e);
         if let Err(e) = session.respond_error(code).await {
             debug!(error = %e, "cannot send the error response");
         }
@@ -112,7 +110,8 @@ impl ProxyHttp for Edge {
 
     /// Refusals that must come before anything reaches the upstream.
     async fn proxy_upstream_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<bool> {
-        let Some(reply) = proxy::refusal(session.req_header()) else {
+        let max_body = self.shared.routes.load().config.limits.proxy_max_body;
+        let Some(reply) = proxy::refusal(session.req_header(), max_body) else {
             return Ok(true);
         };
         debug!(status = reply.status, "proxied request refused");
@@ -127,7 +126,7 @@ impl ProxyHttp for Edge {
         let up = routes.config.proxy.as_ref().ok_or_else(|| {
             Error::explain(ErrorType::HTTPStatus(404), "no proxy upstream configured")
         })?;
-        Ok(Box::new(HttpPeer::new(up.addr, up.tls, up.host.clone())))
+        Ok(Box::new(proxy::peer(up, up.addr, &routes.config.limits)))
     }
 
     async fn upstream_request_filter(
@@ -148,6 +147,22 @@ impl ProxyHttp for Edge {
             tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
         };
         proxy::rewrite(upstream_request, up, &routes.config.forwarding, &client)
+    }
+
+    /// Counts a body without a `Content-Length` (or one that lies) against the limit. A tunnel
+    /// after an upgrade (WebSocket) is not a request body.
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if session.was_upgraded() {
+            return Ok(());
+        }
+        let max = self.shared.routes.load().config.limits.proxy_max_body;
+        ctx.body.add(body.as_deref(), max)
     }
 }
 

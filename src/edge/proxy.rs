@@ -1,24 +1,39 @@
 //! What the proxy path changes on the way to the upstream: a target that stays under the base
-//! path, the upstream's own `Host`, and forwarding headers the client can't forge.
+//! path, the upstream's own `Host`, forwarding headers the client can't forge, and limits nginx
+//! would have set.
 
 use std::borrow::Cow;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderName};
 use percent_encoding::percent_decode;
 use pingora::http::RequestHeader;
-use pingora::{Error, ErrorType, Result};
+use pingora::prelude::HttpPeer;
+use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use super::Reply;
-use crate::config::{Forwarding, Upstream};
+use crate::config::{Forwarding, Limits, Upstream};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
-/// A request the proxy refuses before connecting: a target that could leave the base path.
-pub(super) fn refusal(req: &RequestHeader) -> Option<Reply> {
+/// The connection to the proxy upstream, with timeouts: pingora sets none, so a silent upstream
+/// would hold a request forever.
+pub(super) fn peer(up: &Upstream, addr: SocketAddr, limits: &Limits) -> HttpPeer {
+    let mut peer = HttpPeer::new(addr, up.tls, up.host.clone());
+    let o = &mut peer.options;
+    o.connection_timeout = Some(limits.proxy_connect_timeout);
+    o.total_connection_timeout = Some(limits.proxy_connect_timeout);
+    o.read_timeout = Some(limits.proxy_timeout);
+    o.write_timeout = Some(limits.proxy_timeout);
+    peer
+}
+
+/// A request the proxy refuses before connecting: a target that could leave the base path, or a
+/// declared body over `limits.proxy_max_body` (nothing of it has been read or sent).
+pub(super) fn refusal(req: &RequestHeader, max_body: u64) -> Option<Reply> {
     let target = match origin_target(req) {
         Ok(t) => t,
         Err(why) => return Some(Reply::text(400, format!("{why}\n"))),
@@ -30,7 +45,37 @@ pub(super) fn refusal(req: &RequestHeader) -> Option<Reply> {
             "dot segments (`.`, `..`, `%2e`) and backslashes are not allowed in the path\n".into(),
         ));
     }
+    let declared = req
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max_body) {
+        return Some(Reply::text(
+            413,
+            format!("the request body is over {max_body} bytes\n"),
+        ));
+    }
     None
+}
+
+/// Bytes of a request body proxied so far, for bodies without (or beyond) a `Content-Length`.
+#[derive(Default)]
+pub(super) struct BodyCount(u64);
+
+impl BodyCount {
+    /// Fails with 413 once the body passes `max`; pingora then answers 413 if no response has
+    /// started, and closes the connection either way, so the upstream sees a cut body.
+    pub(super) fn add(&mut self, chunk: Option<&[u8]>, max: u64) -> Result<()> {
+        self.0 += chunk.map_or(0, |c| c.len() as u64);
+        if self.0 > max {
+            return Error::e_explain(
+                ErrorType::HTTPStatus(413),
+                format!("request body over limits.proxy_max_body ({max} bytes)"),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Where the client is and how it came, as the upstream sees it.
@@ -106,6 +151,21 @@ pub(super) fn rewrite(
     Ok(())
 }
 
+/// The status a failed proxied request gets: a timeout waiting for the upstream is 504, as in
+/// nginx.
+pub(super) fn error_status(e: &Error) -> u16 {
+    match e.etype() {
+        ErrorType::HTTPStatus(code) => *code,
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+            if e.esource() == &ErrorSource::Upstream =>
+        {
+            504
+        }
+        _ if e.esource() == &ErrorSource::Upstream => 502,
+        _ => 500,
+    }
+}
+
 /// The origin-form path and query to send. pingora keeps an absolute-form target
 /// (`GET http://other/x`) as sent, and keeps the raw bytes of a path that is not UTF-8.
 fn origin_target(req: &RequestHeader) -> std::result::Result<Cow<'_, [u8]>, &'static str> {
@@ -151,7 +211,6 @@ fn is_dot_segment(seg: &[u8]) -> bool {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use std::net::SocketAddr;
     use std::sync::Arc;
 
     /// The proxy upstream of a config; names resolve to 10.0.0.1.
@@ -203,7 +262,7 @@ mod tests {
             "/a/%25252525252e%25252525252e/x",
         ] {
             assert!(leaves_base(bad.as_bytes()), "{bad}");
-            let reply = refusal(&request(bad.as_bytes(), &[])).unwrap();
+            let reply = refusal(&request(bad.as_bytes(), &[]), 1 << 20).unwrap();
             assert_eq!(reply.status, 400, "{bad}");
         }
         for good in [
@@ -219,7 +278,18 @@ mod tests {
             assert!(!leaves_base(good.as_bytes()), "{good}");
         }
         let ok = request(b"/a/b?next=/../x", &[]);
-        assert!(refusal(&ok).is_none(), "the query is not a path");
+        assert!(refusal(&ok, 1 << 20).is_none(), "the query is not a path");
+    }
+
+    #[test]
+    fn a_declared_body_over_the_limit_is_refused() {
+        let req = |n: &str| request(b"/upload", &[("content-length", n)]);
+        assert_eq!(refusal(&req("1025"), 1024).unwrap().status, 413);
+        assert!(refusal(&req("1024"), 1024).is_none());
+        let mut count = BodyCount::default();
+        assert!(count.add(Some(&[0; 1000]), 1024).is_ok());
+        let e = count.add(Some(&[0; 25]), 1024).unwrap_err();
+        assert_eq!(error_status(&e), 413);
     }
 
     #[test]
@@ -298,5 +368,17 @@ mod tests {
         );
         assert_eq!(header(&req, "x-forwarded-proto"), ["gopher"]);
         assert_eq!(header(&req, "x-real-ip"), ["10.9.9.9"]);
+    }
+
+    #[test]
+    fn upstream_timeouts_are_504_and_other_failures_502() {
+        let up = |t| Error::new(t).into_up();
+        assert_eq!(error_status(&up(ErrorType::ReadTimedout)), 504);
+        assert_eq!(error_status(&up(ErrorType::ConnectTimedout)), 504);
+        assert_eq!(error_status(&up(ErrorType::ConnectRefused)), 502);
+        assert_eq!(
+            error_status(&Error::new(ErrorType::ReadTimedout).into_down()),
+            500
+        );
     }
 }

@@ -241,3 +241,49 @@ async fn a_poll_cannot_leave_the_base_path() {
         "{paths:?}"
     );
 }
+
+#[tokio::test]
+async fn a_body_over_proxy_max_body_gets_413_and_never_reaches_the_upstream() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&proxy_config(&up, "", "limits:\n  proxy_max_body: 1KiB\n")).await;
+    let resp = http()
+        .post(gw.url("/upload"))
+        .body(vec![b'x'; 2000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    assert!(resp.text().await.unwrap().contains("over 1024 bytes"));
+    assert_eq!(up.count("/upload").await, 0);
+
+    let chunks = futures_util::stream::iter(
+        (0..3).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'y'; 1000]))),
+    );
+    let resp = http()
+        .post(gw.url("/upload"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    assert_eq!(up.count("/upload").await, 0);
+
+    let resp = http()
+        .post(gw.url("/upload"))
+        .body(vec![b'z'; 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404, "at the limit, the upstream answers");
+    assert_eq!(up.count("/upload").await, 1);
+}
+
+#[tokio::test]
+async fn an_upstream_that_never_answers_gets_504_after_proxy_timeout() {
+    let up = Upstream::start().await;
+    up.set("/slow", json!({}));
+    up.delay("/slow", Duration::from_secs(60));
+    let gw = Gateway::start(&proxy_config(&up, "", "limits:\n  proxy_timeout: 300ms\n")).await;
+    let resp = http().get(gw.url("/slow")).send().await.unwrap();
+    assert_eq!(resp.status(), 504);
+}
