@@ -131,7 +131,7 @@ pub fn run(config: Config, path: PathBuf, upgrade: bool) -> Result<(), AppError>
     );
     admin.add_tcp(&admin_listen.to_string());
     server.add_service(admin);
-    let edge = Edge { shared };
+    let edge = Edge::new(shared);
     let proxy_app = pingora::proxy::http_proxy(&server.configuration, edge.clone());
     let mut proxy = Service::new("gateway".into(), Front::new(edge, proxy_app));
     match certs {

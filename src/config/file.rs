@@ -29,6 +29,8 @@ pub struct File {
     pub tls: Option<TlsFile>,
     pub proxy_trust_forwarded: Option<bool>,
     pub preserve_host: Option<bool>,
+    #[serde(default, with = "humantime_serde")]
+    pub proxy_resolve_interval: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -51,6 +51,8 @@ pub struct Forwarding {
     pub trust: bool,
     /// Send the client's `Host` rather than the upstream's own.
     pub preserve_host: bool,
+    /// How long a resolved proxy address is used before the name is looked up again.
+    pub resolve_interval: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,7 +104,8 @@ pub struct Upstream {
     /// The base URL: polls and proxied requests append their path to its path.
     pub url: url::Url,
     /// Resolved when the config loads, not per request: pingora's `HttpPeer::new`
-    /// panics on a host name it cannot resolve.
+    /// panics on a host name it cannot resolve. The proxy looks the name up again later
+    /// (`proxy_resolve_interval`, in edge/proxy.rs); polls resolve per connection (reqwest).
     pub addr: SocketAddr,
     pub tls: bool,
     /// The host name, for SNI.
@@ -318,7 +321,7 @@ impl Config {
                 let (l, f) = (&self.limits, &self.forwarding);
                 let _ = writeln!(
                     s,
-                    "proxy: every other request to {} ({}), connect timeout {}, timeout {}, max body {} B, Host {}, X-Forwarded-* {}",
+                    "proxy: every other request to {} ({}), connect timeout {}, timeout {}, max body {} B, Host {}, X-Forwarded-* {}, re-resolved every {}",
                     p.name,
                     p.url,
                     humantime::format_duration(l.proxy_connect_timeout),
@@ -326,6 +329,7 @@ impl Config {
                     l.proxy_max_body,
                     if f.preserve_host { "the client's" } else { "the upstream's" },
                     if f.trust { "trusted and appended to" } else { "set fresh" },
+                    humantime::format_duration(f.resolve_interval),
                 );
             }
             None => {

@@ -175,7 +175,13 @@ pub fn validate(
     let forwarding = Forwarding {
         trust: file.proxy_trust_forwarded.unwrap_or(false),
         preserve_host: file.preserve_host.unwrap_or(false),
+        resolve_interval: file
+            .proxy_resolve_interval
+            .unwrap_or(Duration::from_secs(30)),
     };
+    if forwarding.resolve_interval.is_zero() {
+        errs.add("proxy_resolve_interval", "must be more than zero");
+    }
 
     let admin = {
         let a = file.admin.as_ref();
@@ -708,8 +714,10 @@ mod tests {
         assert_eq!(l.proxy_max_body, 1 << 20);
         let f = &c.forwarding;
         assert!(!f.trust && !f.preserve_host);
-        let c = load(&format!("{BASE}proxy: api\nproxy_trust_forwarded: true\npreserve_host: true\nlimits:\n  proxy_connect_timeout: 2s\n  proxy_max_body: 10MiB\nstreams: []\n")).unwrap();
+        assert_eq!(f.resolve_interval, Duration::from_secs(30));
+        let c = load(&format!("{BASE}proxy: api\nproxy_trust_forwarded: true\npreserve_host: true\nproxy_resolve_interval: 5m\nlimits:\n  proxy_connect_timeout: 2s\n  proxy_max_body: 10MiB\nstreams: []\n")).unwrap();
         assert!(c.forwarding.trust && c.forwarding.preserve_host);
+        assert_eq!(c.forwarding.resolve_interval, Duration::from_secs(300));
         assert_eq!(c.limits.proxy_connect_timeout, Duration::from_secs(2));
         assert_eq!(c.limits.proxy_max_body, 10 << 20);
     }

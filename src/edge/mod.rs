@@ -35,6 +35,17 @@ use crate::{demo, sse};
 #[derive(Clone)]
 pub struct Edge {
     pub shared: Arc<Shared>,
+    dns: Arc<proxy::Dns>,
+}
+
+impl Edge {
+    pub fn new(shared: Arc<Shared>) -> Edge {
+        let dns = proxy::Dns::new(Box::new(crate::config::resolve));
+        Edge {
+            shared,
+            dns: Arc::new(dns),
+        }
+    }
 }
 
 /// Per request: whether it became an SSE stream, which changes how its errors end it; and the
@@ -126,7 +137,8 @@ impl ProxyHttp for Edge {
         let up = routes.config.proxy.as_ref().ok_or_else(|| {
             Error::explain(ErrorType::HTTPStatus(404), "no proxy upstream configured")
         })?;
-        Ok(Box::new(proxy::peer(up, up.addr, &routes.config.limits)))
+        let addr = self.dns.addr(up, routes.config.forwarding.resolve_interval);
+        Ok(Box::new(proxy::peer(up, addr, &routes.config.limits)))
     }
 
     async fn upstream_request_filter(

@@ -1,15 +1,18 @@
 //! What the proxy path changes on the way to the upstream: a target that stays under the base
-//! path, the upstream's own `Host`, forwarding headers the client can't forge, and limits nginx
-//! would have set.
+//! path, the upstream's own `Host`, forwarding headers the client can't forge, limits nginx
+//! would have set, and an address that follows DNS.
 
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderName};
 use percent_encoding::percent_decode;
 use pingora::http::RequestHeader;
 use pingora::prelude::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
+use tracing::{info, warn};
 
 use super::Reply;
 use crate::config::{Forwarding, Limits, Upstream};
@@ -207,11 +210,105 @@ fn is_dot_segment(seg: &[u8]) -> bool {
     seg == b"." || seg == b".."
 }
 
+type Resolve = dyn Fn(&str, u16) -> Option<SocketAddr> + Send + Sync;
+
+/// The proxy upstream's address, looked up again `proxy_resolve_interval` after the last look-up:
+/// std's resolver gives no TTL, and pingora's `HttpPeer::new` needs an address (it panics on a
+/// name it cannot resolve). A request never waits for DNS: it uses the address at hand while
+/// one blocking look-up runs beside it, and a failed look-up keeps the last good address.
+pub(crate) struct Dns {
+    resolve: Box<Resolve>,
+    slot: Mutex<Option<Slot>>,
+}
+
+struct Slot {
+    /// The config's upstream this address is for; a reload brings a new one, resolved anew.
+    upstream: Arc<Upstream>,
+    addr: SocketAddr,
+    checked: Instant,
+    looking: bool,
+    failing: bool,
+}
+
+impl Dns {
+    pub(crate) fn new(resolve: Box<Resolve>) -> Dns {
+        Dns {
+            resolve,
+            slot: Mutex::new(None),
+        }
+    }
+
+    /// The address to connect to now, starting a look-up in the background when one is due.
+    pub(super) fn addr(self: &Arc<Self>, up: &Arc<Upstream>, every: Duration) -> SocketAddr {
+        let (addr, due) = self.current(up, every, Instant::now());
+        if due {
+            let (dns, up) = (self.clone(), up.clone());
+            // Detached, but short and single: `looking` admits one at a time, and it ends with
+            // the resolver's own timeout.
+            tokio::task::spawn_blocking(move || dns.look_up(&up));
+        }
+        addr
+    }
+
+    /// The address at hand, and whether the caller should look the name up again.
+    fn current(&self, up: &Arc<Upstream>, every: Duration, now: Instant) -> (SocketAddr, bool) {
+        if up.host.parse::<IpAddr>().is_ok() {
+            return (up.addr, false);
+        }
+        let mut slot = self.slot.lock().expect("dns slot lock");
+        let s = match &mut *slot {
+            Some(s) if Arc::ptr_eq(&s.upstream, up) => s,
+            other => other.insert(Slot {
+                upstream: up.clone(),
+                addr: up.addr,
+                checked: now,
+                looking: false,
+                failing: false,
+            }),
+        };
+        let due = !s.looking && now.saturating_duration_since(s.checked) >= every;
+        s.looking |= due;
+        (s.addr, due)
+    }
+
+    fn look_up(&self, up: &Arc<Upstream>) {
+        let found = (self.resolve)(&up.host, up.addr.port());
+        self.found(up, found, Instant::now());
+    }
+
+    /// Stores a look-up's answer, unless a reload replaced the upstream meanwhile.
+    fn found(&self, up: &Arc<Upstream>, found: Option<SocketAddr>, now: Instant) {
+        let mut slot = self.slot.lock().expect("dns slot lock");
+        let Some(s) = slot.as_mut().filter(|s| Arc::ptr_eq(&s.upstream, up)) else {
+            return;
+        };
+        s.looking = false;
+        s.checked = now;
+        match found {
+            Some(addr) => {
+                if addr != s.addr {
+                    info!(host = %up.host, old = %s.addr, new = %addr, "proxy upstream address changed");
+                    s.addr = addr;
+                } else if s.failing {
+                    info!(host = %up.host, addr = %addr, "proxy upstream resolves again");
+                }
+                s.failing = false;
+            }
+            None => {
+                if !s.failing {
+                    warn!(host = %up.host, addr = %s.addr, "cannot resolve the proxy upstream; keeping its last address");
+                }
+                s.failing = true;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// The proxy upstream of a config; names resolve to 10.0.0.1.
     fn upstream(url: &str) -> Arc<Upstream> {
@@ -242,6 +339,7 @@ mod tests {
     const FRESH: Forwarding = Forwarding {
         trust: false,
         preserve_host: false,
+        resolve_interval: Duration::from_secs(30),
     };
 
     #[test]
@@ -380,5 +478,87 @@ mod tests {
             error_status(&Error::new(ErrorType::ReadTimedout).into_down()),
             500
         );
+    }
+
+    /// A resolver that answers from a list and counts its calls.
+    fn resolver(answers: Vec<Option<SocketAddr>>) -> (Arc<Dns>, Arc<AtomicUsize>) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = calls.clone();
+        let dns = Dns::new(Box::new(move |host, port| {
+            assert_eq!((host, port), ("api.internal", 8000));
+            let i = seen.fetch_add(1, Ordering::SeqCst);
+            answers.get(i).copied().flatten()
+        }));
+        (Arc::new(dns), calls)
+    }
+
+    #[test]
+    fn a_name_is_looked_up_again_after_the_interval_and_a_failure_keeps_the_last_address() {
+        let new = SocketAddr::from(([10, 0, 0, 2], 8000));
+        let (dns, calls) = resolver(vec![Some(new), None]);
+        let up = upstream("http://api.internal:8000");
+        let every = Duration::from_secs(30);
+        let t0 = Instant::now();
+        assert_eq!(dns.current(&up, every, t0), (up.addr, false));
+        assert_eq!(dns.current(&up, every, t0 + every / 2), (up.addr, false));
+        assert_eq!(dns.current(&up, every, t0 + every), (up.addr, true));
+        assert_eq!(
+            dns.current(&up, every, t0 + every * 2),
+            (up.addr, false),
+            "one look-up at a time"
+        );
+        dns.look_up(&up);
+        let t1 = Instant::now();
+        assert_eq!(dns.current(&up, every, t1), (new, false));
+        assert_eq!(dns.current(&up, every, t1 + every), (new, true));
+        dns.look_up(&up);
+        assert_eq!(dns.current(&up, every, Instant::now()).0, new, "kept");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn an_ip_literal_is_never_looked_up_and_a_reload_starts_afresh() {
+        let (dns, calls) = resolver(vec![Some(SocketAddr::from(([10, 0, 0, 2], 8000)))]);
+        let ip = upstream("http://192.0.2.1:8000");
+        let t0 = Instant::now();
+        let late = t0 + Duration::from_secs(3600);
+        assert_eq!(
+            dns.current(&ip, Duration::from_secs(1), late),
+            (ip.addr, false)
+        );
+
+        let old = upstream("http://api.internal:8000");
+        let every = Duration::from_secs(30);
+        dns.current(&old, every, t0);
+        assert!(dns.current(&old, every, t0 + every).1);
+        let reloaded = upstream("http://api.internal:8000");
+        assert_eq!(
+            dns.current(&reloaded, every, t0 + every),
+            (reloaded.addr, false)
+        );
+        dns.look_up(&old);
+        assert_eq!(
+            dns.current(&reloaded, every, t0 + every).0,
+            reloaded.addr,
+            "a look-up for the replaced upstream is dropped"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_due_look_up_runs_beside_the_request() {
+        let new = SocketAddr::from(([10, 0, 0, 2], 8000));
+        let (dns, _) = resolver(vec![Some(new)]);
+        let up = upstream("http://api.internal:8000");
+        let every = Duration::from_millis(1);
+        assert_eq!(dns.addr(&up, every), up.addr);
+        let start = Instant::now();
+        loop {
+            if dns.addr(&up, every) == new {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(5), "never resolved");
+            tokio::task::yield_now().await;
+        }
     }
 }
