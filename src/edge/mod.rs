@@ -114,9 +114,10 @@ impl ProxyHttp for Edge {
     }
 
     /// The session already logged how a stream ended; pingora's error line would repeat it for
-    /// every client that leaves.
-    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _e: &Error) -> bool {
-        ctx.streaming
+    /// every client that leaves. An oversized body is the client's doing, not worth an error
+    /// line each time.
+    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, e: &Error) -> bool {
+        ctx.streaming || e.etype() == &ErrorType::HTTPStatus(413)
     }
 
     /// Refusals that must come before anything reaches the upstream.
