@@ -147,7 +147,7 @@ pub fn run(config: Config, path: PathBuf, upgrade: bool) -> Result<(), AppError>
     );
     admin.add_tcp(&admin_listen.to_string());
     server.add_service(admin);
-    let edge = Edge { shared };
+    let edge = Edge::new(shared);
     let mut proxy_app = pingora::proxy::http_proxy(&server.configuration, edge.clone());
     // An HTTP/2 connection with no stream open waits as long as a kept-alive HTTP/1 one (from
     // the config at start-up: pingora reads it once). pingora caps streams per connection at 100.

@@ -461,6 +461,38 @@ mod tests {
     }
 
     #[test]
+    fn a_poll_cannot_leave_the_base_path() {
+        let yaml = "upstreams:\n  api:\n    url: http://127.0.0.1:1/v1\nstreams:\n  - path: /s/{id}\n    upstream: api\n    poll: /o/{id}\n    params: { id: \".+\" }\n";
+        let spec = config::parse("p.yaml", yaml, &|_| None, &|_, _| None)
+            .unwrap()
+            .streams[0]
+            .clone();
+        let headers = http::HeaderMap::new();
+        for raw in [
+            "..",
+            "%2e%2e",
+            ".%2E",
+            "%2E",
+            "..%2F..%2Fadmin",
+            "..%5C..",
+            "%252e%252e",
+            "..;",
+            "a%00b",
+            "%C3%A9",
+        ] {
+            let Ok(key) = crate::routes::instance(&spec, &[("id", raw)], None, &headers) else {
+                continue;
+            };
+            let url = target_url(&spec, &key.target);
+            let path = url.path();
+            assert!(
+                path.starts_with("/v1/o/") && path.matches('/').count() == 3,
+                "{raw} => {url}"
+            );
+        }
+    }
+
+    #[test]
     fn the_target_is_appended_to_the_base_path() {
         assert_eq!(
             target_url(&spec(), "/a/b?x=1").as_str(),

@@ -27,6 +27,10 @@ pub struct File {
     pub admin: Option<AdminFile>,
     pub cors: Option<CorsFile>,
     pub tls: Option<TlsFile>,
+    pub proxy_trust_forwarded: Option<bool>,
+    pub preserve_host: Option<bool>,
+    #[serde(default, with = "humantime_serde")]
+    pub proxy_resolve_interval: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,6 +120,11 @@ pub struct LimitsFile {
     pub head_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub keepalive: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub proxy_connect_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub proxy_timeout: Option<Duration>,
+    pub proxy_max_body: Option<Size>,
 }
 
 /// A byte size: a number of bytes or a string with a unit (`512KiB`, `8MiB`, `1MB`).

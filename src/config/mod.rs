@@ -41,6 +41,19 @@ pub struct Config {
     pub admin: Admin,
     /// Certificate and key (PEM) for `listen`; HTTP/2 is offered by ALPN.
     pub tls: Option<Tls>,
+    pub forwarding: Forwarding,
+}
+
+/// What proxied requests tell the upstream about the client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Forwarding {
+    /// Keep the client's `X-Forwarded-*`, `Forwarded` and `X-Real-IP` (appending to
+    /// `X-Forwarded-For`): only right behind a load balancer that sets them itself.
+    pub trust: bool,
+    /// Send the client's `Host` rather than the upstream's own.
+    pub preserve_host: bool,
+    /// How long a resolved proxy address is used before the name is looked up again.
+    pub resolve_interval: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,6 +96,12 @@ pub struct Limits {
     /// How long a kept-alive connection (or an HTTP/2 one with no stream open) may wait for
     /// its next request.
     pub keepalive: Duration,
+    /// TCP connect and TLS handshake to the proxy upstream, together.
+    pub proxy_connect_timeout: Duration,
+    /// The longest the proxy upstream may stay silent while a request is sent or answered.
+    pub proxy_timeout: Duration,
+    /// The largest request body proxied; a larger one gets 413.
+    pub proxy_max_body: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,12 +116,13 @@ pub struct Upstream {
     /// The base URL: polls and proxied requests append their path to its path.
     pub url: url::Url,
     /// Resolved when the config loads, not per request: pingora's `HttpPeer::new`
-    /// panics on a host name it cannot resolve.
+    /// panics on a host name it cannot resolve. The proxy looks the name up again later
+    /// (`proxy_resolve_interval`, in edge/proxy.rs); polls resolve per connection (reqwest).
     pub addr: SocketAddr,
     pub tls: bool,
     /// The host name, for SNI.
     pub host: String,
-    /// Sent with every poll (not with proxied requests, which pass through unchanged).
+    /// Sent with every poll, never with proxied requests.
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
@@ -344,11 +364,18 @@ impl Config {
         }
         match &self.proxy {
             Some(p) => {
+                let (l, f) = (&self.limits, &self.forwarding);
                 let _ = writeln!(
                     s,
-                    "proxy: every other request to {} ({})",
+                    "proxy: every other request to {} ({}), connect timeout {}, timeout {}, max body {} B, Host {}, X-Forwarded-* {}, re-resolved every {}",
                     p.name,
-                    p.shown_url()
+                    p.shown_url(),
+                    humantime::format_duration(l.proxy_connect_timeout),
+                    humantime::format_duration(l.proxy_timeout),
+                    l.proxy_max_body,
+                    if f.preserve_host { "the client's" } else { "the upstream's" },
+                    if f.trust { "trusted and appended to" } else { "set fresh" },
+                    humantime::format_duration(f.resolve_interval),
                 );
             }
             None => {

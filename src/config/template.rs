@@ -44,6 +44,12 @@ impl PathTemplate {
                     return Err(format!("parameter `{name}` appears twice"));
                 }
                 segments.push(Segment::Param(name.to_string()));
+            } else if is_dot_segment(seg) || seg.contains('\\') {
+                // URL parsers (WHATWG, and the `url` crate polls go through) resolve these, so
+                // `/../admin` would leave the upstream's base path.
+                return Err(format!(
+                    "`{seg}`: dot segments (`.`, `..`, `%2e`) and backslashes are not allowed"
+                ));
             } else if seg.contains(['{', '}']) {
                 return Err(format!(
                     "`{seg}`: a parameter must be a whole path segment, like `/{{id}}`"
@@ -112,6 +118,12 @@ impl PathTemplate {
     }
 }
 
+/// `.` or `..`, also with `%2e` for a dot, as WHATWG URL §4.4 counts them.
+fn is_dot_segment(seg: &str) -> bool {
+    let dots = seg.to_ascii_lowercase().replace("%2e", ".");
+    dots == "." || dots == ".."
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -153,6 +165,11 @@ mod tests {
             "/{a",
             "/a}",
             "/x?y=1",
+            "/v1/../admin",
+            "/./x",
+            "/a/%2E%2e/b",
+            "/a/.%2e",
+            "/a\\..\\b",
         ] {
             assert!(PathTemplate::parse(bad).is_err(), "{bad}");
         }

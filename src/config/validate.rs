@@ -11,8 +11,8 @@ use http::{HeaderName, HeaderValue};
 use super::file::{CorsFile, File, IdleFile, Size, StreamFile, UpstreamFile};
 use super::index::KeyIndex;
 use super::{
-    Admin, Config, ConfigError, ConfigErrors, Cors, Demo, DiffMode, Idle, Limits, PathTemplate,
-    StreamSpec, Tls, Upstream,
+    Admin, Config, ConfigError, ConfigErrors, Cors, Demo, DiffMode, Forwarding, Idle, Limits,
+    PathTemplate, StreamSpec, Tls, Upstream,
 };
 
 const DEFAULT_PARAM: &str = "^[A-Za-z0-9._~-]+$";
@@ -21,6 +21,13 @@ const DEFAULT_PARAM: &str = "^[A-Za-z0-9._~-]+$";
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Browsers keep an idle connection 60 s or less (nginx's `keepalive_timeout` is 75 s).
 const KEEPALIVE: Duration = Duration::from_secs(60);
+/// Shorter than nginx's 60 s: three SYN retransmissions fit, and a client learns of a dead
+/// upstream before it gives up itself.
+const PROXY_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// nginx's `proxy_read_timeout` and `proxy_send_timeout`.
+const PROXY_TIMEOUT: Duration = Duration::from_secs(60);
+/// nginx's `client_max_body_size`.
+const PROXY_MAX_BODY: u64 = 1 << 20;
 
 /// Collects errors with their place in the file.
 struct Errors<'a> {
@@ -142,6 +149,9 @@ pub fn validate(
             max_clients_per_ip: 0,
             head_timeout: HEAD_TIMEOUT,
             keepalive: KEEPALIVE,
+            proxy_connect_timeout: PROXY_CONNECT_TIMEOUT,
+            proxy_timeout: PROXY_TIMEOUT,
+            proxy_max_body: PROXY_MAX_BODY,
         },
         |l| {
             if l.max_clients == Some(0) {
@@ -156,6 +166,8 @@ pub fn validate(
             for (key, value) in [
                 ("limits.head_timeout", l.head_timeout),
                 ("limits.keepalive", l.keepalive),
+                ("limits.proxy_connect_timeout", l.proxy_connect_timeout),
+                ("limits.proxy_timeout", l.proxy_timeout),
             ] {
                 if value == Some(Duration::ZERO) {
                     errs.add(key, "must be more than zero");
@@ -171,9 +183,37 @@ pub fn validate(
                 max_clients_per_ip: l.max_clients_per_ip.unwrap_or(0),
                 head_timeout: capped(&mut errs, "limits.head_timeout", head_timeout),
                 keepalive: capped(&mut errs, "limits.keepalive", keepalive),
+                proxy_connect_timeout: capped(
+                    &mut errs,
+                    "limits.proxy_connect_timeout",
+                    l.proxy_connect_timeout.unwrap_or(PROXY_CONNECT_TIMEOUT),
+                ),
+                proxy_timeout: capped(
+                    &mut errs,
+                    "limits.proxy_timeout",
+                    l.proxy_timeout.unwrap_or(PROXY_TIMEOUT),
+                ),
+                proxy_max_body: l
+                    .proxy_max_body
+                    .as_ref()
+                    .and_then(|s| size(&mut errs, "limits.proxy_max_body", s))
+                    .map_or(PROXY_MAX_BODY, |n| n as u64),
             }
         },
     );
+    let forwarding = Forwarding {
+        trust: file.proxy_trust_forwarded.unwrap_or(false),
+        preserve_host: file.preserve_host.unwrap_or(false),
+        resolve_interval: capped(
+            &mut errs,
+            "proxy_resolve_interval",
+            file.proxy_resolve_interval
+                .unwrap_or(Duration::from_secs(30)),
+        ),
+    };
+    if forwarding.resolve_interval.is_zero() {
+        errs.add("proxy_resolve_interval", "must be more than zero");
+    }
 
     let admin = {
         let a = file.admin.as_ref();
@@ -254,6 +294,7 @@ pub fn validate(
         upgrade_sock,
         admin,
         tls,
+        forwarding,
     })
 }
 
@@ -839,6 +880,23 @@ mod tests {
     }
 
     #[test]
+    fn the_proxy_has_nginx_like_limits_and_fresh_forwarding_headers_by_default() {
+        let c = load(&format!("{BASE}proxy: api\nstreams: []\n")).unwrap();
+        let l = &c.limits;
+        assert_eq!(l.proxy_connect_timeout, Duration::from_secs(10));
+        assert_eq!(l.proxy_timeout, Duration::from_secs(60));
+        assert_eq!(l.proxy_max_body, 1 << 20);
+        let f = &c.forwarding;
+        assert!(!f.trust && !f.preserve_host);
+        assert_eq!(f.resolve_interval, Duration::from_secs(30));
+        let c = load(&format!("{BASE}proxy: api\nproxy_trust_forwarded: true\npreserve_host: true\nproxy_resolve_interval: 5m\nlimits:\n  proxy_connect_timeout: 2s\n  proxy_max_body: 10MiB\nstreams: []\n")).unwrap();
+        assert!(c.forwarding.trust && c.forwarding.preserve_host);
+        assert_eq!(c.forwarding.resolve_interval, Duration::from_secs(300));
+        assert_eq!(c.limits.proxy_connect_timeout, Duration::from_secs(2));
+        assert_eq!(c.limits.proxy_max_body, 10 << 20);
+    }
+
+    #[test]
     fn a_literal_dollar_brace_is_kept() {
         let c = load(
             "upstreams:\n  api:\n    url: http://127.0.0.1:1\n    headers: { X-T: \"$${NOT_A_VAR}\" }\nproxy: api\n",
@@ -856,6 +914,8 @@ mod tests {
             ("streams:\n  - path: /a/{id}\n    upstream: api\n    params: { x: \"1\" }\n", "streams[0].params.x:", "not a parameter"),
             ("streams:\n  - path: /a/{id}\n    upstream: api\n    params: { id: \"(\" }\n", "streams[0].params.id:", "bad regex"),
             ("streams:\n  - path: /a{id}\n    upstream: api\n", "g.yaml:6:5: streams[0].path:", "whole path segment"),
+            ("streams:\n  - path: /a\n    upstream: api\n    poll: /../admin\n", "g.yaml:8:5: streams[0].poll:", "dot segments"),
+            ("limits:\n  proxy_timeout: 0s\n  proxy_max_body: 0\nstreams: []\n", "g.yaml:6:3: limits.proxy_timeout:", "more than zero"),
             ("streams:\n  - path: /a\n    upstream: api\n    forward_headers: [\"bad header\"]\n", "streams[0].forward_headers[0]:", "header name"),
             ("streams:\n  - path: /a\n    upstream: api\n    max_body: 8 parsecs\n", "streams[0].max_body:", "not a size"),
             ("defaults:\n  path: /x\nstreams: []\n", "g.yaml:6:3: defaults.path:", "not to defaults"),

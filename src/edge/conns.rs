@@ -213,6 +213,9 @@ mod tests {
             max_clients_per_ip: per_ip,
             head_timeout: Duration::from_secs(10),
             keepalive: Duration::from_secs(60),
+            proxy_connect_timeout: Duration::from_secs(10),
+            proxy_timeout: Duration::from_secs(60),
+            proxy_max_body: 1 << 20,
         }
     }
 

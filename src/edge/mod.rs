@@ -7,6 +7,7 @@ pub mod conns;
 mod cors;
 mod front;
 mod head;
+mod proxy;
 mod replay;
 mod session;
 
@@ -37,12 +38,25 @@ use crate::{demo, sse};
 #[derive(Clone)]
 pub struct Edge {
     pub shared: Arc<Shared>,
+    dns: Arc<proxy::Dns>,
 }
 
-/// Per request: whether it became an SSE stream, which changes how its errors end it.
+impl Edge {
+    pub fn new(shared: Arc<Shared>) -> Edge {
+        let dns = proxy::Dns::new(Box::new(crate::config::resolve));
+        Edge {
+            shared,
+            dns: Arc::new(dns),
+        }
+    }
+}
+
+/// Per request: whether it became an SSE stream, which changes how its errors end it; and the
+/// size of a proxied body so far.
 #[derive(Default)]
 pub struct Ctx {
     streaming: bool,
+    body: proxy::BodyCount,
 }
 
 #[async_trait]
@@ -96,11 +110,7 @@ impl ProxyHttp for Edge {
                 can_reuse_downstream: false,
             };
         }
-        let code = match e.etype() {
-            ErrorType::HTTPStatus(code) => *code,
-            _ if e.esource() == &pingora::ErrorSource::Upstream => 502,
-            _ => 500,
-        };
+        let code = proxy::error_status(e);
         if let Err(e) = session.respond_error(code).await {
             debug!(error = %e, "cannot send the error response");
         }
@@ -111,9 +121,23 @@ impl ProxyHttp for Edge {
     }
 
     /// The session already logged how a stream ended; pingora's error line would repeat it for
-    /// every client that leaves.
-    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _e: &Error) -> bool {
-        ctx.streaming
+    /// every client that leaves. An oversized body is the client's doing, not worth an error
+    /// line each time.
+    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, e: &Error) -> bool {
+        ctx.streaming || e.etype() == &ErrorType::HTTPStatus(413)
+    }
+
+    /// Refusals that must come before anything reaches the upstream.
+    async fn proxy_upstream_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<bool> {
+        let max_body = self.shared.routes.load().config.limits.proxy_max_body;
+        let Some(reply) = proxy::refusal(session.req_header(), max_body) else {
+            return Ok(true);
+        };
+        debug!(status = reply.status, "proxied request refused");
+        // The body, if any, stays unread: the connection can't carry another request.
+        session.set_keepalive(None);
+        write_reply(session, reply).await?;
+        Ok(false)
     }
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
@@ -121,32 +145,44 @@ impl ProxyHttp for Edge {
         let up = routes.config.proxy.as_ref().ok_or_else(|| {
             Error::explain(ErrorType::HTTPStatus(404), "no proxy upstream configured")
         })?;
-        Ok(Box::new(HttpPeer::new(up.addr, up.tls, up.host.clone())))
+        let addr = self.dns.addr(up, routes.config.forwarding.resolve_interval);
+        Ok(Box::new(proxy::peer(up, addr, &routes.config.limits)))
     }
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_request: &mut pingora::http::RequestHeader,
         _ctx: &mut Ctx,
     ) -> Result<()> {
-        // A base path in the proxy upstream's URL prefixes every proxied path, as it does polls.
         let routes = self.shared.routes.load();
         let Some(up) = routes.config.proxy.as_ref() else {
             return Ok(());
         };
-        let base = up.url.path().trim_end_matches('/');
-        if !base.is_empty() {
-            let pq = upstream_request
-                .uri
-                .path_and_query()
-                .map_or("/", |pq| pq.as_str());
-            let uri = format!("{base}{pq}")
-                .parse::<http::Uri>()
-                .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "proxy path", e))?;
-            upstream_request.set_uri(uri);
+        let client = proxy::Client {
+            ip: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
+            tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
+        };
+        proxy::rewrite(upstream_request, up, &routes.config.forwarding, &client)
+    }
+
+    /// Counts a body without a `Content-Length` (or one that lies) against the limit. A tunnel
+    /// after an upgrade (WebSocket) is not a request body.
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if session.was_upgraded() {
+            return Ok(());
         }
-        Ok(())
+        let max = self.shared.routes.load().config.limits.proxy_max_body;
+        ctx.body.add(body.as_deref(), max)
     }
 }
 

@@ -1,5 +1,7 @@
 //! Everything that is not a stream subscription goes to the API unchanged.
 
+use std::time::Duration;
+
 use serde_json::json;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
@@ -88,4 +90,200 @@ async fn without_a_proxy_unknown_paths_get_404() {
         .await
         .unwrap()
         .contains("no stream at /elsewhere"));
+}
+
+/// A proxy to `up` with `extra` top-level YAML; `base` is the upstream URL's path.
+fn proxy_config(up: &Upstream, base: &str, extra: &str) -> String {
+    format!(
+        "upstreams:\n  api:\n    url: {}{base}\nstreams:\n  - path: /sse/doc\n    upstream: api\n    poll: /doc\nproxy: api\n{extra}",
+        up.url()
+    )
+}
+
+/// A request written by hand (request line and headers), so nothing normalises it on the way.
+async fn raw(port: u16, head: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+fn header<'a>(r: &'a wiremock::Request, name: &str) -> Vec<&'a str> {
+    r.headers
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_upstream_learns_the_client_address_and_gets_its_own_host() {
+    let up = Upstream::start().await;
+    up.set("/v1/whoami", json!({}));
+    let gw = Gateway::start(&proxy_config(&up, "/v1", "")).await;
+    let resp = http().get(gw.url("/whoami")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = up.requests("/v1/whoami").await;
+    let r = &seen[0];
+    assert_eq!(header(r, "x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(header(r, "x-forwarded-proto"), ["http"]);
+    let gw_host = format!("127.0.0.1:{}", gw.port);
+    assert_eq!(header(r, "x-forwarded-host"), [gw_host.as_str()]);
+    let up_host = up.url().trim_start_matches("http://").to_string();
+    assert_eq!(header(r, "host"), [up_host.as_str()]);
+}
+
+#[tokio::test]
+async fn forged_forwarding_headers_are_dropped_unless_trusted() {
+    let up = Upstream::start().await;
+    up.set("/whoami", json!({}));
+    let forged = "GET /whoami HTTP/1.1\r\nHost: gw\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: https\r\nX-Real-IP: 10.0.0.1\r\nForwarded: for=10.0.0.1";
+    let gw = Gateway::start(&proxy_config(&up, "", "")).await;
+    assert_eq!(raw(gw.port, forged).await.0, 200);
+    let seen = up.requests("/whoami").await;
+    let r = &seen[0];
+    assert_eq!(header(r, "x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(header(r, "x-forwarded-proto"), ["http"]);
+    assert!(header(r, "x-real-ip").is_empty() && header(r, "forwarded").is_empty());
+    drop(gw);
+
+    let trusting = Gateway::start(&proxy_config(&up, "", "proxy_trust_forwarded: true\n")).await;
+    assert_eq!(raw(trusting.port, forged).await.0, 200);
+    let seen = up.requests("/whoami").await;
+    let r = &seen[1];
+    assert_eq!(header(r, "x-forwarded-for"), ["10.0.0.1, 127.0.0.1"]);
+    assert_eq!(header(r, "x-forwarded-proto"), ["https"]);
+}
+
+#[tokio::test]
+async fn preserve_host_sends_the_clients_host() {
+    let up = Upstream::start().await;
+    up.set("/vhost", json!({}));
+    let gw = Gateway::start(&proxy_config(&up, "", "preserve_host: true\n")).await;
+    let (status, _) = raw(gw.port, "GET /vhost HTTP/1.1\r\nHost: app.example").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        header(&up.requests("/vhost").await[0], "host"),
+        ["app.example"]
+    );
+}
+
+#[tokio::test]
+async fn an_absolute_form_target_cannot_pick_the_upstream_host_or_path() {
+    let up = Upstream::start().await;
+    up.set("/v1/x", json!({}));
+    let gw = Gateway::start(&proxy_config(&up, "/v1", "")).await;
+    let (status, text) = raw(
+        gw.port,
+        "GET http://admin.internal/x HTTP/1.1\r\nHost: admin.internal",
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let seen = up.requests("/v1/x").await;
+    let up_host = up.url().trim_start_matches("http://").to_string();
+    assert_eq!(header(&seen[0], "host"), [up_host.as_str()]);
+}
+
+#[tokio::test]
+async fn a_path_that_could_leave_the_base_path_gets_400() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&proxy_config(&up, "/v1", "")).await;
+    for path in [
+        "/../admin",
+        "/v1/../../x",
+        "/%2e%2e/admin",
+        "/.%2E/admin",
+        "/a/..%2f..%2fadmin",
+        "/a/..;/admin",
+        "/a/..%5c..%5cadmin",
+    ] {
+        let (status, text) = raw(gw.port, &format!("GET {path} HTTP/1.1\r\nHost: gw")).await;
+        assert_eq!(status, 400, "{path}: {text}");
+        assert!(text.contains("dot segments"), "{path}: {text}");
+    }
+    let (status, _) = raw(gw.port, "GET /a\\..\\admin HTTP/1.1\r\nHost: gw").await;
+    assert_eq!(status, 400);
+    let seen = up.server.received_requests().await.unwrap();
+    let paths: Vec<&str> = seen.iter().map(|r| r.url.path()).collect();
+    assert!(paths.is_empty(), "nothing reached the upstream: {paths:?}");
+}
+
+#[tokio::test]
+async fn a_poll_cannot_leave_the_base_path() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  api:\n    url: {}/v1\nstreams:\n  - path: /sse/o/{{id}}\n    upstream: api\n    poll: /o/{{id}}\n    params: {{ id: \".+\" }}\n",
+        up.url()
+    ))
+    .await;
+    for value in ["%2e%2e", ".%2E", "..%2F..%2Fadmin", "..%5C..%5Cadmin"] {
+        raw_get(gw.port, &format!("/sse/o/{value}")).await;
+    }
+    let seen = up.server.received_requests().await.unwrap();
+    let paths: Vec<&str> = seen.iter().map(|r| r.url.path()).collect();
+    assert!(!paths.is_empty(), "the encoded values were polled");
+    assert!(
+        paths
+            .iter()
+            .all(|p| p.starts_with("/v1/o/") && p.matches('/').count() == 3),
+        "{paths:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_body_over_proxy_max_body_gets_413_and_never_reaches_the_upstream() {
+    let up = Upstream::start().await;
+    let gw = Gateway::start(&proxy_config(&up, "", "limits:\n  proxy_max_body: 1KiB\n")).await;
+    let resp = http()
+        .post(gw.url("/upload"))
+        .body(vec![b'x'; 2000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    assert!(resp.text().await.unwrap().contains("over 1024 bytes"));
+    assert_eq!(up.count("/upload").await, 0);
+
+    let chunks = futures_util::stream::iter(
+        (0..3).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'y'; 1000]))),
+    );
+    let resp = http()
+        .post(gw.url("/upload"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    assert_eq!(up.count("/upload").await, 0);
+
+    let resp = http()
+        .post(gw.url("/upload"))
+        .body(vec![b'z'; 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404, "at the limit, the upstream answers");
+    assert_eq!(up.count("/upload").await, 1);
+}
+
+#[tokio::test]
+async fn an_upstream_that_never_answers_gets_504_after_proxy_timeout() {
+    let up = Upstream::start().await;
+    up.set("/slow", json!({}));
+    up.delay("/slow", Duration::from_secs(60));
+    let gw = Gateway::start(&proxy_config(&up, "", "limits:\n  proxy_timeout: 300ms\n")).await;
+    let resp = http().get(gw.url("/slow")).send().await.unwrap();
+    assert_eq!(resp.status(), 504);
 }

@@ -126,6 +126,9 @@ async fn over_http1_with_tls_a_stream_and_a_proxied_request_are_both_served() {
         api.json::<serde_json::Value>().await.unwrap(),
         json!({"name": "legacy"})
     );
+    let seen = up.requests("/api/info").await;
+    assert_eq!(seen[0].headers["x-forwarded-proto"], "https");
+    assert_eq!(seen[0].headers["x-forwarded-for"], "127.0.0.1");
 }
 
 #[tokio::test]
