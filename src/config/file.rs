@@ -165,7 +165,8 @@ pub fn parse(source: &Arc<str>, text: &str) -> Result<File, ConfigError> {
             file: source.clone(),
             line,
             col,
-            key: if key == "." {
+            // `.` is the document itself; an empty path, a top-level key named `""` or `?`.
+            key: if key == "." || key.is_empty() {
                 "(top level)".into()
             } else {
                 key
@@ -204,6 +205,16 @@ mod tests {
             let e = parse(&Arc::from("g.yaml"), text).unwrap_err();
             assert_eq!(e.key, key, "{e}");
             assert!(e.msg.starts_with(msg), "{e}");
+        }
+    }
+
+    /// Found by fuzz_config_any_text: the error's key was empty, so `check` printed `g.yaml:1:2: : ...`.
+    #[test]
+    fn a_key_without_a_name_is_still_named() {
+        for text in ["?", "\"\": 1\n", "? \n"] {
+            let e = parse(&Arc::from("g.yaml"), text).unwrap_err();
+            assert_eq!(e.key, "(top level)", "{e}");
+            assert!(e.msg.starts_with("unknown field ``"), "{e}");
         }
     }
 }
