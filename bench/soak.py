@@ -6,7 +6,8 @@ Half the clients leave with FIN (close), half with RST (SO_LINGER 0), at most `-
 at a time, over 8 loopback source addresses (a FIN leaves the port in TIME_WAIT on our side).
 The gateway's PSS (RSS where smaps_rollup is missing) and open files are read after a warm-up
 and again once it has settled (jemalloc returns freed pages about a second after a burst);
-exit 1 unless both are within `--tolerance` of the first reading and no cycle failed.
+exit 1 unless neither grew more than `--tolerance` over the first reading, the gateway counts no
+client attached, and no cycle failed.
 
 Stdlib only: the upstream is a static document served from a thread here.
 """
