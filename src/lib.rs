@@ -30,6 +30,8 @@ pub mod demo;
 pub mod diff;
 pub mod edge;
 pub mod fetch;
+#[cfg(test)]
+mod fuzz;
 pub mod hub;
 pub mod metrics;
 pub mod poller;

@@ -90,6 +90,119 @@ mod tests {
         }
     }
 
+    /// One event as a browser sees it: what `event` should give back for these fields.
+    fn seen(name: Option<&str>, id: &str, data: &str) -> (String, String, String) {
+        let clean = |s: &str| s.replace(['\r', '\n', '\0'], "");
+        let name = name.map(clean).filter(|n| !n.is_empty());
+        (
+            name.unwrap_or_else(|| "message".into()),
+            clean(id),
+            data.replace("\r\n", "\n").replace('\r', "\n"),
+        )
+    }
+
+    /// Anything a field could hold: line breaks of each kind, NUL, field names, a BOM, unicode.
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => "(\\PC|\r\n|\r|\n|\u{0}|\u{feff}|data: |data:|id: |event: |retry: |: ){0,24}",
+            1 => prop::collection::vec(any::<u8>(), 0..64)
+                .prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
+            1 => any::<String>(),
+        ]
+    }
+
+    /// A name or id as the gateway passes them: anything without CR, LF or NUL.
+    fn field_text() -> impl Strategy<Value = String> {
+        text().prop_map(|s| s.replace(['\r', '\n', '\0'], ""))
+    }
+
+    proptest! {
+        #![proptest_config(crate::fuzz::config(256))]
+
+        #[test]
+        fn fuzz_sse_any_event_survives_the_wire(
+            name in prop::option::of(field_text()),
+            id in prop::option::of(field_text()),
+            data in text(),
+        ) {
+            let events = parse(event(name.as_deref(), id.as_deref(), &data));
+            prop_assert_eq!(events.len(), 1);
+            let want = seen(name.as_deref(), id.as_deref().unwrap_or(""), &data);
+            let e = &events[0];
+            prop_assert_eq!((&e.event, &e.id, &e.data), (&want.0, &want.1, &want.2));
+        }
+
+        /// Events, comments and heartbeats back to back, cut into chunks anywhere: the same
+        /// events in the same order, each `retry:` on the event it precedes.
+        #[test]
+        fn fuzz_sse_a_stream_in_any_chunks(
+            items in prop::collection::vec(
+                (prop::option::of(field_text()), prop::option::of(field_text()), text(),
+                 prop::option::of(any::<u64>()), prop::option::of(text())),
+                1..8,
+            ),
+            cuts in prop::collection::vec(any::<usize>(), 0..8),
+        ) {
+            let mut wire = Vec::new();
+            let mut want = Vec::new();
+            let mut last_id = String::new();
+            for (name, id, data, retry_ms, note) in &items {
+                if let Some(note) = note {
+                    wire.extend_from_slice(&comment(note));
+                    wire.extend_from_slice(HEARTBEAT);
+                }
+                if let Some(ms) = retry_ms {
+                    wire.extend_from_slice(&retry(*ms));
+                }
+                wire.extend_from_slice(&event(name.as_deref(), id.as_deref(), data));
+                if let Some(id) = id {
+                    last_id = id.clone();
+                }
+                let (n, i, d) = seen(name.as_deref(), &last_id, data);
+                want.push((n, i, d, retry_ms.map(std::time::Duration::from_millis)));
+            }
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (wire.len() + 1)).collect();
+            cuts.sort_unstable();
+            cuts.dedup();
+            let mut chunks = Vec::new();
+            let mut from = 0;
+            for c in cuts.into_iter().chain([wire.len()]) {
+                chunks.push(Ok::<_, std::convert::Infallible>(Bytes::copy_from_slice(&wire[from..c])));
+                from = c;
+            }
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let got: Vec<_> = rt.block_on(
+                futures_util::stream::iter(chunks)
+                    .eventsource()
+                    .map(|e| e.map(|e| (e.event, e.id, e.data, e.retry)))
+                    .collect::<Vec<_>>(),
+            );
+            let got: Vec<_> = got.into_iter().collect::<Result<_, _>>().unwrap();
+            prop_assert_eq!(got, want);
+        }
+    }
+
+    /// Release builds drop CR, LF and NUL from a name or id (debug builds assert there are
+    /// none): the field can't end early or smuggle in another field. Run by the long fuzz
+    /// command, which builds with `--release`.
+    #[cfg(not(debug_assertions))]
+    mod sanitised {
+        use super::*;
+
+        proptest! {
+            #![proptest_config(crate::fuzz::config(256))]
+
+            #[test]
+            fn fuzz_sse_a_name_or_id_cannot_inject_a_field(name in text(), id in text(), data in text()) {
+                let events = parse(event(Some(&name), Some(&id), &data));
+                prop_assert_eq!(events.len(), 1);
+                let want = seen(Some(&name), &id, &data);
+                let e = &events[0];
+                prop_assert_eq!((&e.event, &e.id, &e.data), (&want.0, &want.1, &want.2));
+            }
+        }
+    }
+
     #[test]
     fn empty_data_is_still_an_event() {
         let events = parse(event(Some("snapshot"), None, ""));

@@ -171,15 +171,17 @@ pub fn parse(source: &Arc<str>, text: &str) -> Result<File, ConfigError> {
             Some(i) => msg[..i].to_string(),
             None => msg,
         };
-        // serde_yaml also puts the key path in front, which we print ourselves.
-        let msg = msg
-            .strip_prefix(&format!("{key}: "))
+        // serde_yaml also puts its own key path in front, which we print ourselves: the same
+        // path, or for an unknown field the map's (`streams[0]: unknown field `intervall``).
+        let msg = ancestors(&key)
+            .find_map(|p| msg.strip_prefix(&format!("{p}: ")))
             .map_or(msg.clone(), str::to_string);
         ConfigError {
             file: source.clone(),
             line,
             col,
-            key: if key == "." {
+            // `.` is the document itself; an empty path, a top-level key named `""` or `?`.
+            key: if key == "." || key.is_empty() {
                 "(top level)".into()
             } else {
                 key
@@ -187,4 +189,47 @@ pub fn parse(source: &Arc<str>, text: &str) -> Result<File, ConfigError> {
             msg,
         }
     })
+}
+
+/// `a.b[0].c`, then `a.b[0]`, `a.b`, `a`.
+fn ancestors(key: &str) -> impl Iterator<Item = &str> {
+    std::iter::successors(Some(key), |k| k.rfind(['.', '[']).map(|i| &k[..i]))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_names_its_key_once() {
+        for (text, key, msg) in [
+            (
+                "streams:\n  - path: /a\n    intervall: 1s\n",
+                "streams[0].intervall",
+                "unknown field `intervall`",
+            ),
+            ("limits:\n  key: 1\n", "limits.key", "unknown field `key`"),
+            ("replay: 1\n", "replay", "unknown field `replay`"),
+            (
+                "streams:\n  - replay: many\n",
+                "streams[0].replay",
+                "invalid type",
+            ),
+        ] {
+            let e = parse(&Arc::from("g.yaml"), text).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+            assert!(e.msg.starts_with(msg), "{e}");
+        }
+    }
+
+    /// Found by fuzz_config_any_text: the error's key was empty, so `check` printed `g.yaml:1:2: : ...`.
+    #[test]
+    fn a_key_without_a_name_is_still_named() {
+        for text in ["?", "\"\": 1\n", "? \n"] {
+            let e = parse(&Arc::from("g.yaml"), text).unwrap_err();
+            assert_eq!(e.key, "(top level)", "{e}");
+            assert!(e.msg.starts_with("unknown field ``"), "{e}");
+        }
+    }
 }

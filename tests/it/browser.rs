@@ -161,3 +161,81 @@ async fn a_page_on_a_listed_origin_subscribes_with_credentials_and_others_cannot
         .await;
     assert_eq!(browser.cmd(OUTCOME).await, "\"refused\"");
 }
+
+#[tokio::test]
+async fn the_demo_page_subscribes_only_on_its_own_origin() {
+    let Some(mut browser) = Browser::start().await else {
+        return;
+    };
+    let up = Upstream::json("/prices", json!({"v": 1})).await;
+    up.set("/other", json!({"other": true}));
+    let stranger = Upstream::json("/sse/x", json!({"stolen": true})).await;
+    let gw = Gateway::start(&format!(
+        "demo:\n  listen: 127.0.0.1:{}\n{}",
+        free_port(),
+        config(
+            &up,
+            "  - path: /sse/prices\n    upstream: api\n    poll: /prices\n  - path: /sse/other\n    upstream: api\n    poll: /other\n"
+        )
+    ))
+    .await;
+    let far = stranger.url().replace("http://", "");
+    for asked in [
+        format!("//{far}/sse/x"),
+        format!("/\\{far}/sse/x"),
+        format!("/\t/{far}/sse/x"),
+        format!("http://{far}/sse/x"),
+        "javascript:alert(1)".to_string(),
+    ] {
+        let q: String = url::form_urlencoded::byte_serialize(asked.as_bytes()).collect();
+        browser
+            .cmd(&format!("goto {}", gw.url(&format!("/?stream={q}"))))
+            .await;
+        let doc: Value = serde_json::from_str(&browser.cmd("doc").await).unwrap();
+        assert_eq!(doc, json!({"v": 1}), "{asked:?}");
+        assert_eq!(browser.cmd("text #stream").await, "\"/sse/prices\"");
+    }
+    assert_eq!(
+        stranger.count("/sse/x").await,
+        0,
+        "no request left the origin"
+    );
+
+    browser
+        .cmd(&format!("goto {}", gw.url("/?stream=/sse/other")))
+        .await;
+    let doc: Value = serde_json::from_str(&browser.cmd("doc").await).unwrap();
+    assert_eq!(doc, json!({"other": true}));
+}
+
+#[tokio::test]
+async fn a_document_cannot_reach_the_page_s_prototypes() {
+    let Some(mut browser) = Browser::start().await else {
+        return;
+    };
+    let up = Upstream::json("/patch", json!({"v": 1})).await;
+    up.set("/merge", json!({"v": 1}));
+    let gw = Gateway::start(&format!(
+        "demo:\n  listen: 127.0.0.1:{}\n{}",
+        free_port(),
+        config(
+            &up,
+            "  - path: /sse/prices\n    upstream: api\n    poll: /patch\n    interval: 100ms\n  - path: /sse/merge\n    upstream: api\n    poll: /merge\n    interval: 100ms\n    diff: merge-patch\n"
+        )
+    ))
+    .await;
+    let hostile = json!({
+        "v": 2,
+        "__proto__": {"polluted": "yes"},
+        "constructor": {"prototype": {"polluted": "yes"}},
+    });
+    for (page, poll) in [("/", "/patch"), ("/?stream=/sse/merge", "/merge")] {
+        browser.cmd(&format!("goto {}", gw.url(page))).await;
+        browser.cmd(&format!("wait-doc {}", json!({"v": 1}))).await;
+        up.set(poll, hostile.clone());
+        // The unsafe keys are skipped; the rest of the change applies.
+        browser.cmd(&format!("wait-doc {}", json!({"v": 2}))).await;
+        let clean = "eval ({}).polluted === undefined && Object.getPrototypeOf(window.sseDocument()) === Object.prototype";
+        assert_eq!(browser.cmd(clean).await, "true", "{page}");
+    }
+}
