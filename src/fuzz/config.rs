@@ -14,7 +14,7 @@ threads: 2
 upstreams:
   api:
     url: http://127.0.0.1:3000/v1
-    headers: { Authorization: "Bearer ${TOKEN}", X-Plain: "a" }
+    headers: { X-Api-Key: "${TOKEN}", X-Plain: "a" }
   other:
     url: https://api.internal
 defaults:
@@ -49,9 +49,19 @@ streams:
     upstream: other
     diff: snapshot
 proxy: api
+proxy_trust_forwarded: false
+preserve_host: false
+proxy_resolve_interval: 30s
 limits:
   max_clients: 100
   write_timeout: 10s
+  max_connections: 200
+  max_clients_per_ip: 0
+  head_timeout: 10s
+  keepalive: 60s
+  proxy_connect_timeout: 10s
+  proxy_timeout: 60s
+  proxy_max_body: 1MiB
 shutdown:
   grace: 5s
   upgrade_sock: up.sock
