@@ -11,8 +11,10 @@
 //!
 //! - `config/`: gateway.yaml → validated, immutable `Config`.
 //! - `routes`: request path → stream and instance key. Pure.
-//! - `edge/`: what a request is (`Edge::answer`), pingora's `ProxyHttp` on top of it, and
-//!   `front`: subscriptions on fresh HTTP/1.1 connections served on the socket itself.
+//! - `edge/`: what a request is (`Edge::answer`), pingora's `ProxyHttp` on top of it (`proxy`:
+//!   forwarding headers, base path, body limit, DNS), `front`: every connection, TLS handshake
+//!   included, and subscriptions on HTTP/1.1 served on the socket itself; `head`: reading one
+//!   request head within its deadline; `conns`: the connection count.
 //! - `hub/`: `trait Hub`, the in-process hub, and one topic per stream instance.
 //! - `poller`: an instance's schedule, backoff and change detection; `fetch`: one upstream GET.
 //! - `diff`, `sse`: pure encoders of changes and events.
@@ -22,6 +24,7 @@
 //! - `metrics`: the Prometheus registry.
 //! - `tls`: the client listener's certificate, reloadable.
 //! - `app`: the composition root.
+//! - `fuzz` (tests only): fuzz targets as property tests; `cargo test fuzz`.
 
 pub mod admin;
 pub mod app;
