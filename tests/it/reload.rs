@@ -286,8 +286,9 @@ async fn reading_the_config_is_not_a_change() {
         .unwrap();
     // What an operator's `cat gateway.yaml` does.
     std::fs::read(&gw.config).unwrap();
-    // An absence has no event to wait for: watch for a while (twenty settle periods).
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // An absence has no event to wait for: watch an idle gateway for ten seconds (the old
+    // watcher re-read its config every settle period, ~65 times in that span).
+    tokio::time::sleep(Duration::from_secs(10)).await;
     let opens = rx.try_iter().count();
     assert_eq!(opens, 1, "the gateway re-read its config on its own");
     assert_eq!((gw.metric(applied).await, gw.metric(refused).await), before);
