@@ -1,7 +1,9 @@
 //! The operator's listener (`admin.listen`): metrics, health, the stream list, and refresh.
 //!
 //! It binds to loopback by default and can require a bearer token (config validation insists on
-//! one off loopback); `/healthz` and `/readyz` answer without it. It never shows credentials.
+//! one off loopback); `/healthz` and `/readyz` answer without it. Without a token it answers
+//! only requests addressed by IP or `localhost`, against DNS rebinding. It never shows
+//! credentials.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -46,6 +48,13 @@ impl ServeHttp for Admin {
                     })
                     .unwrap_or_else(|_| Response::new(Vec::new()));
             }
+        }
+        if routes.config.admin.token.is_none() && !probe && !addressed_by_ip(req) {
+            return text(
+                StatusCode::FORBIDDEN,
+                "without admin.token, admin answers only requests addressed to an IP address or localhost\n",
+            )
+            .unwrap_or_else(|_| Response::new(Vec::new()));
         }
         let path = req.uri.path().to_string();
         let query = req.uri.query().map(str::to_string);
@@ -123,6 +132,24 @@ fn text(status: StatusCode, body: &str) -> http::Result<Response<Vec<u8>>> {
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
         .body(body.as_bytes().to_vec())
+}
+
+/// Whether the request names the admin listener by an IP address or `localhost` (or names
+/// nothing, as HTTP/1.0 may). A page on another site can reach a loopback listener through DNS
+/// rebinding (its own name, re-pointed at 127.0.0.1), but only with its name in `Host`: without
+/// a token, that is all that keeps it from `/streams` and refresh.
+fn addressed_by_ip(req: &pingora::http::RequestHeader) -> bool {
+    let Some(host) = req.headers.get(header::HOST) else {
+        return true;
+    };
+    let Ok(host) = host.to_str() else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<IpAddr>().is_ok()
 }
 
 /// Compares in time independent of where the inputs differ.

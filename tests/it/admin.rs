@@ -276,3 +276,50 @@ async fn twenty_refreshes_in_a_row_cost_one_poll_now_and_one_later() {
     assert_eq!(refresh(&gw).await["deferred"], 1);
     assert_eq!(up.count("/doc").await, polls + 1);
 }
+
+#[tokio::test]
+async fn without_a_token_admin_answers_no_request_addressed_by_another_name() {
+    let up = Upstream::json("/doc", json!({"v": 0})).await;
+    let gw = Gateway::start(&yaml(&up, "1h")).await;
+    // What a page on evil.example gets after re-pointing its name at 127.0.0.1 (DNS rebinding).
+    let rebound = http()
+        .get(gw.admin_url("/streams"))
+        .header("host", format!("evil.example:{}", gw.admin_port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound.status(), 403);
+    assert!(rebound
+        .text()
+        .await
+        .unwrap()
+        .contains("IP address or localhost"));
+    let refresh = http()
+        .post(gw.admin_url("/streams/refresh?path=/sse/doc"))
+        .header("host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refresh.status(), 403);
+    // Probes, and the operator's own requests by IP or localhost, are answered.
+    for host in [
+        format!("127.0.0.1:{}", gw.admin_port),
+        format!("localhost:{}", gw.admin_port),
+        "[::1]".to_string(),
+    ] {
+        let resp = http()
+            .get(gw.admin_url("/streams"))
+            .header("host", host.as_str())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{host}");
+    }
+    let probe = http()
+        .get(gw.admin_url("/healthz"))
+        .header("host", "evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(probe.status(), 200);
+}
