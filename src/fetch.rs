@@ -34,7 +34,12 @@ pub struct Request<'a> {
 
 #[derive(Debug)]
 pub enum Fetched {
-    Body { body: Bytes, validators: Validators },
+    Body {
+        body: Bytes,
+        validators: Validators,
+        /// The `Content-Type` says JSON: a body that does not parse is a broken answer, not text.
+        json: bool,
+    },
     NotModified,
 }
 
@@ -52,6 +57,9 @@ pub enum FetchError {
     },
     #[error("body larger than max_body ({limit} bytes)")]
     TooLarge { limit: usize },
+    /// Only the position: serde_json's messages may quote the body.
+    #[error("invalid JSON at line {line} column {column}")]
+    InvalidJson { line: usize, column: usize },
 }
 
 impl FetchError {
@@ -59,6 +67,13 @@ impl FetchError {
         match self {
             FetchError::Status { status, .. } => Some(*status),
             _ => None,
+        }
+    }
+
+    pub fn invalid_json(e: &serde_json::Error) -> FetchError {
+        FetchError::InvalidJson {
+            line: e.line(),
+            column: e.column(),
         }
     }
 
@@ -94,6 +109,11 @@ pub async fn fetch(client: &reqwest::Client, req: Request<'_>) -> Result<Fetched
         });
     }
     let validators = Validators::from_headers(resp.headers());
+    let json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(is_json);
     // Refuse before reading when the upstream announces a larger body.
     if resp
         .content_length()
@@ -115,7 +135,18 @@ pub async fn fetch(client: &reqwest::Client, req: Request<'_>) -> Result<Fetched
     Ok(Fetched::Body {
         body: body.freeze(),
         validators,
+        json,
     })
+}
+
+/// `application/json` or any `+json` type (RFC 6839 §3.1), whatever its parameters.
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    let essence = essence.to_ascii_lowercase();
+    essence == "application/json"
+        || essence
+            .split_once('/')
+            .is_some_and(|(_, sub)| sub.len() > 5 && sub.ends_with("+json"))
 }
 
 /// `Retry-After` as seconds or an HTTP date (RFC 9110 §10.2.3).
@@ -148,5 +179,26 @@ mod tests {
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn json_is_application_json_or_a_json_suffix() {
+        for t in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/problem+json",
+            "application/vnd.api+json;v=2",
+        ] {
+            assert!(is_json(t), "{t}");
+        }
+        for t in [
+            "text/plain",
+            "text/html; charset=utf-8",
+            "application/jsonl",
+            "+json",
+            "",
+        ] {
+            assert!(!is_json(t), "{t}");
+        }
     }
 }

@@ -15,9 +15,6 @@ use crate::fetch::{self, FetchError, Fetched, Validators};
 use crate::hub::topic::{Frame, Readiness, Topic};
 use crate::sse;
 
-/// Bodies above this are diffed on a blocking thread, so one large document can't hold up the
-/// other pollers sharing the hub's runtime.
-const BLOCKING_DIFF_BYTES: usize = 256 * 1024;
 /// However long an upstream asks us to wait, we look again after this.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
@@ -52,6 +49,15 @@ enum Doc {
     Other(Bytes),
 }
 
+/// What a poll that got an answer brought.
+enum Polled {
+    NotModified,
+    Unchanged,
+    Changed(Arc<Doc>, Frame),
+    /// The diff failed: the next poll publishes a fresh snapshot.
+    Forgotten,
+}
+
 enum Health {
     Healthy,
     Failing,
@@ -60,7 +66,7 @@ enum Health {
 impl Poller {
     pub async fn run(self) -> Exit {
         let topic = self.topic.clone();
-        let mut doc: Option<Doc> = None;
+        let mut doc: Option<Arc<Doc>> = None;
         let mut validators = Validators::default();
         let mut failures: u32 = 0;
         // Size of the last body, which a 304 stands for.
@@ -135,8 +141,27 @@ impl Poller {
                 .upstream_latency
                 .observe(started.elapsed().as_secs_f64());
 
-            let delay = match result {
-                Ok(fetched) => {
+            let outcome = match result {
+                Ok(Fetched::NotModified) => Ok(Polled::NotModified),
+                Ok(Fetched::Body {
+                    body,
+                    validators: v,
+                    json,
+                }) => {
+                    let len = body.len() as u64;
+                    metrics.upstream_bytes.inc_by(len);
+                    let polled = examine(&topic, &spec, doc.clone(), body, json).await;
+                    // A broken body keeps the last validators: a 304 must not stand for it.
+                    if polled.is_ok() {
+                        validators = v;
+                        last_len = len;
+                    }
+                    polled
+                }
+                Err(e) => Err(e),
+            };
+            let delay = match outcome {
+                Ok(polled) => {
                     failures = 0;
                     if let Health::Failing = health {
                         health = Health::Healthy;
@@ -144,25 +169,23 @@ impl Poller {
                         let ev = status_event("healthy", None, None);
                         topic.set_status(None, ev);
                     }
-                    let result = match fetched {
-                        Fetched::NotModified => {
+                    let result = match polled {
+                        Polled::NotModified => {
                             debug!("poll: not modified");
                             "not_modified"
                         }
-                        Fetched::Body {
-                            body,
-                            validators: v,
-                        } => {
-                            validators = v;
-                            last_len = body.len() as u64;
-                            metrics.upstream_bytes.inc_by(last_len);
-                            let seq = topic.current_seq();
-                            doc = publish_if_changed(&topic, &spec, doc, body).await;
-                            if topic.current_seq() > seq {
-                                "changed"
-                            } else {
-                                "unchanged"
-                            }
+                        Polled::Unchanged => {
+                            debug!("poll: unchanged");
+                            "unchanged"
+                        }
+                        Polled::Forgotten => {
+                            doc = None;
+                            "unchanged"
+                        }
+                        Polled::Changed(new, frame) => {
+                            doc = Some(new);
+                            publish(&topic, &spec, frame);
+                            "changed"
                         }
                     };
                     // What each attached client would have downloaded polling on its own.
@@ -270,65 +293,61 @@ fn next_due(
     }
 }
 
-/// Compares the new body with the last document and publishes a frame when it changed.
-async fn publish_if_changed(
+/// Parses the body and compares it with the last document, encoding a frame when it changed.
+///
+/// Always on a blocking thread: parsing and diffing cost time in proportion to the document, and
+/// the hub's runtime has one thread that every other poller and heartbeat needs.
+async fn examine(
     topic: &Arc<Topic>,
     spec: &Arc<StreamSpec>,
-    old: Option<Doc>,
+    old: Option<Arc<Doc>>,
     body: Bytes,
-) -> Option<Doc> {
+    json: bool,
+) -> Result<Polled, FetchError> {
     let seq = topic.current_seq() + 1;
     let id = topic.id(seq).to_string();
     let wanted = [DiffMode::JsonPatch, DiffMode::MergePatch]
         .map(|m| spec.diff == m || topic.format_in_use(m));
     let ignore = spec.ignore.clone();
-    let big = body.len() > BLOCKING_DIFF_BYTES;
-    let work = move || -> (Option<Doc>, Option<Frame>) {
+    let work = move || -> Result<Polled, FetchError> {
         let new = match serde_json::from_slice::<Value>(&body) {
             Ok(mut v) => {
                 diff::strip(&mut v, &ignore);
                 Doc::Json(v)
             }
+            Err(e) if json => return Err(FetchError::invalid_json(&e)),
             Err(_) => Doc::Other(body),
         };
-        if old.as_ref() == Some(&new) {
-            return (old, None);
+        if old.as_deref() == Some(&new) {
+            return Ok(Polled::Unchanged);
         }
-        let frame = encode(seq, &id, old.as_ref(), &new, wanted);
-        (Some(new), Some(frame))
+        let frame = encode(seq, &id, old.as_deref(), &new, wanted);
+        Ok(Polled::Changed(Arc::new(new), frame))
     };
-    let (doc, frame) = if big {
-        match tokio::task::spawn_blocking(work).await {
-            Ok(out) => out,
-            Err(e) => {
-                // Forgetting the document makes the next poll publish a fresh snapshot.
-                warn!(error = %e, "diff task failed");
-                (None, None)
-            }
+    match tokio::task::spawn_blocking(work).await {
+        Ok(polled) => polled,
+        Err(e) => {
+            warn!(error = %e, "diff task failed");
+            Ok(Polled::Forgotten)
         }
-    } else {
-        work()
-    };
-    match frame {
-        Some(frame) => {
-            debug!(seq, "poll: changed");
-            let patch = match spec.diff {
-                DiffMode::JsonPatch => frame.json_patch.as_ref(),
-                DiffMode::MergePatch => frame.merge_patch.as_ref(),
-                DiffMode::Snapshot => None,
-            };
-            if let Some(p) = patch {
-                topic.metrics.patch_bytes.inc_by(p.len() as u64);
-                topic
-                    .metrics
-                    .snapshot_bytes
-                    .inc_by(frame.snapshot.len() as u64);
-            }
-            topic.publish(frame);
-        }
-        None => debug!("poll: unchanged"),
     }
-    doc
+}
+
+fn publish(topic: &Topic, spec: &StreamSpec, frame: Frame) {
+    debug!(seq = frame.seq, "poll: changed");
+    let patch = match spec.diff {
+        DiffMode::JsonPatch => frame.json_patch.as_ref(),
+        DiffMode::MergePatch => frame.merge_patch.as_ref(),
+        DiffMode::Snapshot => None,
+    };
+    if let Some(p) = patch {
+        topic.metrics.patch_bytes.inc_by(p.len() as u64);
+        topic
+            .metrics
+            .snapshot_bytes
+            .inc_by(frame.snapshot.len() as u64);
+    }
+    topic.publish(frame);
 }
 
 /// Encodes the change in every wanted format; `wanted` is [json-patch, merge-patch].

@@ -528,6 +528,14 @@ impl Upstream {
         });
     }
 
+    /// Serves `body` as it is, with this `Content-Type` (none when empty).
+    pub fn set_raw(&self, path: &str, body: &str, content_type: &'static str) {
+        self.edit(path, |r| {
+            r.body = body.to_string();
+            r.content_type = content_type;
+        });
+    }
+
     pub fn set_html(&self, path: &str, html: &str) {
         self.edit(path, |r| {
             r.body = html.to_string();

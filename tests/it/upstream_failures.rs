@@ -153,3 +153,47 @@ async fn one_failing_stream_leaves_the_others_alone() {
     up.set("/b", json!({"b": 2}));
     assert_eq!(b.next_document().await, json!({"b": 2}));
 }
+
+#[tokio::test]
+async fn a_truncated_json_body_is_a_failed_poll_and_clients_keep_the_last_good_document() {
+    let good = json!({"v": 1, "items": [1, 2]});
+    let up = Upstream::json("/doc", good.clone()).await;
+    let gw = Gateway::start(&yaml(&up, "")).await;
+    let mut client = gw.sse("/sse/doc").await;
+    assert_eq!(client.snapshot().await, good);
+
+    let truncated = r#"{"v": 2, "items": [1,"#;
+    up.set_raw("/doc", truncated, "application/json; charset=utf-8");
+    // The very next event says so: no snapshot of the broken text comes first.
+    let failing = status(&client.next_event().await);
+    assert_eq!(failing["state"], "failing");
+    let e = serde_json::from_str::<Value>(truncated).unwrap_err();
+    let expected = format!("invalid JSON at line {} column {}", e.line(), e.column());
+    assert_eq!(failing["error"], expected.as_str());
+    assert_eq!(client.doc, Some(good.clone()));
+
+    let mut late = gw.sse("/sse/doc").await;
+    assert_eq!(late.snapshot().await, good);
+    assert_eq!(status(&late.next_event().await)["state"], "failing");
+
+    up.set("/doc", json!({"v": 3}));
+    assert_eq!(status(&client.next_event().await)["state"], "healthy");
+    assert_eq!(client.next_document().await, json!({"v": 3}));
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_say_it_is_json_and_is_not_goes_as_text() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    up.set_raw("/plain", "{not json", "");
+    let gw = Gateway::start(&config(
+        &up,
+        "  - path: /sse/plain\n    upstream: api\n    poll: /plain\n    interval: 100ms\n",
+    ))
+    .await;
+    let mut client = gw.sse("/sse/plain").await;
+    let ev = client.next_event().await;
+    assert_eq!(
+        (ev.event.as_str(), ev.data.as_str()),
+        ("snapshot", "{not json")
+    );
+}
