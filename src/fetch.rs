@@ -22,6 +22,58 @@ impl Validators {
     }
 }
 
+/// The poller's HTTP clients, one per redirect policy; each keeps its own connection pool.
+#[derive(Clone)]
+pub struct Clients {
+    /// Follows nothing: a 3xx is a failed poll.
+    stay: reqwest::Client,
+    /// Follows redirects to the origin of the polled URL only, so neither the upstream's headers
+    /// nor forwarded credentials reach another host (reqwest drops only `Authorization` and
+    /// cookies there, never `X-Api-Key` and the like).
+    same_origin: reqwest::Client,
+}
+
+/// Redirects one chain may follow before the 3xx counts as the answer.
+const MAX_REDIRECTS: usize = 10;
+
+impl Clients {
+    /// `builder` makes each client's common settings (user agent, timeouts).
+    pub fn new(builder: impl Fn() -> reqwest::ClientBuilder) -> reqwest::Result<Clients> {
+        let same_origin = reqwest::redirect::Policy::custom(|attempt| {
+            let stays = attempt
+                .previous()
+                .first()
+                .is_some_and(|first| same_origin(first, attempt.url()));
+            if stays && attempt.previous().len() <= MAX_REDIRECTS {
+                attempt.follow()
+            } else {
+                attempt.stop()
+            }
+        });
+        Ok(Clients {
+            stay: builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?,
+            same_origin: builder().redirect(same_origin).build()?,
+        })
+    }
+
+    pub fn get(&self, follow_redirects: bool) -> &reqwest::Client {
+        if follow_redirects {
+            &self.same_origin
+        } else {
+            &self.stay
+        }
+    }
+}
+
+/// RFC 6454 origin equality: scheme, host and port.
+fn same_origin(a: &url::Url, b: &url::Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
 pub struct Request<'a> {
     pub url: url::Url,
     /// The upstream's static headers, then the forwarded ones.
@@ -49,7 +101,7 @@ pub enum FetchError {
     Timeout,
     #[error("request failed: {0}")]
     Transport(#[source] reqwest::Error),
-    #[error("answered {status}")]
+    #[error("answered {status}{}", if (300..400).contains(status) { " (redirect not followed)" } else { "" })]
     Status {
         status: u16,
         /// From `Retry-After` on 429 and 503 (seconds or an HTTP date).
@@ -179,6 +231,20 @@ mod tests {
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn same_origin_means_scheme_host_and_port() {
+        let u = |s: &str| url::Url::parse(s).unwrap();
+        assert!(same_origin(&u("http://a:80/x?q=1"), &u("http://a/y")));
+        for other in [
+            "https://a/x",
+            "http://b/x",
+            "http://a:8080/x",
+            "http://a.evil/x",
+        ] {
+            assert!(!same_origin(&u("http://a/x"), &u(other)), "{other}");
+        }
     }
 
     #[test]

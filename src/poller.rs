@@ -35,7 +35,7 @@ pub type Release = Box<dyn Fn(bool) -> bool + Send + Sync>;
 
 pub struct Poller {
     pub topic: Arc<Topic>,
-    pub client: reqwest::Client,
+    pub client: fetch::Clients,
     pub release: Release,
     /// Delay before the first poll, so instances started together don't poll in one burst.
     pub first_delay: Duration,
@@ -125,7 +125,7 @@ impl Poller {
 
             let started = std::time::Instant::now();
             let result = fetch::fetch(
-                &self.client,
+                self.client.get(spec.follow_redirects),
                 fetch::Request {
                     url: target_url(&spec, &topic.key.target),
                     headers: &spec.upstream.headers,

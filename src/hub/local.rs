@@ -11,6 +11,7 @@ use tracing::{info, info_span, warn, Instrument};
 use super::topic::{Member, Readiness, Topic};
 use super::{Hub, HubError, InstanceInfo, StreamKey, SubscribeRequest, Subscription};
 use crate::config::{Idle, StreamSpec};
+use crate::fetch;
 use crate::metrics::Metrics;
 use crate::poller::Poller;
 use crate::routes::{self, Routes};
@@ -31,7 +32,7 @@ pub struct LocalHub {
 
 struct Inner {
     topics: Mutex<Topics>,
-    client: reqwest::Client,
+    client: fetch::Clients,
     metrics: Arc<Metrics>,
     handle: tokio::runtime::Handle,
 }
@@ -43,7 +44,7 @@ struct Topics {
 }
 
 impl LocalHub {
-    pub fn new(client: reqwest::Client, metrics: Arc<Metrics>) -> std::io::Result<LocalHub> {
+    pub fn new(client: fetch::Clients, metrics: Arc<Metrics>) -> std::io::Result<LocalHub> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("sse-pollers")

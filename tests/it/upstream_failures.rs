@@ -197,3 +197,68 @@ async fn a_body_that_does_not_say_it_is_json_and_is_not_goes_as_text() {
         ("snapshot", "{not json")
     );
 }
+
+/// An upstream with a credential in its own headers, and streams on it.
+fn with_secrets(up: &Upstream, streams: &str) -> String {
+    format!(
+        "upstreams:\n  api:\n    url: {}\n    headers: {{ Authorization: \"Bearer gateway-secret\", X-Api-Key: k3y }}\n{streams}",
+        up.url()
+    )
+}
+
+#[tokio::test]
+async fn a_redirect_to_another_host_is_not_followed_and_that_host_hears_nothing() {
+    let up = Upstream::start().await;
+    let elsewhere = Upstream::json("/doc", json!({"internal": true})).await;
+    let location = format!("{}/doc", elsewhere.url());
+    up.fail("/doc", 302, &[("location", &location)]);
+    let gw = Gateway::start(&with_secrets(
+        &up,
+        "streams:\n  - path: /sse/doc\n    upstream: api\n    poll: /doc\n    interval: 100ms\n    backoff_max: 200ms\n",
+    ))
+    .await;
+    let mut client = gw.sse("/sse/doc").await;
+    let failing = status(&client.next_event().await);
+    assert_eq!(
+        (failing["state"].as_str(), failing["status"].as_u64()),
+        (Some("failing"), Some(302))
+    );
+    assert!(!failing.to_string().contains(&elsewhere.url()), "{failing}");
+    eventually("a few polls refused by redirect", || async {
+        (up.count("/doc").await >= 3).then_some(())
+    })
+    .await;
+    assert_eq!(up.requests("/doc").await[0].headers["x-api-key"], "k3y");
+    let heard = elsewhere.server.received_requests().await.unwrap();
+    assert!(heard.is_empty(), "{heard:?}");
+}
+
+#[tokio::test]
+async fn follow_redirects_follows_the_same_origin_only() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    let elsewhere = Upstream::json("/doc", json!({"internal": true})).await;
+    up.fail("/old", 302, &[("location", &format!("{}/doc", up.url()))]);
+    up.fail(
+        "/away",
+        307,
+        &[("location", &format!("{}/doc", elsewhere.url()))],
+    );
+    let gw = Gateway::start(&with_secrets(
+        &up,
+        "defaults:\n  follow_redirects: true\n  interval: 100ms\n  backoff_max: 200ms\nstreams:\n  - path: /sse/old\n    upstream: api\n    poll: /old\n  - path: /sse/away\n    upstream: api\n    poll: /away\n",
+    ))
+    .await;
+    let mut moved = gw.sse("/sse/old").await;
+    assert_eq!(moved.snapshot().await, json!({"v": 1}));
+    assert_eq!(up.requests("/doc").await[0].headers["x-api-key"], "k3y");
+
+    let mut away = gw.sse("/sse/away").await;
+    let failing = status(&away.next_event().await);
+    assert_eq!(failing["status"], 307);
+    eventually("a few polls of /away", || async {
+        (up.count("/away").await >= 3).then_some(())
+    })
+    .await;
+    let heard = elsewhere.server.received_requests().await.unwrap();
+    assert!(heard.is_empty(), "{heard:?}");
+}
