@@ -350,23 +350,26 @@ fn publish(topic: &Topic, spec: &StreamSpec, frame: Frame) {
     topic.publish(frame);
 }
 
-/// Encodes the change in every wanted format; `wanted` is [json-patch, merge-patch].
+/// Encodes the change in every wanted format; `wanted` is [json-patch, merge-patch]. A patch
+/// that would cost more than the snapshot is left out: its clients get the snapshot.
 fn encode(seq: u64, id: &str, old: Option<&Doc>, new: &Doc, wanted: [bool; 2]) -> Frame {
-    let snapshot = match new {
-        Doc::Json(v) => sse::event(Some("snapshot"), Some(id), &v.to_string()),
-        Doc::Other(b) => sse::event(Some("snapshot"), Some(id), &String::from_utf8_lossy(b)),
+    let text = match new {
+        Doc::Json(v) => v.to_string(),
+        Doc::Other(b) => String::from_utf8_lossy(b).into_owned(),
     };
+    let snapshot = sse::event(Some("snapshot"), Some(id), &text);
     let (json_patch, merge_patch) = match (old, new) {
         (Some(Doc::Json(old)), Doc::Json(new)) => {
             let jp = wanted[0]
-                .then(|| serde_json::to_string(&diff::json_patch(old, new)).ok())
+                .then(|| diff::json_patch(old, new, text.len()))
                 .flatten()
                 .map(|p| sse::event(Some("patch"), Some(id), &p));
             let mp = wanted[1]
                 .then(|| diff::merge_patch(old, new))
                 .flatten()
                 .map(|p| sse::event(Some("merge-patch"), Some(id), &p.to_string()));
-            (jp, mp)
+            let cheaper = |e: Bytes| (e.len() <= snapshot.len()).then_some(e);
+            (jp.and_then(cheaper), mp.and_then(cheaper))
         }
         // No previous JSON document to patch: only a snapshot can say it.
         _ => (None, None),
@@ -475,5 +478,85 @@ mod tests {
             target_url(&spec(), "/a/b?x=1").as_str(),
             "http://127.0.0.1:1/base/a/b?x=1"
         );
+    }
+
+    /// The data of one SSE event, as a client reads it.
+    fn data(event: &Bytes) -> String {
+        let text = String::from_utf8_lossy(event);
+        let lines: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .collect();
+        lines.join("\n")
+    }
+
+    use crate::diff::tests::{apply, json_doc, wire};
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn what_a_client_is_sent_rebuilds_the_new_document_and_never_costs_more(
+            old in json_doc(),
+            new in json_doc(),
+        ) {
+            let f = encode(2, "e-2", Some(&Doc::Json(old.clone())), &Doc::Json(new.clone()), [true, true]);
+            let snapshot: Value = serde_json::from_str(&data(&f.snapshot)).unwrap();
+            prop_assert_eq!(&snapshot, &wire(&new));
+            if let Some(p) = &f.json_patch {
+                prop_assert!(p.len() <= f.snapshot.len());
+                prop_assert_eq!(apply(&old, &data(p)), wire(&new));
+            }
+            if let Some(p) = &f.merge_patch {
+                prop_assert!(p.len() <= f.snapshot.len());
+                let mut doc = wire(&old);
+                json_patch::merge(&mut doc, &serde_json::from_str(&data(p)).unwrap());
+                prop_assert_eq!(doc, wire(&new));
+            }
+        }
+    }
+
+    #[test]
+    fn a_patch_that_would_outgrow_the_document_gives_way_to_the_snapshot() {
+        let key = "k".repeat(100_000);
+        let old = Doc::Json(json!({ key.clone(): vec![0; 50_000] }));
+        let new = Doc::Json(json!({ key: vec![1; 50_000] }));
+        let f = encode(2, "e-2", Some(&old), &new, [true, true]);
+        assert!(f.json_patch.is_none() && f.merge_patch.is_none());
+        let small = Doc::Json(json!({"n": 1, "about": "long enough for a patch to be cheaper"}));
+        let smaller = Doc::Json(json!({"n": 2, "about": "long enough for a patch to be cheaper"}));
+        let f = encode(2, "e-2", Some(&small), &smaller, [true, true]);
+        assert!(f.json_patch.is_some() && f.merge_patch.is_some());
+    }
+
+    fn topic() -> Arc<Topic> {
+        let key = crate::hub::StreamKey {
+            stream: Arc::from("/s"),
+            target: "/s".into(),
+            forwarded: vec![],
+        };
+        let metrics = Arc::new(crate::metrics::Metrics::new().unwrap());
+        Arc::new(Topic::new(spec(), key, metrics))
+    }
+
+    /// The hub runs every poller and heartbeat on one thread: a big document's parse and diff
+    /// must not run on it, or every other stream waits.
+    #[tokio::test(flavor = "current_thread")]
+    async fn parsing_and_diffing_leave_the_pollers_thread_free() {
+        let (t, s) = (topic(), spec());
+        let items: Vec<Value> = (0..100_000).map(|i| json!({"id": i, "v": "x"})).collect();
+        let old = Arc::new(Doc::Json(json!({ "items": items })));
+        let body = Bytes::from(json!({ "items": items, "more": true }).to_string());
+        let mut work = std::pin::pin!(examine(&t, &s, Some(old), body, true));
+        let mut others_ran = false;
+        tokio::select! {
+            biased;
+            _ = &mut work => {}
+            _ = tokio::task::yield_now() => others_ran = true,
+        }
+        assert!(others_ran, "the examination ran on the poller's thread");
+        assert!(matches!(work.await, Ok(Polled::Changed(..))));
+        let broken = Bytes::from_static(b"{\"items\": [");
+        let e = examine(&t, &s, None, broken, true).await.err().unwrap();
+        assert_eq!(e.to_string(), "invalid JSON at line 1 column 11");
     }
 }

@@ -594,6 +594,14 @@ impl Upstream {
     }
 }
 
+/// `doc` with a field long enough that a small change costs less as a patch than as the whole
+/// document: a patch longer than the snapshot is sent as the snapshot.
+pub fn padded(mut doc: Value) -> Value {
+    doc["padding"] =
+        Value::String("a field that makes the whole document cost more than a patch".into());
+    doc
+}
+
 /// A stream section for a config: `stream(path, upstream_url, extra_yaml_lines)`.
 pub fn config(upstream: &Upstream, streams: &str) -> String {
     format!(

@@ -20,7 +20,7 @@ fn status(ev: &eventsource_stream::Event) -> Value {
 
 #[tokio::test]
 async fn a_500_is_reported_and_recovery_resumes_patches() {
-    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    let up = Upstream::json("/doc", padded(json!({"v": 1}))).await;
     let gw = Gateway::start(&yaml(&up, "")).await;
     let mut client = gw.sse("/sse/doc").await;
     client.snapshot().await;
@@ -33,15 +33,15 @@ async fn a_500_is_reported_and_recovery_resumes_patches() {
 
     // A new client during the outage gets the last good snapshot, then the status.
     let mut late = gw.sse("/sse/doc").await;
-    assert_eq!(late.snapshot().await, json!({"v": 1}));
+    assert_eq!(late.snapshot().await, padded(json!({"v": 1})));
     assert_eq!(status(&late.next_event().await)["state"], "failing");
 
-    up.set("/doc", json!({"v": 2}));
+    up.set("/doc", padded(json!({"v": 2})));
     up.recover("/doc");
     assert_eq!(status(&client.next_event().await)["state"], "healthy");
-    assert_eq!(client.next_document().await, json!({"v": 2}));
+    assert_eq!(client.next_document().await, padded(json!({"v": 2})));
     assert_eq!(late.next_of("patch").await.event, "patch");
-    assert_eq!(late.doc, Some(json!({"v": 2})));
+    assert_eq!(late.doc, Some(padded(json!({"v": 2}))));
 }
 
 #[tokio::test]
