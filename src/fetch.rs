@@ -95,11 +95,15 @@ pub enum Fetched {
     NotModified,
 }
 
+/// Its Display is what clients see in `upstream-status`: a short reason that never names the
+/// upstream's address or the polled query; `causes` adds the detail for logs.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("timed out")]
     Timeout,
-    #[error("request failed: {0}")]
+    #[error("cannot connect")]
+    Connect(#[source] reqwest::Error),
+    #[error("request failed")]
     Transport(#[source] reqwest::Error),
     #[error("answered {status}{}", if (300..400).contains(status) { " (redirect not followed)" } else { "" })]
     Status {
@@ -129,11 +133,25 @@ impl FetchError {
         }
     }
 
+    /// What caused this error, for logs: reqwest's errors without their URL, which would carry
+    /// the instance's query, then what they wrap (`connection refused`, a TLS alert).
+    pub fn causes(&self) -> String {
+        let mut causes = Vec::new();
+        let mut next = std::error::Error::source(self);
+        while let Some(e) = next {
+            causes.push(e.to_string());
+            next = e.source();
+        }
+        causes.join(": ")
+    }
+
     fn from_reqwest(e: reqwest::Error) -> FetchError {
         if e.is_timeout() {
             FetchError::Timeout
+        } else if e.is_connect() {
+            FetchError::Connect(e.without_url())
         } else {
-            FetchError::Transport(e)
+            FetchError::Transport(e.without_url())
         }
     }
 }

@@ -213,11 +213,11 @@ impl Poller {
                     failures = failures.saturating_add(1);
                     if let Health::Healthy = health {
                         health = Health::Failing;
-                        warn!(error = %e, "upstream failing");
+                        warn!(error = %e, cause = %e.causes(), "upstream failing");
                         let ev = status_event("failing", status, Some(&e));
                         topic.set_status(Some(ev.clone()), ev);
                     } else {
-                        debug!(error = %e, failures, "poll failed");
+                        debug!(error = %e, cause = %e.causes(), failures, "poll failed");
                     }
                     backoff(&spec, failures, &e)
                 }

@@ -262,3 +262,29 @@ async fn follow_redirects_follows_the_same_origin_only() {
     let heard = elsewhere.server.received_requests().await.unwrap();
     assert!(heard.is_empty(), "{heard:?}");
 }
+
+#[tokio::test]
+async fn a_failure_tells_clients_why_but_never_where_the_upstream_is() {
+    let port = free_port();
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  api:\n    url: http://127.0.0.1:{port}/v1\nstreams:\n  - path: /sse/doc\n    upstream: api\n    poll: /doc\n    forward_query: true\n    interval: 100ms\n"
+    ))
+    .await;
+    let mut client = gw.sse("/sse/doc?token=s3cr3t").await;
+    let ev = client.next_event().await;
+    let failing = status(&ev);
+    assert_eq!(failing["error"], "cannot connect");
+    for leak in ["127.0.0.1", &port.to_string(), "http://", "/v1", "s3cr3t"] {
+        assert!(!ev.data.contains(leak), "{leak} in {}", ev.data);
+    }
+    // The operator's log keeps the cause.
+    eventually("the cause in the log", || async {
+        gw.stderr().contains("upstream failing").then_some(())
+    })
+    .await;
+    assert!(
+        gw.stderr().to_lowercase().contains("connection refused"),
+        "{}",
+        gw.stderr()
+    );
+}
