@@ -72,6 +72,8 @@ impl Poller {
         // Size of the last body, which a 304 stands for.
         let mut last_len: u64 = 0;
         let mut health = Health::Healthy;
+        // The last poll was refused access and this one is to confirm it (see `refusal`).
+        let mut confirming = false;
         let mut next_poll = Instant::now() + self.first_delay;
         // Whether this poller's cadence has its own phase yet (see the end of the loop).
         let mut phase_set = false;
@@ -162,6 +164,7 @@ impl Poller {
             };
             let delay = match outcome {
                 Ok(polled) => {
+                    confirming = false;
                     failures = 0;
                     if let Health::Failing = health {
                         health = Health::Healthy;
@@ -200,15 +203,23 @@ impl Poller {
                     metrics.polls.with_label_values(&["error"]).inc();
                     topic.record_poll("error");
                     let status = e.status();
-                    let denied =
-                        matches!(status, Some(401 | 403)) || (status == Some(404) && doc.is_none());
-                    if let Some(status) = status.filter(|_| denied) {
-                        warn!(status, "upstream refused credentials; closing instance");
-                        topic.set_ready(Readiness::Denied(status));
-                        let data = json!({ "reason": "upstream refused access", "status": status });
-                        topic.close(sse::event(Some("end"), None, &data.to_string()));
-                        (self.release)(true);
-                        return Exit::Denied(status);
+                    match refusal(status, doc.is_some(), std::mem::take(&mut confirming)) {
+                        Refusal::Deny(status) => {
+                            warn!(status, "upstream refused credentials; closing instance");
+                            topic.set_ready(Readiness::Denied(status));
+                            let data =
+                                json!({ "reason": "upstream refused access", "status": status });
+                            topic.close(sse::event(Some("end"), None, &data.to_string()));
+                            (self.release)(true);
+                            return Exit::Denied(status);
+                        }
+                        Refusal::Confirm => {
+                            info!(status, "upstream refused access; polling again to confirm");
+                            confirming = true;
+                            next_poll = Instant::now();
+                            continue;
+                        }
+                        Refusal::No => {}
                     }
                     failures = failures.saturating_add(1);
                     if let Health::Healthy = health {
@@ -229,6 +240,29 @@ impl Poller {
             });
             next_poll = next_due(due, Instant::now(), delay, failures > 0, spread);
         }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Refusal {
+    No,
+    /// Poll again at once before believing it.
+    Confirm,
+    /// Close the instance's clients with this status.
+    Deny(u16),
+}
+
+/// Whether an answer refuses access. A 401 or 403, or a 404 before any document, ends the
+/// instance's clients, and a browser that then reconnects gets that status and stops for good. So
+/// an instance that had a document believes a 401 or 403 only when an immediate re-poll confirms
+/// it: one stray refusal from a WAF or CDN must not end every browser. A first poll refused
+/// still refuses at once.
+fn refusal(status: Option<u16>, had_doc: bool, confirming: bool) -> Refusal {
+    match status {
+        Some(401 | 403) if had_doc && !confirming => Refusal::Confirm,
+        Some(s @ (401 | 403)) => Refusal::Deny(s),
+        Some(404) if !had_doc => Refusal::Deny(404),
+        _ => Refusal::No,
     }
 }
 
@@ -470,6 +504,17 @@ mod tests {
             f.json_patch.is_none() && f.merge_patch.is_none(),
             "no document to patch"
         );
+    }
+
+    #[test]
+    fn a_refusal_after_a_document_is_believed_only_twice_in_a_row() {
+        assert_eq!(refusal(Some(401), true, false), Refusal::Confirm);
+        assert_eq!(refusal(Some(403), true, true), Refusal::Deny(403));
+        assert_eq!(refusal(Some(401), false, false), Refusal::Deny(401));
+        assert_eq!(refusal(Some(404), false, false), Refusal::Deny(404));
+        assert_eq!(refusal(Some(404), true, false), Refusal::No);
+        assert_eq!(refusal(Some(500), true, true), Refusal::No);
+        assert_eq!(refusal(None, true, false), Refusal::No);
     }
 
     #[test]

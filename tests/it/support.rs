@@ -426,6 +426,8 @@ struct Resource {
     version: u64,
     /// Answers by `Authorization` header; an unknown or missing one gets 401.
     by_auth: Option<HashMap<String, Value>>,
+    /// The next this many requests get this status instead.
+    fail_times: (u16, usize),
 }
 
 #[derive(Clone, Default)]
@@ -433,10 +435,14 @@ struct State(Arc<Mutex<HashMap<String, Resource>>>);
 
 impl Respond for State {
     fn respond(&self, req: &Request) -> ResponseTemplate {
-        let map = self.0.lock().expect("state");
-        let Some(r) = map.get(req.url.path()) else {
+        let mut map = self.0.lock().expect("state");
+        let Some(r) = map.get_mut(req.url.path()) else {
             return ResponseTemplate::new(404);
         };
+        if r.fail_times.1 > 0 {
+            r.fail_times.1 -= 1;
+            return ResponseTemplate::new(r.fail_times.0);
+        }
         let mut t = if let Some(by_auth) = &r.by_auth {
             let auth = req
                 .headers
@@ -509,6 +515,7 @@ impl Upstream {
             etag: false,
             version: 0,
             by_auth: None,
+            fail_times: (200, 0),
         });
         f(r);
         r.version += 1;
@@ -551,6 +558,17 @@ impl Upstream {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
         });
+    }
+
+    /// Answers the next `n` requests for `path` with `status`, then as before.
+    pub fn fail_times(&self, path: &str, status: u16, n: usize) {
+        self.edit(path, |r| r.fail_times = (status, n));
+    }
+
+    /// How many of the answers `fail_times` asked for are still to come.
+    pub fn failures_left(&self, path: &str) -> usize {
+        let map = self.state.0.lock().expect("state");
+        map.get(path).map_or(0, |r| r.fail_times.1)
     }
 
     pub fn recover(&self, path: &str) {
