@@ -1,5 +1,7 @@
 //! Pure: what changed between two documents, as RFC 6902 or RFC 7396.
 
+use std::time::{Duration, Instant};
+
 use serde_json::{Map, Value};
 
 /// Removes each RFC 6901 pointer from the document (missing ones are fine), so ignored fields
@@ -27,23 +29,30 @@ pub fn strip(doc: &mut Value, ignore: &[String]) {
 }
 
 /// The RFC 6902 patch turning `old` into `new`, as JSON text (`[]` when they are equal), or
-/// `None` once it would be longer than `budget` bytes.
+/// `None` once it would be longer than `max_bytes` or take longer than `max_time`.
 ///
 /// Written here rather than with `json_patch::diff`, which clones the full pointer into every op:
 /// 50,000 changed leaves under a 100 KB key made a 5 GB patch from a 200 KB document. Here the
 /// text grows op by op and the diff gives up as soon as it passes the budget (the caller's
 /// snapshot size), so memory stays within the budget plus one value, and time within a walk of
-/// both documents. Arrays keep their common prefix and suffix, so an insertion or a removal costs
-/// one op, not a replace of every later element.
-pub fn json_patch(old: &Value, new: &Value, budget: usize) -> Option<String> {
+/// both documents (`max_time` bounds even that). Arrays keep their common prefix and suffix, so
+/// an insertion or a removal costs one op, not a replace of every later element.
+pub fn json_patch(
+    old: &Value,
+    new: &Value,
+    max_bytes: usize,
+    max_time: Duration,
+) -> Option<String> {
     let mut w = PatchWriter {
         out: b"[".to_vec(),
         pointer: String::new(),
-        budget,
+        budget: max_bytes,
+        until: Instant::now().checked_add(max_time),
+        steps: 0,
     };
     w.value(old, new).ok()?;
     w.out.push(b']');
-    if w.out.len() > budget {
+    if w.out.len() > max_bytes {
         return None;
     }
     String::from_utf8(w.out).ok()
@@ -57,10 +66,19 @@ struct PatchWriter {
     /// The RFC 6901 pointer of the value being compared.
     pointer: String,
     budget: usize,
+    until: Option<Instant>,
+    /// Values compared so far; the clock is read every `CLOCK_EVERY`.
+    steps: u32,
 }
+
+const CLOCK_EVERY: u32 = 1024;
 
 impl PatchWriter {
     fn value(&mut self, old: &Value, new: &Value) -> Result<(), OverBudget> {
+        self.steps = self.steps.wrapping_add(1);
+        if self.steps % CLOCK_EVERY == 0 && self.until.is_some_and(|t| Instant::now() >= t) {
+            return Err(OverBudget);
+        }
         match (old, new) {
             (Value::Object(o), Value::Object(n)) => {
                 for (key, nv) in n {
@@ -238,13 +256,13 @@ pub(crate) mod tests {
     proptest! {
         #[test]
         fn a_json_patch_turns_old_into_new(old in json_doc(), new in json_doc()) {
-            let patch = json_patch(&old, &new, usize::MAX).unwrap();
+            let patch = json_patch(&old, &new, usize::MAX, Duration::MAX).unwrap();
             prop_assert_eq!(apply(&old, &patch), wire(&new));
         }
 
         #[test]
         fn a_json_patch_keeps_to_its_budget(old in json_doc(), new in json_doc(), budget in 0usize..400) {
-            if let Some(patch) = json_patch(&old, &new, budget) {
+            if let Some(patch) = json_patch(&old, &new, budget, Duration::MAX) {
                 prop_assert!(patch.len() <= budget);
                 prop_assert_eq!(apply(&old, &patch), wire(&new));
             }
@@ -305,7 +323,7 @@ pub(crate) mod tests {
                 json!({"x": [{"id": 2}, {"id": 1, "new": "ü"}]}),
             ),
         ] {
-            let patch = json_patch(&old, &new, usize::MAX).unwrap();
+            let patch = json_patch(&old, &new, usize::MAX, Duration::MAX).unwrap();
             assert_eq!(apply(&old, &patch), new, "{patch}");
         }
         // One op each, whatever the length: the common prefix and suffix stay.
@@ -313,13 +331,13 @@ pub(crate) mod tests {
         let mut new = old.clone();
         new.as_array_mut().unwrap().insert(0, json!(-1));
         assert_eq!(
-            json_patch(&old, &new, usize::MAX).unwrap(),
+            json_patch(&old, &new, usize::MAX, Duration::MAX).unwrap(),
             r#"[{"op":"add","path":"/0","value":-1}]"#
         );
         let mut new = old.clone();
         new.as_array_mut().unwrap().remove(500);
         assert_eq!(
-            json_patch(&old, &new, usize::MAX).unwrap(),
+            json_patch(&old, &new, usize::MAX, Duration::MAX).unwrap(),
             r#"[{"op":"remove","path":"/500"}]"#
         );
     }
@@ -331,11 +349,21 @@ pub(crate) mod tests {
         let old = json!({ key.clone(): vec![0; 50_000] });
         let new = json!({ key: vec![1; 50_000] });
         let snapshot = new.to_string().len();
-        assert_eq!(json_patch(&old, &new, snapshot), None);
-        assert_eq!(json_patch(&json!([1]), &json!([2]), 10), None);
+        assert_eq!(json_patch(&old, &new, snapshot, Duration::MAX), None);
         assert_eq!(
-            json_patch(&json!({"a/b~": 1}), &json!({"a/b~": 2}), 100).unwrap(),
+            json_patch(&json!([1]), &json!([2]), 10, Duration::MAX),
+            None
+        );
+        assert_eq!(
+            json_patch(&json!({"a/b~": 1}), &json!({"a/b~": 2}), 100, Duration::MAX).unwrap(),
             r#"[{"op":"replace","path":"/a~1b~0","value":2}]"#
+        );
+        // Out of time: a walk of 10,000 values reads the clock and stops.
+        let many = json!((0..10_000).map(|i| json!([i])).collect::<Vec<_>>());
+        let changed = json!((0..10_000).map(|i| json!([i + 1])).collect::<Vec<_>>());
+        assert_eq!(
+            json_patch(&many, &changed, usize::MAX, Duration::ZERO),
+            None
         );
     }
 

@@ -15,6 +15,8 @@ use crate::fetch::{self, FetchError, Fetched, Validators};
 use crate::hub::topic::{Frame, Readiness, Topic};
 use crate::sse;
 
+/// A diff that takes longer gives way to a snapshot, which is always a valid next event.
+const DIFF_TIME: Duration = Duration::from_millis(500);
 /// However long an upstream asks us to wait, we look again after this.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
@@ -395,7 +397,7 @@ fn encode(seq: u64, id: &str, old: Option<&Doc>, new: &Doc, wanted: [bool; 2]) -
     let (json_patch, merge_patch) = match (old, new) {
         (Some(Doc::Json(old)), Doc::Json(new)) => {
             let jp = wanted[0]
-                .then(|| diff::json_patch(old, new, text.len()))
+                .then(|| diff::json_patch(old, new, text.len(), DIFF_TIME))
                 .flatten()
                 .map(|p| sse::event(Some("patch"), Some(id), &p));
             let mp = wanted[1]
