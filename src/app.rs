@@ -80,12 +80,13 @@ pub enum AppError {
 /// the old one hands them over on SIGQUIT).
 pub fn run(config: Config, path: PathBuf, upgrade: bool) -> Result<(), AppError> {
     pingora::tls::install_default_crypto_provider();
-    let client = reqwest::Client::builder()
-        .user_agent(concat!("sse-gateway/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(5))
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build()
-        .map_err(AppError::Client)?;
+    let client = crate::fetch::Clients::new(|| {
+        reqwest::Client::builder()
+            .user_agent(concat!("sse-gateway/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(90))
+    })
+    .map_err(AppError::Client)?;
     let metrics = Arc::new(Metrics::new().map_err(AppError::Metrics)?);
     let hub = Arc::new(LocalHub::new(client, metrics.clone()).map_err(AppError::Runtime)?);
 

@@ -1,5 +1,7 @@
 //! Pure: what changed between two documents, as RFC 6902 or RFC 7396.
 
+use std::time::{Duration, Instant};
+
 use serde_json::{Map, Value};
 
 /// Removes each RFC 6901 pointer from the document (missing ones are fine), so ignored fields
@@ -26,9 +28,151 @@ pub fn strip(doc: &mut Value, ignore: &[String]) {
     }
 }
 
-/// The RFC 6902 patch turning `old` into `new`; empty when they are equal.
-pub fn json_patch(old: &Value, new: &Value) -> json_patch::Patch {
-    json_patch::diff(old, new)
+/// The RFC 6902 patch turning `old` into `new`, as JSON text (`[]` when they are equal), or
+/// `None` once it would be longer than `max_bytes` or take longer than `max_time`.
+///
+/// Written here rather than with `json_patch::diff`, which clones the full pointer into every op:
+/// 50,000 changed leaves under a 100 KB key made a 5 GB patch from a 200 KB document. Here the
+/// text grows op by op and the diff gives up as soon as it passes the budget (the caller's
+/// snapshot size), so memory stays within the budget plus one value, and time within a walk of
+/// both documents (`max_time` bounds even that). Arrays keep their common prefix and suffix, so
+/// an insertion or a removal costs one op, not a replace of every later element.
+pub fn json_patch(
+    old: &Value,
+    new: &Value,
+    max_bytes: usize,
+    max_time: Duration,
+) -> Option<String> {
+    let mut w = PatchWriter {
+        out: b"[".to_vec(),
+        pointer: String::new(),
+        budget: max_bytes,
+        until: Instant::now().checked_add(max_time),
+        steps: 0,
+    };
+    w.value(old, new).ok()?;
+    w.out.push(b']');
+    if w.out.len() > max_bytes {
+        return None;
+    }
+    String::from_utf8(w.out).ok()
+}
+
+/// The patch grew past its budget.
+struct OverBudget;
+
+struct PatchWriter {
+    out: Vec<u8>,
+    /// The RFC 6901 pointer of the value being compared.
+    pointer: String,
+    budget: usize,
+    until: Option<Instant>,
+    /// Values compared so far; the clock is read every `CLOCK_EVERY`.
+    steps: u32,
+}
+
+const CLOCK_EVERY: u32 = 1024;
+
+impl PatchWriter {
+    fn value(&mut self, old: &Value, new: &Value) -> Result<(), OverBudget> {
+        self.steps = self.steps.wrapping_add(1);
+        if self.steps % CLOCK_EVERY == 0 && self.until.is_some_and(|t| Instant::now() >= t) {
+            return Err(OverBudget);
+        }
+        match (old, new) {
+            (Value::Object(o), Value::Object(n)) => {
+                for (key, nv) in n {
+                    match o.get(key) {
+                        Some(ov) => self.at_key(key, |w| w.value(ov, nv))?,
+                        None => self.at_key(key, |w| w.op("add", Some(nv)))?,
+                    }
+                }
+                for key in o.keys().filter(|k| !n.contains_key(*k)) {
+                    self.at_key(key, |w| w.op("remove", None))?;
+                }
+                Ok(())
+            }
+            (Value::Array(o), Value::Array(n)) => self.array(o, n),
+            _ if old == new => Ok(()),
+            _ => self.op("replace", Some(new)),
+        }
+    }
+
+    fn array(&mut self, old: &[Value], new: &[Value]) -> Result<(), OverBudget> {
+        let prefix = old.iter().zip(new).take_while(|(a, b)| a == b).count();
+        let (old, new) = (&old[prefix..], &new[prefix..]);
+        let suffix = old
+            .iter()
+            .rev()
+            .zip(new.iter().rev())
+            .take_while(|(a, b)| a == b)
+            .count();
+        let (old, new) = (&old[..old.len() - suffix], &new[..new.len() - suffix]);
+        let common = old.len().min(new.len());
+        for (i, (ov, nv)) in old.iter().zip(new).enumerate() {
+            self.at_index(prefix + i, |w| w.value(ov, nv))?;
+        }
+        // Each removal shifts the next extra element into the same index.
+        for _ in common..old.len() {
+            self.at_index(prefix + common, |w| w.op("remove", None))?;
+        }
+        for (i, nv) in new.iter().enumerate().skip(common) {
+            self.at_index(prefix + i, |w| w.op("add", Some(nv)))?;
+        }
+        Ok(())
+    }
+
+    fn at_key(
+        &mut self,
+        key: &str,
+        f: impl FnOnce(&mut Self) -> Result<(), OverBudget>,
+    ) -> Result<(), OverBudget> {
+        let len = self.pointer.len();
+        self.pointer.push('/');
+        for c in key.chars() {
+            match c {
+                '~' => self.pointer.push_str("~0"),
+                '/' => self.pointer.push_str("~1"),
+                c => self.pointer.push(c),
+            }
+        }
+        let r = f(self);
+        self.pointer.truncate(len);
+        r
+    }
+
+    fn at_index(
+        &mut self,
+        i: usize,
+        f: impl FnOnce(&mut Self) -> Result<(), OverBudget>,
+    ) -> Result<(), OverBudget> {
+        let len = self.pointer.len();
+        self.pointer.push('/');
+        self.pointer.push_str(&i.to_string());
+        let r = f(self);
+        self.pointer.truncate(len);
+        r
+    }
+
+    fn op(&mut self, op: &str, value: Option<&Value>) -> Result<(), OverBudget> {
+        if self.out.len() > 1 {
+            self.out.push(b',');
+        }
+        self.out.extend_from_slice(b"{\"op\":\"");
+        self.out.extend_from_slice(op.as_bytes());
+        self.out.extend_from_slice(b"\",\"path\":");
+        serde_json::to_writer(&mut self.out, &self.pointer).map_err(|_| OverBudget)?;
+        if let Some(v) = value {
+            self.out.extend_from_slice(b",\"value\":");
+            serde_json::to_writer(&mut self.out, v).map_err(|_| OverBudget)?;
+        }
+        self.out.push(b'}');
+        // One byte more for the closing `]`.
+        if self.out.len() + 1 > self.budget {
+            return Err(OverBudget);
+        }
+        Ok(())
+    }
 }
 
 /// The RFC 7396 merge patch turning `old` into `new`, or `None` when RFC 7396 cannot express
@@ -72,13 +216,27 @@ fn whole(v: &Value) -> Option<Value> {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde_json::json;
 
+    /// A document as a client has it: through text, which serde_json's float parsing does not
+    /// always round-trip exactly.
+    pub(crate) fn wire(doc: &Value) -> Value {
+        serde_json::from_str(&doc.to_string()).unwrap()
+    }
+
+    /// Applies a patch sent as text to the document a client has, as a client does.
+    pub(crate) fn apply(doc: &Value, patch: &str) -> Value {
+        let patch: json_patch::Patch = serde_json::from_str(patch).unwrap();
+        let mut doc = wire(doc);
+        json_patch::patch(&mut doc, &patch).unwrap();
+        doc
+    }
+
     /// Arbitrary JSON: nested objects and arrays, unicode, line breaks, `data:`, nulls.
-    fn json_doc() -> impl Strategy<Value = Value> {
+    pub(crate) fn json_doc() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
             any::<bool>().prop_map(Value::Bool),
@@ -98,9 +256,16 @@ mod tests {
     proptest! {
         #[test]
         fn a_json_patch_turns_old_into_new(old in json_doc(), new in json_doc()) {
-            let mut doc = old.clone();
-            json_patch::patch(&mut doc, &json_patch(&old, &new)).unwrap();
-            prop_assert_eq!(doc, new);
+            let patch = json_patch(&old, &new, usize::MAX, Duration::MAX).unwrap();
+            prop_assert_eq!(apply(&old, &patch), wire(&new));
+        }
+
+        #[test]
+        fn a_json_patch_keeps_to_its_budget(old in json_doc(), new in json_doc(), budget in 0usize..400) {
+            if let Some(patch) = json_patch(&old, &new, budget, Duration::MAX) {
+                prop_assert!(patch.len() <= budget);
+                prop_assert_eq!(apply(&old, &patch), wire(&new));
+            }
         }
 
         #[test]
@@ -158,10 +323,48 @@ mod tests {
                 json!({"x": [{"id": 2}, {"id": 1, "new": "ü"}]}),
             ),
         ] {
-            let mut doc = old.clone();
-            json_patch::patch(&mut doc, &json_patch(&old, &new)).unwrap();
-            assert_eq!(doc, new);
+            let patch = json_patch(&old, &new, usize::MAX, Duration::MAX).unwrap();
+            assert_eq!(apply(&old, &patch), new, "{patch}");
         }
+        // One op each, whatever the length: the common prefix and suffix stay.
+        let old = json!((0..1000).collect::<Vec<_>>());
+        let mut new = old.clone();
+        new.as_array_mut().unwrap().insert(0, json!(-1));
+        assert_eq!(
+            json_patch(&old, &new, usize::MAX, Duration::MAX).unwrap(),
+            r#"[{"op":"add","path":"/0","value":-1}]"#
+        );
+        let mut new = old.clone();
+        new.as_array_mut().unwrap().remove(500);
+        assert_eq!(
+            json_patch(&old, &new, usize::MAX, Duration::MAX).unwrap(),
+            r#"[{"op":"remove","path":"/500"}]"#
+        );
+    }
+
+    #[test]
+    fn a_diff_that_outgrows_its_budget_gives_up() {
+        // F11: every op of json_patch::diff would carry the 100 KB key, 5 GB in all.
+        let key = "k".repeat(100_000);
+        let old = json!({ key.clone(): vec![0; 50_000] });
+        let new = json!({ key: vec![1; 50_000] });
+        let snapshot = new.to_string().len();
+        assert_eq!(json_patch(&old, &new, snapshot, Duration::MAX), None);
+        assert_eq!(
+            json_patch(&json!([1]), &json!([2]), 10, Duration::MAX),
+            None
+        );
+        assert_eq!(
+            json_patch(&json!({"a/b~": 1}), &json!({"a/b~": 2}), 100, Duration::MAX).unwrap(),
+            r#"[{"op":"replace","path":"/a~1b~0","value":2}]"#
+        );
+        // Out of time: a walk of 10,000 values reads the clock and stops.
+        let many = json!((0..10_000).map(|i| json!([i])).collect::<Vec<_>>());
+        let changed = json!((0..10_000).map(|i| json!([i + 1])).collect::<Vec<_>>());
+        assert_eq!(
+            json_patch(&many, &changed, usize::MAX, Duration::ZERO),
+            None
+        );
     }
 
     #[test]

@@ -22,6 +22,58 @@ impl Validators {
     }
 }
 
+/// The poller's HTTP clients, one per redirect policy; each keeps its own connection pool.
+#[derive(Clone)]
+pub struct Clients {
+    /// Follows nothing: a 3xx is a failed poll.
+    stay: reqwest::Client,
+    /// Follows redirects to the origin of the polled URL only, so neither the upstream's headers
+    /// nor forwarded credentials reach another host (reqwest drops only `Authorization` and
+    /// cookies there, never `X-Api-Key` and the like).
+    same_origin: reqwest::Client,
+}
+
+/// Redirects one chain may follow before the 3xx counts as the answer.
+const MAX_REDIRECTS: usize = 10;
+
+impl Clients {
+    /// `builder` makes each client's common settings (user agent, timeouts).
+    pub fn new(builder: impl Fn() -> reqwest::ClientBuilder) -> reqwest::Result<Clients> {
+        let same_origin = reqwest::redirect::Policy::custom(|attempt| {
+            let stays = attempt
+                .previous()
+                .first()
+                .is_some_and(|first| same_origin(first, attempt.url()));
+            if stays && attempt.previous().len() <= MAX_REDIRECTS {
+                attempt.follow()
+            } else {
+                attempt.stop()
+            }
+        });
+        Ok(Clients {
+            stay: builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?,
+            same_origin: builder().redirect(same_origin).build()?,
+        })
+    }
+
+    pub fn get(&self, follow_redirects: bool) -> &reqwest::Client {
+        if follow_redirects {
+            &self.same_origin
+        } else {
+            &self.stay
+        }
+    }
+}
+
+/// RFC 6454 origin equality: scheme, host and port.
+fn same_origin(a: &url::Url, b: &url::Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
 pub struct Request<'a> {
     pub url: url::Url,
     /// The upstream's static headers, then the forwarded ones.
@@ -34,17 +86,26 @@ pub struct Request<'a> {
 
 #[derive(Debug)]
 pub enum Fetched {
-    Body { body: Bytes, validators: Validators },
+    Body {
+        body: Bytes,
+        validators: Validators,
+        /// The `Content-Type` says JSON: a body that does not parse is a broken answer, not text.
+        json: bool,
+    },
     NotModified,
 }
 
+/// Its Display is what clients see in `upstream-status`: a short reason that never names the
+/// upstream's address or the polled query; `causes` adds the detail for logs.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("timed out")]
     Timeout,
-    #[error("request failed: {0}")]
+    #[error("cannot connect")]
+    Connect(#[source] reqwest::Error),
+    #[error("request failed")]
     Transport(#[source] reqwest::Error),
-    #[error("answered {status}")]
+    #[error("answered {status}{}", if (300..400).contains(status) { " (redirect not followed)" } else { "" })]
     Status {
         status: u16,
         /// From `Retry-After` on 429 and 503 (seconds or an HTTP date).
@@ -52,6 +113,9 @@ pub enum FetchError {
     },
     #[error("body larger than max_body ({limit} bytes)")]
     TooLarge { limit: usize },
+    /// Only the position: serde_json's messages may quote the body.
+    #[error("invalid JSON at line {line} column {column}")]
+    InvalidJson { line: usize, column: usize },
 }
 
 impl FetchError {
@@ -62,9 +126,30 @@ impl FetchError {
         }
     }
 
+    pub fn invalid_json(e: &serde_json::Error) -> FetchError {
+        FetchError::InvalidJson {
+            line: e.line(),
+            column: e.column(),
+        }
+    }
+
+    /// What caused this error, for logs: reqwest's errors without their URL, which would carry
+    /// the instance's query, then what they wrap (`connection refused`, a TLS alert).
+    pub fn causes(&self) -> String {
+        let mut causes = Vec::new();
+        let mut next = std::error::Error::source(self);
+        while let Some(e) = next {
+            causes.push(e.to_string());
+            next = e.source();
+        }
+        causes.join(": ")
+    }
+
     fn from_reqwest(e: reqwest::Error) -> FetchError {
         if e.is_timeout() {
             FetchError::Timeout
+        } else if e.is_connect() {
+            FetchError::Connect(e.without_url())
         } else {
             // reqwest's Display names the URL, query included: it would reach logs and every
             // client's `upstream-status` event.
@@ -96,6 +181,11 @@ pub async fn fetch(client: &reqwest::Client, req: Request<'_>) -> Result<Fetched
         });
     }
     let validators = Validators::from_headers(resp.headers());
+    let json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(is_json);
     // Refuse before reading when the upstream announces a larger body.
     if resp
         .content_length()
@@ -117,7 +207,18 @@ pub async fn fetch(client: &reqwest::Client, req: Request<'_>) -> Result<Fetched
     Ok(Fetched::Body {
         body: body.freeze(),
         validators,
+        json,
     })
+}
+
+/// `application/json` or any `+json` type (RFC 6839 §3.1), whatever its parameters.
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    let essence = essence.to_ascii_lowercase();
+    essence == "application/json"
+        || essence
+            .split_once('/')
+            .is_some_and(|(_, sub)| sub.len() > 5 && sub.ends_with("+json"))
 }
 
 /// `Retry-After` as seconds or an HTTP date (RFC 9110 §10.2.3).
@@ -150,5 +251,40 @@ mod tests {
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn same_origin_means_scheme_host_and_port() {
+        let u = |s: &str| url::Url::parse(s).unwrap();
+        assert!(same_origin(&u("http://a:80/x?q=1"), &u("http://a/y")));
+        for other in [
+            "https://a/x",
+            "http://b/x",
+            "http://a:8080/x",
+            "http://a.evil/x",
+        ] {
+            assert!(!same_origin(&u("http://a/x"), &u(other)), "{other}");
+        }
+    }
+
+    #[test]
+    fn json_is_application_json_or_a_json_suffix() {
+        for t in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/problem+json",
+            "application/vnd.api+json;v=2",
+        ] {
+            assert!(is_json(t), "{t}");
+        }
+        for t in [
+            "text/plain",
+            "text/html; charset=utf-8",
+            "application/jsonl",
+            "+json",
+            "",
+        ] {
+            assert!(!is_json(t), "{t}");
+        }
     }
 }

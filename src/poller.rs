@@ -15,9 +15,8 @@ use crate::fetch::{self, FetchError, Fetched, Validators};
 use crate::hub::topic::{Frame, Readiness, Topic};
 use crate::sse;
 
-/// Bodies above this are diffed on a blocking thread, so one large document can't hold up the
-/// other pollers sharing the hub's runtime.
-const BLOCKING_DIFF_BYTES: usize = 256 * 1024;
+/// A diff that takes longer gives way to a snapshot, which is always a valid next event.
+const DIFF_TIME: Duration = Duration::from_millis(500);
 /// However long an upstream asks us to wait, we look again after this.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
@@ -39,7 +38,7 @@ pub type Release = Box<dyn Fn(bool) -> bool + Send + Sync>;
 
 pub struct Poller {
     pub topic: Arc<Topic>,
-    pub client: reqwest::Client,
+    pub client: fetch::Clients,
     pub release: Release,
     /// Delay before the first poll, so instances started together don't poll in one burst.
     pub first_delay: Duration,
@@ -53,6 +52,15 @@ enum Doc {
     Other(Bytes),
 }
 
+/// What a poll that got an answer brought.
+enum Polled {
+    NotModified,
+    Unchanged,
+    Changed(Arc<Doc>, Frame),
+    /// The diff failed: the next poll publishes a fresh snapshot.
+    Forgotten,
+}
+
 enum Health {
     Healthy,
     Failing,
@@ -61,12 +69,14 @@ enum Health {
 impl Poller {
     pub async fn run(self) -> Exit {
         let topic = self.topic.clone();
-        let mut doc: Option<Doc> = None;
+        let mut doc: Option<Arc<Doc>> = None;
         let mut validators = Validators::default();
         let mut failures: u32 = 0;
         // Size of the last body, which a 304 stands for.
         let mut last_len: u64 = 0;
         let mut health = Health::Healthy;
+        // The last poll was refused access and this one is to confirm it (see `refusal`).
+        let mut confirming = false;
         let mut next_poll = Instant::now() + self.first_delay;
         // Whether this poller's cadence has its own phase yet (see the end of the loop).
         let mut phase_set = false;
@@ -126,7 +136,7 @@ impl Poller {
 
             let started = std::time::Instant::now();
             let result = fetch::fetch(
-                &self.client,
+                self.client.get(spec.follow_redirects),
                 fetch::Request {
                     url: target_url(&spec, &topic.key.target),
                     headers: &spec.upstream.headers,
@@ -142,8 +152,28 @@ impl Poller {
                 .upstream_latency
                 .observe(started.elapsed().as_secs_f64());
 
-            let delay = match result {
-                Ok(fetched) => {
+            let outcome = match result {
+                Ok(Fetched::NotModified) => Ok(Polled::NotModified),
+                Ok(Fetched::Body {
+                    body,
+                    validators: v,
+                    json,
+                }) => {
+                    let len = body.len() as u64;
+                    metrics.upstream_bytes.inc_by(len);
+                    let polled = examine(&topic, &spec, doc.clone(), body, json).await;
+                    // A broken body keeps the last validators: a 304 must not stand for it.
+                    if polled.is_ok() {
+                        validators = v;
+                        last_len = len;
+                    }
+                    polled
+                }
+                Err(e) => Err(e),
+            };
+            let delay = match outcome {
+                Ok(polled) => {
+                    confirming = false;
                     failures = 0;
                     if let Health::Failing = health {
                         health = Health::Healthy;
@@ -151,25 +181,23 @@ impl Poller {
                         let ev = status_event("healthy", None, None);
                         topic.set_status(None, ev);
                     }
-                    let result = match fetched {
-                        Fetched::NotModified => {
+                    let result = match polled {
+                        Polled::NotModified => {
                             debug!("poll: not modified");
                             "not_modified"
                         }
-                        Fetched::Body {
-                            body,
-                            validators: v,
-                        } => {
-                            validators = v;
-                            last_len = body.len() as u64;
-                            metrics.upstream_bytes.inc_by(last_len);
-                            let seq = topic.current_seq();
-                            doc = publish_if_changed(&topic, &spec, doc, body).await;
-                            if topic.current_seq() > seq {
-                                "changed"
-                            } else {
-                                "unchanged"
-                            }
+                        Polled::Unchanged => {
+                            debug!("poll: unchanged");
+                            "unchanged"
+                        }
+                        Polled::Forgotten => {
+                            doc = None;
+                            "unchanged"
+                        }
+                        Polled::Changed(new, frame) => {
+                            doc = Some(new);
+                            publish(&topic, &spec, frame);
+                            "changed"
                         }
                     };
                     // What each attached client would have downloaded polling on its own.
@@ -184,24 +212,32 @@ impl Poller {
                     metrics.polls.with_label_values(&["error"]).inc();
                     topic.record_poll("error");
                     let status = e.status();
-                    let denied =
-                        matches!(status, Some(401 | 403)) || (status == Some(404) && doc.is_none());
-                    if let Some(status) = status.filter(|_| denied) {
-                        warn!(status, "upstream refused credentials; closing instance");
-                        topic.set_ready(Readiness::Denied(status));
-                        let data = json!({ "reason": "upstream refused access", "status": status });
-                        topic.close(sse::event(Some("end"), None, &data.to_string()));
-                        (self.release)(true);
-                        return Exit::Denied(status);
+                    match refusal(status, doc.is_some(), std::mem::take(&mut confirming)) {
+                        Refusal::Deny(status) => {
+                            warn!(status, "upstream refused credentials; closing instance");
+                            topic.set_ready(Readiness::Denied(status));
+                            let data =
+                                json!({ "reason": "upstream refused access", "status": status });
+                            topic.close(sse::event(Some("end"), None, &data.to_string()));
+                            (self.release)(true);
+                            return Exit::Denied(status);
+                        }
+                        Refusal::Confirm => {
+                            info!(status, "upstream refused access; polling again to confirm");
+                            confirming = true;
+                            next_poll = Instant::now();
+                            continue;
+                        }
+                        Refusal::No => {}
                     }
                     failures = failures.saturating_add(1);
                     if let Health::Healthy = health {
                         health = Health::Failing;
-                        warn!(error = %e, "upstream failing");
+                        warn!(error = %e, cause = %e.causes(), "upstream failing");
                         let ev = status_event("failing", status, Some(&e));
                         topic.set_status(Some(ev.clone()), ev);
                     } else {
-                        debug!(error = %e, failures, "poll failed");
+                        debug!(error = %e, cause = %e.causes(), failures, "poll failed");
                     }
                     backoff(&spec, failures, &e)
                 }
@@ -216,6 +252,29 @@ impl Poller {
                 topic.hold_refreshes_until(next_poll);
             }
         }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Refusal {
+    No,
+    /// Poll again at once before believing it.
+    Confirm,
+    /// Close the instance's clients with this status.
+    Deny(u16),
+}
+
+/// Whether an answer refuses access. A 401 or 403, or a 404 before any document, ends the
+/// instance's clients, and a browser that then reconnects gets that status and stops for good. So
+/// an instance that had a document believes a 401 or 403 only when an immediate re-poll confirms
+/// it: one stray refusal from a WAF or CDN must not end every browser. A first poll refused
+/// still refuses at once.
+fn refusal(status: Option<u16>, had_doc: bool, confirming: bool) -> Refusal {
+    match status {
+        Some(401 | 403) if had_doc && !confirming => Refusal::Confirm,
+        Some(s @ (401 | 403)) => Refusal::Deny(s),
+        Some(404) if !had_doc => Refusal::Deny(404),
+        _ => Refusal::No,
     }
 }
 
@@ -280,84 +339,83 @@ fn next_due(
     }
 }
 
-/// Compares the new body with the last document and publishes a frame when it changed.
-async fn publish_if_changed(
+/// Parses the body and compares it with the last document, encoding a frame when it changed.
+///
+/// Always on a blocking thread: parsing and diffing cost time in proportion to the document, and
+/// the hub's runtime has one thread that every other poller and heartbeat needs.
+async fn examine(
     topic: &Arc<Topic>,
     spec: &Arc<StreamSpec>,
-    old: Option<Doc>,
+    old: Option<Arc<Doc>>,
     body: Bytes,
-) -> Option<Doc> {
+    json: bool,
+) -> Result<Polled, FetchError> {
     let seq = topic.current_seq() + 1;
     let id = topic.id(seq).to_string();
     let wanted = [DiffMode::JsonPatch, DiffMode::MergePatch]
         .map(|m| spec.diff == m || topic.format_in_use(m));
     let ignore = spec.ignore.clone();
-    let big = body.len() > BLOCKING_DIFF_BYTES;
-    let work = move || -> (Option<Doc>, Option<Frame>) {
+    let work = move || -> Result<Polled, FetchError> {
         let new = match serde_json::from_slice::<Value>(&body) {
             Ok(mut v) => {
                 diff::strip(&mut v, &ignore);
                 Doc::Json(v)
             }
+            Err(e) if json => return Err(FetchError::invalid_json(&e)),
             Err(_) => Doc::Other(body),
         };
-        if old.as_ref() == Some(&new) {
-            return (old, None);
+        if old.as_deref() == Some(&new) {
+            return Ok(Polled::Unchanged);
         }
-        let frame = encode(seq, &id, old.as_ref(), &new, wanted);
-        (Some(new), Some(frame))
+        let frame = encode(seq, &id, old.as_deref(), &new, wanted);
+        Ok(Polled::Changed(Arc::new(new), frame))
     };
-    let (doc, frame) = if big {
-        match tokio::task::spawn_blocking(work).await {
-            Ok(out) => out,
-            Err(e) => {
-                // Forgetting the document makes the next poll publish a fresh snapshot.
-                warn!(error = %e, "diff task failed");
-                (None, None)
-            }
+    match tokio::task::spawn_blocking(work).await {
+        Ok(polled) => polled,
+        Err(e) => {
+            warn!(error = %e, "diff task failed");
+            Ok(Polled::Forgotten)
         }
-    } else {
-        work()
-    };
-    match frame {
-        Some(frame) => {
-            debug!(seq, "poll: changed");
-            let patch = match spec.diff {
-                DiffMode::JsonPatch => frame.json_patch.as_ref(),
-                DiffMode::MergePatch => frame.merge_patch.as_ref(),
-                DiffMode::Snapshot => None,
-            };
-            if let Some(p) = patch {
-                topic.metrics.patch_bytes.inc_by(p.len() as u64);
-                topic
-                    .metrics
-                    .snapshot_bytes
-                    .inc_by(frame.snapshot.len() as u64);
-            }
-            topic.publish(frame);
-        }
-        None => debug!("poll: unchanged"),
     }
-    doc
 }
 
-/// Encodes the change in every wanted format; `wanted` is [json-patch, merge-patch].
-fn encode(seq: u64, id: &str, old: Option<&Doc>, new: &Doc, wanted: [bool; 2]) -> Frame {
-    let snapshot = match new {
-        Doc::Json(v) => sse::event(Some("snapshot"), Some(id), &v.to_string()),
-        Doc::Other(b) => sse::event(Some("snapshot"), Some(id), &String::from_utf8_lossy(b)),
+fn publish(topic: &Topic, spec: &StreamSpec, frame: Frame) {
+    debug!(seq = frame.seq, "poll: changed");
+    let patch = match spec.diff {
+        DiffMode::JsonPatch => frame.json_patch.as_ref(),
+        DiffMode::MergePatch => frame.merge_patch.as_ref(),
+        DiffMode::Snapshot => None,
     };
+    if let Some(p) = patch {
+        topic.metrics.patch_bytes.inc_by(p.len() as u64);
+        topic
+            .metrics
+            .snapshot_bytes
+            .inc_by(frame.snapshot.len() as u64);
+    }
+    topic.publish(frame);
+}
+
+/// Encodes the change in every wanted format; `wanted` is [json-patch, merge-patch]. A patch
+/// that would cost more than the snapshot is left out: its clients get the snapshot.
+fn encode(seq: u64, id: &str, old: Option<&Doc>, new: &Doc, wanted: [bool; 2]) -> Frame {
+    let text = match new {
+        Doc::Json(v) => v.to_string(),
+        Doc::Other(b) => String::from_utf8_lossy(b).into_owned(),
+    };
+    let snapshot = sse::event(Some("snapshot"), Some(id), &text);
     let (json_patch, merge_patch) = match (old, new) {
         (Some(Doc::Json(old)), Doc::Json(new)) => {
             let jp = wanted[0]
-                .then(|| serde_json::to_string(&diff::json_patch(old, new)).ok())
+                .then(|| diff::json_patch(old, new, text.len(), DIFF_TIME))
                 .flatten()
                 .map(|p| sse::event(Some("patch"), Some(id), &p));
             let mp = wanted[1]
                 .then(|| diff::merge_patch(old, new))
                 .flatten()
                 .map(|p| sse::event(Some("merge-patch"), Some(id), &p.to_string()));
-            (jp, mp)
+            let cheaper = |e: Bytes| (e.len() <= snapshot.len()).then_some(e);
+            (jp.and_then(cheaper), mp.and_then(cheaper))
         }
         // No previous JSON document to patch: only a snapshot can say it.
         _ => (None, None),
@@ -493,10 +551,101 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_after_a_document_is_believed_only_twice_in_a_row() {
+        assert_eq!(refusal(Some(401), true, false), Refusal::Confirm);
+        assert_eq!(refusal(Some(403), true, true), Refusal::Deny(403));
+        assert_eq!(refusal(Some(401), false, false), Refusal::Deny(401));
+        assert_eq!(refusal(Some(404), false, false), Refusal::Deny(404));
+        assert_eq!(refusal(Some(404), true, false), Refusal::No);
+        assert_eq!(refusal(Some(500), true, true), Refusal::No);
+        assert_eq!(refusal(None, true, false), Refusal::No);
+    }
+
+    #[test]
     fn the_target_is_appended_to_the_base_path() {
         assert_eq!(
             target_url(&spec(), "/a/b?x=1").as_str(),
             "http://127.0.0.1:1/base/a/b?x=1"
         );
+    }
+
+    /// The data of one SSE event, as a client reads it.
+    fn data(event: &Bytes) -> String {
+        let text = String::from_utf8_lossy(event);
+        let lines: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .collect();
+        lines.join("\n")
+    }
+
+    use crate::diff::tests::{apply, json_doc, wire};
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn what_a_client_is_sent_rebuilds_the_new_document_and_never_costs_more(
+            old in json_doc(),
+            new in json_doc(),
+        ) {
+            let f = encode(2, "e-2", Some(&Doc::Json(old.clone())), &Doc::Json(new.clone()), [true, true]);
+            let snapshot: Value = serde_json::from_str(&data(&f.snapshot)).unwrap();
+            prop_assert_eq!(&snapshot, &wire(&new));
+            if let Some(p) = &f.json_patch {
+                prop_assert!(p.len() <= f.snapshot.len());
+                prop_assert_eq!(apply(&old, &data(p)), wire(&new));
+            }
+            if let Some(p) = &f.merge_patch {
+                prop_assert!(p.len() <= f.snapshot.len());
+                let mut doc = wire(&old);
+                json_patch::merge(&mut doc, &serde_json::from_str(&data(p)).unwrap());
+                prop_assert_eq!(doc, wire(&new));
+            }
+        }
+    }
+
+    #[test]
+    fn a_patch_that_would_outgrow_the_document_gives_way_to_the_snapshot() {
+        let key = "k".repeat(100_000);
+        let old = Doc::Json(json!({ key.clone(): vec![0; 50_000] }));
+        let new = Doc::Json(json!({ key: vec![1; 50_000] }));
+        let f = encode(2, "e-2", Some(&old), &new, [true, true]);
+        assert!(f.json_patch.is_none() && f.merge_patch.is_none());
+        let small = Doc::Json(json!({"n": 1, "about": "long enough for a patch to be cheaper"}));
+        let smaller = Doc::Json(json!({"n": 2, "about": "long enough for a patch to be cheaper"}));
+        let f = encode(2, "e-2", Some(&small), &smaller, [true, true]);
+        assert!(f.json_patch.is_some() && f.merge_patch.is_some());
+    }
+
+    fn topic() -> Arc<Topic> {
+        let key = crate::hub::StreamKey {
+            stream: Arc::from("/s"),
+            target: "/s".into(),
+            forwarded: vec![],
+        };
+        let metrics = Arc::new(crate::metrics::Metrics::new().unwrap());
+        Arc::new(Topic::new(spec(), key, "/s".into(), metrics))
+    }
+
+    /// The hub runs every poller and heartbeat on one thread: a big document's parse and diff
+    /// must not run on it, or every other stream waits.
+    #[tokio::test(flavor = "current_thread")]
+    async fn parsing_and_diffing_leave_the_pollers_thread_free() {
+        let (t, s) = (topic(), spec());
+        let items: Vec<Value> = (0..100_000).map(|i| json!({"id": i, "v": "x"})).collect();
+        let old = Arc::new(Doc::Json(json!({ "items": items })));
+        let body = Bytes::from(json!({ "items": items, "more": true }).to_string());
+        let mut work = std::pin::pin!(examine(&t, &s, Some(old), body, true));
+        let mut others_ran = false;
+        tokio::select! {
+            biased;
+            _ = &mut work => {}
+            _ = tokio::task::yield_now() => others_ran = true,
+        }
+        assert!(others_ran, "the examination ran on the poller's thread");
+        assert!(matches!(work.await, Ok(Polled::Changed(..))));
+        let broken = Bytes::from_static(b"{\"items\": [");
+        let e = examine(&t, &s, None, broken, true).await.err().unwrap();
+        assert_eq!(e.to_string(), "invalid JSON at line 1 column 11");
     }
 }

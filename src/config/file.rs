@@ -84,6 +84,7 @@ pub struct StreamFile {
     pub max_body: Option<Size>,
     pub params: Option<BTreeMap<String, String>>,
     pub cors: Option<CorsFile>,
+    pub follow_redirects: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

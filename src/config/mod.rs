@@ -173,6 +173,9 @@ pub struct StreamSpec {
     pub params: BTreeMap<String, regex::Regex>,
     /// The stream's own `cors`, or the global one.
     pub cors: Option<Cors>,
+    /// Follow a redirect to the same scheme, host and port; never to another origin, which would
+    /// receive the upstream's headers and the forwarded credentials.
+    pub follow_redirects: bool,
 }
 
 /// Which other origins' pages may subscribe (WHATWG Fetch, CORS protocol).
@@ -204,6 +207,7 @@ impl PartialEq for StreamSpec {
             && self.max_instances == o.max_instances
             && self.max_body == o.max_body
             && self.cors == o.cors
+            && self.follow_redirects == o.follow_redirects
             && self.params.len() == o.params.len()
             && self
                 .params

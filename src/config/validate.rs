@@ -639,6 +639,7 @@ fn stream(
     }
     let forward_query = st.forward_query.or(d.forward_query).unwrap_or(false);
     let diff = st.diff.or(d.diff).unwrap_or(DiffMode::JsonPatch);
+    let follow_redirects = st.follow_redirects.or(d.follow_redirects).unwrap_or(false);
 
     let mut params = BTreeMap::new();
     if let Some(path) = &path {
@@ -699,6 +700,7 @@ fn stream(
         max_body,
         params,
         cors: None,
+        follow_redirects,
     })
 }
 
@@ -1141,5 +1143,19 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(c.streams[0].interval, super::MAX_DURATION);
+    }
+
+    #[test]
+    fn redirects_are_followed_only_when_asked_in_defaults_or_the_stream() {
+        let c = load(&format!(
+            "{BASE}defaults:\n  follow_redirects: true\nstreams:\n  - path: /a\n    upstream: api\n  - path: /b\n    upstream: api\n    follow_redirects: false\n"
+        ))
+        .unwrap();
+        assert!(c.streams[0].follow_redirects && !c.streams[1].follow_redirects);
+        let c = load(&format!(
+            "{BASE}streams:\n  - path: /a\n    upstream: api\n"
+        ))
+        .unwrap();
+        assert!(!c.streams[0].follow_redirects);
     }
 }

@@ -14,6 +14,7 @@ use super::{
     Fingerprint, Hub, HubError, InstanceInfo, Refreshed, StreamKey, SubscribeRequest, Subscription,
 };
 use crate::config::{Idle, StreamSpec};
+use crate::fetch;
 use crate::metrics::Metrics;
 use crate::poller::Poller;
 use crate::routes::{self, Routes};
@@ -37,7 +38,7 @@ pub struct LocalHub {
 
 struct Inner {
     topics: Mutex<Topics>,
-    client: reqwest::Client,
+    client: fetch::Clients,
     metrics: Arc<Metrics>,
     handle: tokio::runtime::Handle,
     fingerprint: Fingerprint,
@@ -143,7 +144,7 @@ fn reconnect_event(reason: &str, spread: u64) -> Bytes {
 }
 
 impl LocalHub {
-    pub fn new(client: reqwest::Client, metrics: Arc<Metrics>) -> std::io::Result<LocalHub> {
+    pub fn new(client: fetch::Clients, metrics: Arc<Metrics>) -> std::io::Result<LocalHub> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("sse-pollers")
@@ -396,7 +397,8 @@ mod tests {
 
     fn hub() -> LocalHub {
         pingora::tls::install_default_crypto_provider();
-        LocalHub::new(reqwest::Client::new(), Arc::new(Metrics::new().unwrap())).unwrap()
+        let clients = fetch::Clients::new(reqwest::Client::builder).unwrap();
+        LocalHub::new(clients, Arc::new(Metrics::new().unwrap())).unwrap()
     }
 
     fn key(routes: &Routes, id: &str) -> StreamKey {

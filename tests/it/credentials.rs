@@ -157,3 +157,40 @@ async fn a_query_is_forwarded_only_when_the_stream_says_so_and_splits_instances(
         "{queries:?}"
     );
 }
+
+fn shared_doc(up: &Upstream) -> String {
+    config(
+        up,
+        "  - path: /sse/doc\n    upstream: api\n    poll: /doc\n    interval: 100ms\n",
+    )
+}
+
+#[tokio::test]
+async fn one_stray_refusal_does_not_end_the_clients_of_a_healthy_instance() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    let gw = Gateway::start(&shared_doc(&up)).await;
+    let mut client = gw.sse("/sse/doc").await;
+    client.snapshot().await;
+    up.fail_times("/doc", 403, 1);
+    eventually("the stray 403 was answered", || async {
+        (up.failures_left("/doc") == 0).then_some(())
+    })
+    .await;
+    up.set("/doc", json!({"v": 2}));
+    let ev = client.next_event().await;
+    assert!(matches!(ev.event.as_str(), "snapshot" | "patch"), "{ev:?}");
+    assert_eq!(client.doc, Some(json!({"v": 2})));
+    assert_eq!(gw.get_sse("/sse/doc", &[]).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_refusal_confirmed_by_the_next_poll_ends_the_clients() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    let gw = Gateway::start(&shared_doc(&up)).await;
+    let mut client = gw.sse("/sse/doc").await;
+    client.snapshot().await;
+    up.fail_times("/doc", 401, 2);
+    let end = client.next_of("end").await;
+    assert!(end.data.contains("401"), "{}", end.data);
+    assert!(client.try_next_event().await.is_none(), "the stream ends");
+}

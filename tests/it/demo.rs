@@ -33,8 +33,8 @@ async fn the_repos_config_serves_the_demo_page_and_a_live_ticker() {
     let doc = client.snapshot().await;
     assert_eq!(doc["quotes"].as_object().unwrap().len(), 5, "{doc}");
     assert!(doc.get("generated_at").is_none(), "ignored: {doc}");
-    let ev = client.next_of("patch").await;
-    assert!(!ev.data.is_empty());
+    // A change: a patch, or the snapshot when that is smaller (five quotes often are).
+    assert_ne!(client.next_document().await, doc);
 
     // Every other request reaches the demo API through the proxy.
     let api = http().get(gw.url("/api/prices")).send().await.unwrap();

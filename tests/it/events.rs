@@ -57,35 +57,35 @@ async fn an_upstream_change_reaches_each_client_as_a_patch_that_rebuilds_the_doc
 
 #[tokio::test]
 async fn events_are_patches_whose_ids_increase() {
-    let up = Upstream::json("/doc", json!({"n": 0})).await;
+    let up = Upstream::json("/doc", padded(json!({"n": 0}))).await;
     let gw = Gateway::start(&stream(&up, "")).await;
     let mut client = gw.sse("/sse/doc").await;
     let first = client.next_event().await;
     let mut last: u64 = first.id.rsplit('-').next().unwrap().parse().unwrap();
     for n in 1..4 {
-        up.set("/doc", json!({"n": n}));
+        up.set("/doc", padded(json!({"n": n})));
         let ev = client.next_of("patch").await;
         assert!(!ev.id.contains(['\r', '\n', '\0']));
         let seq: u64 = ev.id.rsplit('-').next().unwrap().parse().unwrap();
         assert_eq!(seq, last + 1);
         last = seq;
-        assert_eq!(client.doc, Some(json!({"n": n})));
+        assert_eq!(client.doc, Some(padded(json!({"n": n}))));
     }
 }
 
 #[tokio::test]
 async fn merge_patch_mode_sends_rfc7396_patches() {
-    let up = Upstream::json("/doc", json!({"a": 1, "b": {"c": 2, "d": 3}})).await;
+    let up = Upstream::json("/doc", padded(json!({"a": 1, "b": {"c": 2, "d": 3}}))).await;
     let gw = Gateway::start(&stream(&up, "    diff: merge-patch\n")).await;
     let mut client = gw.sse("/sse/doc").await;
     client.snapshot().await;
-    up.set("/doc", json!({"a": 1, "b": {"c": 5}}));
+    up.set("/doc", padded(json!({"a": 1, "b": {"c": 5}})));
     let ev = client.next_of("merge-patch").await;
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&ev.data).unwrap(),
         json!({"b": {"c": 5, "d": null}})
     );
-    assert_eq!(client.doc, Some(json!({"a": 1, "b": {"c": 5}})));
+    assert_eq!(client.doc, Some(padded(json!({"a": 1, "b": {"c": 5}}))));
     // RFC 7396 cannot set a null: that change comes as a snapshot.
     up.set("/doc", json!({"a": null, "b": {"c": 5}}));
     let ev = client.next_event().await;
@@ -107,7 +107,7 @@ async fn snapshot_mode_sends_the_whole_document_each_time() {
 
 #[tokio::test]
 async fn each_client_may_pick_its_own_format() {
-    let up = Upstream::json("/doc", json!({"v": 1, "keep": true})).await;
+    let up = Upstream::json("/doc", padded(json!({"v": 1, "keep": true}))).await;
     let gw = Gateway::start(&stream(&up, "")).await;
     let mut patch = gw.sse("/sse/doc").await;
     let mut merge = gw.sse("/sse/doc?format=merge-patch").await;
@@ -115,7 +115,7 @@ async fn each_client_may_pick_its_own_format() {
     for c in [&mut patch, &mut merge, &mut snap] {
         c.snapshot().await;
     }
-    let v2 = json!({"v": 2, "keep": true});
+    let v2 = padded(json!({"v": 2, "keep": true}));
     up.set("/doc", v2.clone());
     assert_eq!(patch.next_event().await.event, "patch");
     assert_eq!(merge.next_event().await.event, "merge-patch");
@@ -167,4 +167,30 @@ async fn heartbeats_keep_an_idle_stream_alive() {
             .expect("the stream is open");
         text.push_str(&String::from_utf8_lossy(&chunk));
     }
+}
+
+#[tokio::test]
+async fn a_change_whose_patch_would_outgrow_the_document_comes_as_a_snapshot_and_holds_up_nothing()
+{
+    // Every op of a naive RFC 6902 diff would repeat the 100 KB key: 5 GB for 50,000 changes.
+    let key = "k".repeat(100_000);
+    let up = Upstream::json("/big", json!({ key.clone(): vec![0; 50_000] })).await;
+    up.set("/small", padded(json!({"v": 1})));
+    let gw = Gateway::start(&config(
+        &up,
+        "  - path: /sse/big\n    upstream: api\n    poll: /big\n    interval: 100ms\n  - path: /sse/small\n    upstream: api\n    poll: /small\n    interval: 100ms\n",
+    ))
+    .await;
+    let mut big = gw.sse("/sse/big").await;
+    big.snapshot().await;
+    let mut small = gw.sse("/sse/small").await;
+    small.snapshot().await;
+
+    let new = json!({ key: vec![1; 50_000] });
+    up.set("/big", new.clone());
+    up.set("/small", padded(json!({"v": 2})));
+    assert_eq!(small.next_of("patch").await.event, "patch");
+    assert_eq!(small.doc, Some(padded(json!({"v": 2}))));
+    assert_eq!(big.next_event().await.event, "snapshot");
+    assert_eq!(big.doc, Some(new));
 }

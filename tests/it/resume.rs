@@ -27,9 +27,9 @@ async fn missed_events(
     // Two changes while away; a watcher proves they happened.
     let mut watcher = gw.sse("/sse/doc").await;
     watcher.snapshot().await;
-    up.set("/doc", json!({"n": 1}));
+    up.set("/doc", padded(json!({"n": 1})));
     watcher.next_document().await;
-    up.set("/doc", json!({"n": 2, "extra": [1]}));
+    up.set("/doc", padded(json!({"n": 2, "extra": [1]})));
     watcher.next_document().await;
 
     let (path, headers) = resume(&last_id);
@@ -42,7 +42,7 @@ async fn missed_events(
     let a = back.next_event().await;
     let b = back.next_event().await;
     assert_eq!((a.event.as_str(), b.event.as_str()), ("patch", "patch"));
-    assert_eq!(back.doc, Some(json!({"n": 2, "extra": [1]})));
+    assert_eq!(back.doc, Some(padded(json!({"n": 2, "extra": [1]}))));
     assert_eq!(b.id, watcher.last_id);
     assert!(back
         .event_within(Duration::from_millis(200))
@@ -52,7 +52,7 @@ async fn missed_events(
 
 #[tokio::test]
 async fn a_client_resuming_with_last_event_id_gets_exactly_the_events_it_missed() {
-    let up = Upstream::json("/doc", json!({"n": 0})).await;
+    let up = Upstream::json("/doc", padded(json!({"n": 0}))).await;
     let gw = Gateway::start(&yaml(&up)).await;
     missed_events(&gw, &up, |id| {
         (
@@ -65,7 +65,7 @@ async fn a_client_resuming_with_last_event_id_gets_exactly_the_events_it_missed(
 
 #[tokio::test]
 async fn the_last_event_id_query_parameter_resumes_too() {
-    let up = Upstream::json("/doc", json!({"n": 0})).await;
+    let up = Upstream::json("/doc", padded(json!({"n": 0}))).await;
     let gw = Gateway::start(&yaml(&up)).await;
     missed_events(&gw, &up, |id| {
         (format!("/sse/doc?lastEventId={id}"), vec![])

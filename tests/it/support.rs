@@ -431,6 +431,8 @@ struct Resource {
     version: u64,
     /// Answers by `Authorization` header; an unknown or missing one gets 401.
     by_auth: Option<HashMap<String, Value>>,
+    /// The next this many requests get this status instead.
+    fail_times: (u16, usize),
 }
 
 #[derive(Clone, Default)]
@@ -438,10 +440,14 @@ struct State(Arc<Mutex<HashMap<String, Resource>>>);
 
 impl Respond for State {
     fn respond(&self, req: &Request) -> ResponseTemplate {
-        let map = self.0.lock().expect("state");
-        let Some(r) = map.get(req.url.path()) else {
+        let mut map = self.0.lock().expect("state");
+        let Some(r) = map.get_mut(req.url.path()) else {
             return ResponseTemplate::new(404);
         };
+        if r.fail_times.1 > 0 {
+            r.fail_times.1 -= 1;
+            return ResponseTemplate::new(r.fail_times.0);
+        }
         let mut t = if let Some(by_auth) = &r.by_auth {
             let auth = req
                 .headers
@@ -514,6 +520,7 @@ impl Upstream {
             etag: false,
             version: 0,
             by_auth: None,
+            fail_times: (200, 0),
         });
         f(r);
         r.version += 1;
@@ -533,6 +540,14 @@ impl Upstream {
         });
     }
 
+    /// Serves `body` as it is, with this `Content-Type` (none when empty).
+    pub fn set_raw(&self, path: &str, body: &str, content_type: &'static str) {
+        self.edit(path, |r| {
+            r.body = body.to_string();
+            r.content_type = content_type;
+        });
+    }
+
     pub fn set_html(&self, path: &str, html: &str) {
         self.edit(path, |r| {
             r.body = html.to_string();
@@ -548,6 +563,17 @@ impl Upstream {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
         });
+    }
+
+    /// Answers the next `n` requests for `path` with `status`, then as before.
+    pub fn fail_times(&self, path: &str, status: u16, n: usize) {
+        self.edit(path, |r| r.fail_times = (status, n));
+    }
+
+    /// How many of the answers `fail_times` asked for are still to come.
+    pub fn failures_left(&self, path: &str) -> usize {
+        let map = self.state.0.lock().expect("state");
+        map.get(path).map_or(0, |r| r.fail_times.1)
     }
 
     pub fn recover(&self, path: &str) {
@@ -589,6 +615,14 @@ impl Upstream {
     pub async fn count(&self, path: &str) -> usize {
         self.requests(path).await.len()
     }
+}
+
+/// `doc` with a field long enough that a small change costs less as a patch than as the whole
+/// document: a patch longer than the snapshot is sent as the snapshot.
+pub fn padded(mut doc: Value) -> Value {
+    doc["padding"] =
+        Value::String("a field that makes the whole document cost more than a patch".into());
+    doc
 }
 
 /// A stream section for a config: `stream(path, upstream_url, extra_yaml_lines)`.

@@ -20,7 +20,7 @@ fn status(ev: &eventsource_stream::Event) -> Value {
 
 #[tokio::test]
 async fn a_500_is_reported_and_recovery_resumes_patches() {
-    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    let up = Upstream::json("/doc", padded(json!({"v": 1}))).await;
     let gw = Gateway::start(&yaml(&up, "")).await;
     let mut client = gw.sse("/sse/doc").await;
     client.snapshot().await;
@@ -33,15 +33,15 @@ async fn a_500_is_reported_and_recovery_resumes_patches() {
 
     // A new client during the outage gets the last good snapshot, then the status.
     let mut late = gw.sse("/sse/doc").await;
-    assert_eq!(late.snapshot().await, json!({"v": 1}));
+    assert_eq!(late.snapshot().await, padded(json!({"v": 1})));
     assert_eq!(status(&late.next_event().await)["state"], "failing");
 
-    up.set("/doc", json!({"v": 2}));
+    up.set("/doc", padded(json!({"v": 2})));
     up.recover("/doc");
     assert_eq!(status(&client.next_event().await)["state"], "healthy");
-    assert_eq!(client.next_document().await, json!({"v": 2}));
+    assert_eq!(client.next_document().await, padded(json!({"v": 2})));
     assert_eq!(late.next_of("patch").await.event, "patch");
-    assert_eq!(late.doc, Some(json!({"v": 2})));
+    assert_eq!(late.doc, Some(padded(json!({"v": 2}))));
 }
 
 #[tokio::test]
@@ -152,4 +152,139 @@ async fn one_failing_stream_leaves_the_others_alone() {
     assert_eq!(status(&a.next_event().await)["state"], "failing");
     up.set("/b", json!({"b": 2}));
     assert_eq!(b.next_document().await, json!({"b": 2}));
+}
+
+#[tokio::test]
+async fn a_truncated_json_body_is_a_failed_poll_and_clients_keep_the_last_good_document() {
+    let good = json!({"v": 1, "items": [1, 2]});
+    let up = Upstream::json("/doc", good.clone()).await;
+    let gw = Gateway::start(&yaml(&up, "")).await;
+    let mut client = gw.sse("/sse/doc").await;
+    assert_eq!(client.snapshot().await, good);
+
+    let truncated = r#"{"v": 2, "items": [1,"#;
+    up.set_raw("/doc", truncated, "application/json; charset=utf-8");
+    // The very next event says so: no snapshot of the broken text comes first.
+    let failing = status(&client.next_event().await);
+    assert_eq!(failing["state"], "failing");
+    let e = serde_json::from_str::<Value>(truncated).unwrap_err();
+    let expected = format!("invalid JSON at line {} column {}", e.line(), e.column());
+    assert_eq!(failing["error"], expected.as_str());
+    assert_eq!(client.doc, Some(good.clone()));
+
+    let mut late = gw.sse("/sse/doc").await;
+    assert_eq!(late.snapshot().await, good);
+    assert_eq!(status(&late.next_event().await)["state"], "failing");
+
+    up.set("/doc", json!({"v": 3}));
+    assert_eq!(status(&client.next_event().await)["state"], "healthy");
+    assert_eq!(client.next_document().await, json!({"v": 3}));
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_say_it_is_json_and_is_not_goes_as_text() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    up.set_raw("/plain", "{not json", "");
+    let gw = Gateway::start(&config(
+        &up,
+        "  - path: /sse/plain\n    upstream: api\n    poll: /plain\n    interval: 100ms\n",
+    ))
+    .await;
+    let mut client = gw.sse("/sse/plain").await;
+    let ev = client.next_event().await;
+    assert_eq!(
+        (ev.event.as_str(), ev.data.as_str()),
+        ("snapshot", "{not json")
+    );
+}
+
+/// An upstream with a credential in its own headers, and streams on it.
+fn with_secrets(up: &Upstream, streams: &str) -> String {
+    format!(
+        "upstreams:\n  api:\n    url: {}\n    headers: {{ Authorization: \"Bearer gateway-secret\", X-Api-Key: k3y }}\n{streams}",
+        up.url()
+    )
+}
+
+#[tokio::test]
+async fn a_redirect_to_another_host_is_not_followed_and_that_host_hears_nothing() {
+    let up = Upstream::start().await;
+    let elsewhere = Upstream::json("/doc", json!({"internal": true})).await;
+    let location = format!("{}/doc", elsewhere.url());
+    up.fail("/doc", 302, &[("location", &location)]);
+    let gw = Gateway::start(&with_secrets(
+        &up,
+        "streams:\n  - path: /sse/doc\n    upstream: api\n    poll: /doc\n    interval: 100ms\n    backoff_max: 200ms\n",
+    ))
+    .await;
+    let mut client = gw.sse("/sse/doc").await;
+    let failing = status(&client.next_event().await);
+    assert_eq!(
+        (failing["state"].as_str(), failing["status"].as_u64()),
+        (Some("failing"), Some(302))
+    );
+    assert!(!failing.to_string().contains(&elsewhere.url()), "{failing}");
+    eventually("a few polls refused by redirect", || async {
+        (up.count("/doc").await >= 3).then_some(())
+    })
+    .await;
+    assert_eq!(up.requests("/doc").await[0].headers["x-api-key"], "k3y");
+    let heard = elsewhere.server.received_requests().await.unwrap();
+    assert!(heard.is_empty(), "{heard:?}");
+}
+
+#[tokio::test]
+async fn follow_redirects_follows_the_same_origin_only() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    let elsewhere = Upstream::json("/doc", json!({"internal": true})).await;
+    up.fail("/old", 302, &[("location", &format!("{}/doc", up.url()))]);
+    up.fail(
+        "/away",
+        307,
+        &[("location", &format!("{}/doc", elsewhere.url()))],
+    );
+    let gw = Gateway::start(&with_secrets(
+        &up,
+        "defaults:\n  follow_redirects: true\n  interval: 100ms\n  backoff_max: 200ms\nstreams:\n  - path: /sse/old\n    upstream: api\n    poll: /old\n  - path: /sse/away\n    upstream: api\n    poll: /away\n",
+    ))
+    .await;
+    let mut moved = gw.sse("/sse/old").await;
+    assert_eq!(moved.snapshot().await, json!({"v": 1}));
+    assert_eq!(up.requests("/doc").await[0].headers["x-api-key"], "k3y");
+
+    let mut away = gw.sse("/sse/away").await;
+    let failing = status(&away.next_event().await);
+    assert_eq!(failing["status"], 307);
+    eventually("a few polls of /away", || async {
+        (up.count("/away").await >= 3).then_some(())
+    })
+    .await;
+    let heard = elsewhere.server.received_requests().await.unwrap();
+    assert!(heard.is_empty(), "{heard:?}");
+}
+
+#[tokio::test]
+async fn a_failure_tells_clients_why_but_never_where_the_upstream_is() {
+    let port = free_port();
+    let gw = Gateway::start(&format!(
+        "upstreams:\n  api:\n    url: http://127.0.0.1:{port}/v1\nstreams:\n  - path: /sse/doc\n    upstream: api\n    poll: /doc\n    forward_query: true\n    interval: 100ms\n"
+    ))
+    .await;
+    let mut client = gw.sse("/sse/doc?token=s3cr3t").await;
+    let ev = client.next_event().await;
+    let failing = status(&ev);
+    assert_eq!(failing["error"], "cannot connect");
+    for leak in ["127.0.0.1", &port.to_string(), "http://", "/v1", "s3cr3t"] {
+        assert!(!ev.data.contains(leak), "{leak} in {}", ev.data);
+    }
+    // The operator's log keeps the cause.
+    eventually("the cause in the log", || async {
+        gw.stderr().contains("upstream failing").then_some(())
+    })
+    .await;
+    assert!(
+        gw.stderr().to_lowercase().contains("connection refused"),
+        "{}",
+        gw.stderr()
+    );
 }
