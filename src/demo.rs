@@ -3,6 +3,8 @@
 //! The ticker is a pure function of the clock (a random walk seeded by the second), so it needs
 //! no state and answers conditional requests: its ETag is the second it describes.
 
+#[cfg(test)]
+use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -14,12 +16,35 @@ use serde_json::{json, Map, Value};
 /// The demo page: an `EventSource` that applies snapshots and patches as they arrive.
 pub const PAGE: &str = include_str!("demo.html");
 
-const SYMBOLS: [(&str, f64); 5] = [
-    ("EUR/USD", 1.0850),
-    ("GBP/USD", 1.2650),
-    ("USD/JPY", 151.20),
-    ("BTC/USD", 64000.0),
-    ("ETH/USD", 3400.0),
+/// Symbol, what it is, and the price it wanders around. The descriptions make the document what
+/// a real quote feed is: mostly fields that never change, so a change is a patch much smaller
+/// than the document (the gateway sends a snapshot whenever a patch would cost more).
+const SYMBOLS: [(&str, &str, f64); 5] = [
+    (
+        "EUR/USD",
+        "Euro against the US dollar, spot, mid price",
+        1.0850,
+    ),
+    (
+        "GBP/USD",
+        "Pound sterling against the US dollar, spot, mid price",
+        1.2650,
+    ),
+    (
+        "USD/JPY",
+        "US dollar against the Japanese yen, spot, mid price",
+        151.20,
+    ),
+    (
+        "BTC/USD",
+        "Bitcoin against the US dollar, composite of major venues",
+        64000.0,
+    ),
+    (
+        "ETH/USD",
+        "Ether against the US dollar, composite of major venues",
+        3400.0,
+    ),
 ];
 
 pub struct DemoApi;
@@ -39,7 +64,7 @@ impl Default for DemoApi {
 /// The ticker at second `t`: each price walks from its base; about half move each second.
 pub fn prices(t: u64) -> Value {
     let mut quotes = Map::new();
-    for (i, (symbol, base)) in SYMBOLS.iter().enumerate() {
+    for (i, (symbol, name, base)) in SYMBOLS.iter().enumerate() {
         // 60 steps of a walk seeded by (second, symbol): deterministic, different every second.
         let walk: f64 = (0..60)
             .map(|k| {
@@ -54,7 +79,13 @@ pub fn prices(t: u64) -> Value {
         let moved = mix(t ^ ((i as u64) << 20)) % 2 == 0;
         quotes.insert(
             (*symbol).to_string(),
-            json!({ "price": price, "moved": moved }),
+            json!({
+                "price": price,
+                "moved": moved,
+                "open": base,
+                "name": name,
+                "venue": "sse-gateway demo feed",
+            }),
         );
     }
     json!({ "generated_at": t, "quotes": quotes })
@@ -110,5 +141,16 @@ mod tests {
     fn the_ticker_moves_every_second_and_is_stable_within_one() {
         assert_eq!(prices(1_000), prices(1_000));
         assert_ne!(prices(1_000)["quotes"], prices(1_001)["quotes"]);
+    }
+
+    #[test]
+    fn a_tick_is_a_patch_smaller_than_the_document() {
+        for t in 1_000..3_000 {
+            let (old, new) = (prices(t), prices(t + 1));
+            let snapshot = new.to_string().len();
+            let patch = crate::diff::json_patch(&old, &new, usize::MAX, Duration::from_secs(1))
+                .expect("no budget to pass");
+            assert!(patch.len() < snapshot, "{t}: {} vs {snapshot}", patch.len());
+        }
     }
 }
