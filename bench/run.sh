@@ -63,6 +63,7 @@ streams:
     poll: $3
     interval: $4
     diff: $1
+    refresh_limit: 1ms   # the fan-out runs push each change with a refresh, 200 ms apart
 YAML
   RUST_LOG=warn "$gateway" --config "$work/g.yaml" 2>"$work/gateway.log" & gw_pid=$!
   wait_port "$gw_port"

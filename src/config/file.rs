@@ -85,6 +85,8 @@ pub struct StreamFile {
     pub params: Option<BTreeMap<String, String>>,
     pub cors: Option<CorsFile>,
     pub follow_redirects: Option<bool>,
+    #[serde(default, with = "humantime_serde")]
+    pub refresh_limit: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -176,6 +176,9 @@ pub struct StreamSpec {
     /// Follow a redirect to the same scheme, host and port; never to another origin, which would
     /// receive the upstream's headers and the forwarded credentials.
     pub follow_redirects: bool,
+    /// At most one poll per this long for `POST /streams/refresh`, per instance (default a
+    /// quarter of `interval`), so a webhook storm can't hammer the upstream.
+    pub refresh_limit: Duration,
 }
 
 /// Which other origins' pages may subscribe (WHATWG Fetch, CORS protocol).
@@ -208,6 +211,7 @@ impl PartialEq for StreamSpec {
             && self.max_body == o.max_body
             && self.cors == o.cors
             && self.follow_redirects == o.follow_redirects
+            && self.refresh_limit == o.refresh_limit
             && self.params.len() == o.params.len()
             && self
                 .params

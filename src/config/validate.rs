@@ -545,6 +545,17 @@ fn stream(
     let timeout = dur(errs, "timeout", st.timeout, d.timeout, 5_000, true);
     let heartbeat = dur(errs, "heartbeat", st.heartbeat, d.heartbeat, 15_000, true);
     let retry = dur(errs, "retry", st.retry, d.retry, 3_000, false);
+    let refresh_limit = match st.refresh_limit.or(d.refresh_limit) {
+        None => interval / 4,
+        Some(_) => dur(
+            errs,
+            "refresh_limit",
+            st.refresh_limit,
+            d.refresh_limit,
+            0,
+            true,
+        ),
+    };
     let backoff_max = dur(
         errs,
         "backoff_max",
@@ -701,6 +712,7 @@ fn stream(
         params,
         cors: None,
         follow_redirects,
+        refresh_limit,
     })
 }
 
@@ -1143,6 +1155,26 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(c.streams[0].interval, super::MAX_DURATION);
+    }
+
+    #[test]
+    fn refreshes_are_limited_to_a_quarter_interval_unless_set() {
+        let c = load(&format!(
+            "{BASE}streams:\n  - path: /a\n    upstream: api\n    interval: 1h\n  - path: /b\n    upstream: api\n    refresh_limit: 100ms\n"
+        ))
+        .unwrap();
+        assert_eq!(c.streams[0].refresh_limit, Duration::from_secs(900));
+        assert_eq!(c.streams[1].refresh_limit, Duration::from_millis(100));
+        let err = load(&format!(
+            "{BASE}streams:\n  - path: /a\n    upstream: api\n    refresh_limit: 0s\n"
+        ))
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.contains("g.yaml:8:5: streams[0].refresh_limit: must be more than zero"),
+            "{err}"
+        );
     }
 
     #[test]

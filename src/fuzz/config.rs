@@ -36,6 +36,7 @@ streams:
     forward_headers: [authorization]
     forward_query: true
     max_instances: 10
+    refresh_limit: 250ms
     max_body: 512KiB
     heartbeat: 15s
     retry: 3s

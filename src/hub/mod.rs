@@ -45,7 +45,7 @@ pub trait Hub: Send + Sync + 'static {
 pub struct Refreshed {
     /// Poll at once.
     pub now: usize,
-    /// Poll when their window opens: a quarter interval after their last early poll, or at the
+    /// Poll when their window opens: `refresh_limit` after their last early poll, or at the
     /// end of a backoff or `Retry-After`.
     pub deferred: usize,
 }

@@ -285,10 +285,10 @@ impl Topic {
     /// when the refresh window opens). Decided here, under one lock, so the admin's answer is
     /// what the poller will do.
     pub fn request_refresh(&self) -> bool {
-        let quarter = self.spec.load().interval / 4;
+        let limit = self.spec.load().refresh_limit;
         let now = self
             .refresh_window()
-            .request(tokio::time::Instant::now(), quarter);
+            .request(tokio::time::Instant::now(), limit);
         self.refresh.notify_one();
         now
     }
@@ -315,8 +315,9 @@ impl Topic {
     }
 }
 
-/// When refreshes may poll: at most once per quarter interval, so a flood of them adds at most
-/// four polls per interval, and never before a failing upstream's backoff or `Retry-After` ends.
+/// When refreshes may poll: at most once per `refresh_limit` (by default a quarter interval, so a
+/// flood of them adds at most four polls per interval), and never before a failing upstream's
+/// backoff or `Retry-After` ends.
 #[derive(Debug)]
 struct RefreshWindow {
     /// The earliest the next refresh poll may start.
@@ -329,13 +330,13 @@ impl RefreshWindow {
     /// Schedules a poll for a refresh asked for at `now`; returns whether it is at once. One
     /// inside the window is deferred to its end, not dropped: a webhook's caller expects the
     /// change it announced to arrive, if later.
-    fn request(&mut self, now: tokio::time::Instant, quarter: Duration) -> bool {
+    fn request(&mut self, now: tokio::time::Instant, limit: Duration) -> bool {
         if let Some(at) = self.pending {
             return at <= now;
         }
         let at = self.from.max(now);
         self.pending = Some(at);
-        self.from = at + quarter;
+        self.from = at + limit;
         at == now
     }
 }
