@@ -194,3 +194,50 @@ async fn a_change_whose_patch_would_outgrow_the_document_comes_as_a_snapshot_and
     assert_eq!(big.next_event().await.event, "snapshot");
     assert_eq!(big.doc, Some(new));
 }
+
+#[tokio::test]
+async fn a_ten_megabyte_change_on_one_stream_holds_up_no_other_streams_events() {
+    // About 10 MB of JSON: parsing and diffing it takes the gateway a second or more here.
+    let big_doc = |v: u64| {
+        let rows: Vec<_> = (0..250_000)
+            .map(|i| json!({ "id": i, "name": format!("row number {i}") }))
+            .collect();
+        json!({ "v": v, "rows": rows })
+    };
+    let up = Upstream::json("/big", big_doc(1)).await;
+    up.with_etag("/big");
+    up.set("/small", padded(json!({"v": 1})));
+    let gw = Gateway::start(&config(
+        &up,
+        "  - path: /sse/big\n    upstream: api\n    poll: /big\n    interval: 200ms\n    timeout: 20s\n    max_body: 32MiB\n  - path: /sse/small\n    upstream: api\n    poll: /small\n    interval: 100ms\n    heartbeat: 100ms\n",
+    ))
+    .await;
+    let mut big = gw.sse("/sse/big").await;
+    assert_eq!(big.snapshot().await["v"], 1);
+    let mut small = gw.sse("/sse/small").await;
+    small.snapshot().await;
+
+    up.set("/big", big_doc(2));
+    // The small stream changes every 50 ms while the gateway takes in the big change. Were the
+    // big document parsed and diffed where the pollers run, the small stream could not poll
+    // (nor send a heartbeat) until it was done: its changes would stop for a second or more.
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
+    let (mut v, mut small_patches) = (1, 0);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                v += 1;
+                up.set("/small", padded(json!({ "v": v })));
+            }
+            ev = small.next_event() => small_patches += usize::from(ev.event == "patch"),
+            doc = big.next_document() => if doc["v"] == 2 {
+                assert_eq!(doc["rows"].as_array().map(Vec::len), Some(250_000));
+                break;
+            },
+        }
+    }
+    assert!(
+        small_patches >= 5,
+        "only {small_patches} changes of the small stream while the big one was taken in"
+    );
+}
