@@ -49,12 +49,21 @@ impl ServeHttp for Admin {
                     .unwrap_or_else(|_| Response::new(Vec::new()));
             }
         }
-        if routes.config.admin.token.is_none() && !probe && !addressed_by_ip(req) {
-            return text(
-                StatusCode::FORBIDDEN,
-                "without admin.token, admin answers only requests addressed to an IP address or localhost\n",
-            )
-            .unwrap_or_else(|_| Response::new(Vec::new()));
+        if routes.config.admin.token.is_none() && !probe {
+            // A browser names the page that sent a request in `Origin` (on every POST, and on
+            // any cross-origin fetch); operators' tools send none. Without a token, a page must
+            // not reach this listener by its address (CSRF) or by its own name (DNS rebinding).
+            let why = if req.headers.contains_key(header::ORIGIN) {
+                Some("without admin.token, admin answers no request sent by a web page\n")
+            } else if !addressed_by_ip(req) {
+                Some("without admin.token, admin answers only requests addressed to an IP address or localhost\n")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return text(StatusCode::FORBIDDEN, why)
+                    .unwrap_or_else(|_| Response::new(Vec::new()));
+            }
         }
         let path = req.uri.path().to_string();
         let query = req.uri.query().map(str::to_string);

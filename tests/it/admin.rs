@@ -301,6 +301,15 @@ async fn without_a_token_admin_answers_no_request_addressed_by_another_name() {
         .await
         .unwrap();
     assert_eq!(refresh.status(), 403);
+    // A page's own POST to the loopback address (CSRF): its browser names it in `Origin`.
+    let csrf = http()
+        .post(gw.admin_url("/streams/refresh?path=/sse/doc"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(csrf.status(), 403);
+    assert!(csrf.text().await.unwrap().contains("web page"));
     // Probes, and the operator's own requests by IP or localhost, are answered.
     for host in [
         format!("127.0.0.1:{}", gw.admin_port),
