@@ -102,22 +102,7 @@ fn proxy_config(up: &Upstream, base: &str, extra: &str) -> String {
 
 /// A request written by hand (request line and headers), so nothing normalises it on the way.
 async fn raw(port: u16, head: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    s.write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, text)
+    raw_request(port, head, Duration::from_secs(5)).await
 }
 
 fn header<'a>(r: &'a wiremock::Request, name: &str) -> Vec<&'a str> {

@@ -295,23 +295,6 @@ async fn reading_the_config_is_not_a_change() {
     assert!(!gw.stderr().contains("config reload"), "{}", gw.stderr());
 }
 
-/// One sample from the admin listener, which wants a token.
-async fn metric_with_token(admin_port: u16, token: &str, sample: &str) -> Option<f64> {
-    let text = http()
-        .get(format!("http://127.0.0.1:{admin_port}/metrics"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines().find_map(|l| {
-        let (name, value) = l.rsplit_once(' ')?;
-        (name == sample).then(|| value.parse().ok()).flatten()
-    })
-}
-
 #[tokio::test]
 async fn an_emptied_config_is_refused_and_the_running_one_stays() {
     let up = Upstream::json("/doc", json!({"v": 0})).await;
@@ -328,14 +311,14 @@ async fn an_emptied_config_is_refused_and_the_running_one_stays() {
     client.snapshot().await;
     gw.watching().await;
     let refused = "sse_gateway_config_reloads_total{result=\"refused\"}";
-    let before = metric_with_token(admin_port, "let-me-in", refused)
+    let before = admin_metric(admin_port, Some("let-me-in"), refused)
         .await
         .unwrap();
 
     // A writer that truncates first (`cat > gateway.yaml`, `envsubst > ...`), caught half-way.
     std::fs::write(&gw.config, "").unwrap();
     eventually("the empty config is refused", || async {
-        (metric_with_token(admin_port, "let-me-in", refused).await == Some(before + 1.0))
+        (admin_metric(admin_port, Some("let-me-in"), refused).await == Some(before + 1.0))
             .then_some(())
     })
     .await;

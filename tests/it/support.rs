@@ -255,18 +255,7 @@ impl Gateway {
     /// One sample of the admin listener's Prometheus exposition, e.g.
     /// `metric("sse_gateway_clients{stream=\"/sse/doc\"}")`.
     pub async fn metric(&self, sample: &str) -> Option<f64> {
-        let text = http()
-            .get(self.admin_url("/metrics"))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines().find_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            (name == sample).then(|| value.parse().ok()).flatten()
-        })
+        admin_metric(self.admin_port, None, sample).await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -666,16 +655,22 @@ pub fn check_with_env(
 
 /// A GET written by hand, so the path reaches the gateway exactly as given.
 pub async fn raw_get(port: u16, path: &str) -> (u16, String) {
+    let head = format!("GET {path} HTTP/1.1\r\nHost: gateway\r\nAccept: text/event-stream");
+    raw_request(port, &head, Duration::from_secs(2)).await
+}
+
+/// A request written by hand (request line and headers, then `Connection: close`), so nothing
+/// normalises it on the way; the status and everything read within `wait`.
+pub async fn raw_request(port: u16, head: &str, wait: Duration) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: gateway\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.expect("write");
+    s.write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
     let mut buf = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf)).await;
+    let _ = tokio::time::timeout(wait, s.read_to_end(&mut buf)).await;
     let text = String::from_utf8_lossy(&buf).into_owned();
     let status = text
         .split_whitespace()
@@ -712,4 +707,18 @@ pub async fn until_closed<R: tokio::io::AsyncRead + Unpin>(conn: &mut R) -> Stri
     .await
     .expect("the gateway closes the connection");
     String::from_utf8_lossy(&seen).into_owned()
+}
+
+/// One sample of the Prometheus exposition of the admin listener on `admin_port`, sending
+/// `token` when the listener wants one.
+pub async fn admin_metric(admin_port: u16, token: Option<&str>, sample: &str) -> Option<f64> {
+    let mut req = http().get(format!("http://127.0.0.1:{admin_port}/metrics"));
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    let text = req.send().await.ok()?.text().await.ok()?;
+    text.lines().find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == sample).then(|| value.parse().ok()).flatten()
+    })
 }
