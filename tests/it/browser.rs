@@ -213,8 +213,10 @@ async fn a_document_cannot_reach_the_page_s_prototypes() {
     let Some(mut browser) = Browser::start().await else {
         return;
     };
-    let up = Upstream::json("/patch", json!({"v": 1})).await;
-    up.set("/merge", json!({"v": 1}));
+    // Padded, so the change is cheaper as a patch than as a snapshot: a patch is what is tried.
+    let pad = "a field that makes the document cost more than a patch ".repeat(8);
+    let up = Upstream::json("/patch", json!({"v": 1, "pad": pad})).await;
+    up.set("/merge", json!({"v": 1, "pad": pad}));
     let gw = Gateway::start(&format!(
         "demo:\n  listen: 127.0.0.1:{}\n{}",
         free_port(),
@@ -226,15 +228,20 @@ async fn a_document_cannot_reach_the_page_s_prototypes() {
     .await;
     let hostile = json!({
         "v": 2,
+        "pad": pad,
         "__proto__": {"polluted": "yes"},
         "constructor": {"prototype": {"polluted": "yes"}},
     });
     for (page, poll) in [("/", "/patch"), ("/?stream=/sse/merge", "/merge")] {
         browser.cmd(&format!("goto {}", gw.url(page))).await;
-        browser.cmd(&format!("wait-doc {}", json!({"v": 1}))).await;
+        browser
+            .cmd(&format!("wait-doc {}", json!({"v": 1, "pad": pad})))
+            .await;
         up.set(poll, hostile.clone());
         // The unsafe keys are skipped; the rest of the change applies.
-        browser.cmd(&format!("wait-doc {}", json!({"v": 2}))).await;
+        browser
+            .cmd(&format!("wait-doc {}", json!({"v": 2, "pad": pad})))
+            .await;
         let clean = "eval ({}).polluted === undefined && Object.getPrototypeOf(window.sseDocument()) === Object.prototype";
         assert_eq!(browser.cmd(clean).await, "true", "{page}");
     }
