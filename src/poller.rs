@@ -86,11 +86,9 @@ impl Poller {
             let spec = topic.spec.load_full();
             if !Arc::ptr_eq(&spec, &running) {
                 // Another diff mode or another source: what clients hold can't be patched into
-                // it, so the next poll publishes a fresh snapshot.
-                if spec.diff != running.diff
-                    || spec.upstream.url != running.upstream.url
-                    || spec.poll != running.poll
-                {
+                // it, so the next poll publishes a fresh snapshot. (A changed `poll` never gets
+                // here: the hub closes the instance and its clients come back re-keyed.)
+                if spec.diff != running.diff || spec.upstream.url != running.upstream.url {
                     doc = None;
                     validators = Validators::default();
                 }

@@ -111,7 +111,7 @@ pub struct DemoFile {
     pub page: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsFile {
     pub max_clients: Option<usize>,

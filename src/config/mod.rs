@@ -212,7 +212,14 @@ impl PartialEq for StreamSpec {
             && self.cors == o.cors
             && self.follow_redirects == o.follow_redirects
             && self.refresh_limit == o.refresh_limit
-            && self.params.len() == o.params.len()
+            && self.same_params(o)
+    }
+}
+
+impl StreamSpec {
+    /// The same parameter names with the same patterns (`Regex` has no equality of its own).
+    pub fn same_params(&self, o: &StreamSpec) -> bool {
+        self.params.len() == o.params.len()
             && self
                 .params
                 .iter()

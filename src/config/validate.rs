@@ -16,6 +16,8 @@ use super::{
 };
 
 const DEFAULT_PARAM: &str = "^[A-Za-z0-9._~-]+$";
+/// A client whose socket stays blocked this long is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// nginx's `client_header_timeout` is 60 s; a head is a few hundred bytes, so 10 s is ample
 /// even on a poor mobile link.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -141,79 +143,58 @@ pub fn validate(
         page: d.page.unwrap_or(true),
     });
 
-    let limits = file.limits.map_or(
-        Limits {
-            max_clients: 50_000,
-            write_timeout: Duration::from_secs(10),
-            max_connections: None,
-            max_clients_per_ip: 0,
-            head_timeout: HEAD_TIMEOUT,
-            keepalive: KEEPALIVE,
-            proxy_connect_timeout: PROXY_CONNECT_TIMEOUT,
-            proxy_timeout: PROXY_TIMEOUT,
-            proxy_max_body: PROXY_MAX_BODY,
-        },
-        |l| {
-            if l.max_clients == Some(0) {
-                errs.add("limits.max_clients", "must be at least 1");
-            }
-            if l.write_timeout == Some(Duration::ZERO) {
-                errs.add("limits.write_timeout", "must be more than zero");
-            }
-            if l.max_connections == Some(0) {
-                errs.add("limits.max_connections", "must be at least 1");
-            }
-            for (key, value) in [
-                ("limits.head_timeout", l.head_timeout),
-                ("limits.keepalive", l.keepalive),
-                ("limits.proxy_connect_timeout", l.proxy_connect_timeout),
-                ("limits.proxy_timeout", l.proxy_timeout),
-            ] {
-                if value == Some(Duration::ZERO) {
-                    errs.add(key, "must be more than zero");
-                }
-            }
-            let write_timeout = l.write_timeout.unwrap_or(Duration::from_secs(10));
-            let head_timeout = l.head_timeout.unwrap_or(HEAD_TIMEOUT);
-            let keepalive = l.keepalive.unwrap_or(KEEPALIVE);
-            Limits {
-                max_clients: l.max_clients.unwrap_or(50_000),
-                write_timeout: capped(&mut errs, "limits.write_timeout", write_timeout),
-                max_connections: l.max_connections,
-                max_clients_per_ip: l.max_clients_per_ip.unwrap_or(0),
-                head_timeout: capped(&mut errs, "limits.head_timeout", head_timeout),
-                keepalive: capped(&mut errs, "limits.keepalive", keepalive),
-                proxy_connect_timeout: capped(
-                    &mut errs,
-                    "limits.proxy_connect_timeout",
-                    l.proxy_connect_timeout.unwrap_or(PROXY_CONNECT_TIMEOUT),
-                ),
-                proxy_timeout: capped(
-                    &mut errs,
-                    "limits.proxy_timeout",
-                    l.proxy_timeout.unwrap_or(PROXY_TIMEOUT),
-                ),
-                proxy_max_body: l
-                    .proxy_max_body
-                    .as_ref()
-                    .and_then(|s| size(&mut errs, "limits.proxy_max_body", s))
-                    .map_or(PROXY_MAX_BODY, |n| n as u64),
-            }
-        },
-    );
+    let l = file.limits.unwrap_or_default();
+    if l.max_clients == Some(0) {
+        errs.add("limits.max_clients", "must be at least 1");
+    }
+    if l.max_connections == Some(0) {
+        errs.add("limits.max_connections", "must be at least 1");
+    }
+    let limits = Limits {
+        max_clients: l.max_clients.unwrap_or(50_000),
+        write_timeout: positive(
+            &mut errs,
+            "limits.write_timeout",
+            l.write_timeout,
+            WRITE_TIMEOUT,
+        ),
+        max_connections: l.max_connections,
+        max_clients_per_ip: l.max_clients_per_ip.unwrap_or(0),
+        head_timeout: positive(
+            &mut errs,
+            "limits.head_timeout",
+            l.head_timeout,
+            HEAD_TIMEOUT,
+        ),
+        keepalive: positive(&mut errs, "limits.keepalive", l.keepalive, KEEPALIVE),
+        proxy_connect_timeout: positive(
+            &mut errs,
+            "limits.proxy_connect_timeout",
+            l.proxy_connect_timeout,
+            PROXY_CONNECT_TIMEOUT,
+        ),
+        proxy_timeout: positive(
+            &mut errs,
+            "limits.proxy_timeout",
+            l.proxy_timeout,
+            PROXY_TIMEOUT,
+        ),
+        proxy_max_body: l
+            .proxy_max_body
+            .as_ref()
+            .and_then(|s| size(&mut errs, "limits.proxy_max_body", s))
+            .map_or(PROXY_MAX_BODY, |n| n as u64),
+    };
     let forwarding = Forwarding {
         trust: file.proxy_trust_forwarded.unwrap_or(false),
         preserve_host: file.preserve_host.unwrap_or(false),
-        resolve_interval: capped(
+        resolve_interval: positive(
             &mut errs,
             "proxy_resolve_interval",
-            file.proxy_resolve_interval
-                .unwrap_or(Duration::from_secs(30)),
+            file.proxy_resolve_interval,
+            Duration::from_secs(30),
         ),
     };
-    if forwarding.resolve_interval.is_zero() {
-        errs.add("proxy_resolve_interval", "must be more than zero");
-    }
 
     let admin = {
         let a = file.admin.as_ref();
@@ -758,6 +739,15 @@ pub const MAX_DURATION: Duration = Duration::from_secs(31_557_600);
 
 /// `d`, or an error at `key` when it is past `MAX_DURATION` (then the maximum, so later checks
 /// run on a value that can't overflow).
+/// A duration that must be more than zero and at most a year: `own` if set, else `default`.
+fn positive(errs: &mut Errors, key: &str, own: Option<Duration>, default: Duration) -> Duration {
+    let d = own.unwrap_or(default);
+    if d.is_zero() {
+        errs.add(key, "must be more than zero");
+    }
+    capped(errs, key, d)
+}
+
 fn capped(errs: &mut Errors, key: &str, d: Duration) -> Duration {
     if d > MAX_DURATION {
         errs.add(key, "at most a year (1y)");

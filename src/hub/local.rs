@@ -115,11 +115,7 @@ fn keyed_alike(a: &StreamSpec, b: &StreamSpec) -> bool {
     a.poll == b.poll
         && a.forward_headers == b.forward_headers
         && a.forward_query == b.forward_query
-        && a.params.len() == b.params.len()
-        && a.params
-            .iter()
-            .zip(&b.params)
-            .all(|((x, rx), (y, ry))| x == y && rx.as_str() == ry.as_str())
+        && a.same_params(b)
 }
 
 /// The last event of a stream that left the config: a long retry, so the browser comes back
