@@ -2,7 +2,6 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,35 +15,19 @@ use pingora::server::Server;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
-use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::admin::Admin;
 use crate::config::Config;
 use crate::demo::DemoApi;
 use crate::edge::conns::{self, Conns};
-use crate::edge::{Edge, Front};
+use crate::edge::{ClientSide, Edge, Front};
 use crate::hub::{Hub, LocalHub};
 use crate::metrics::Metrics;
-use crate::reload::Reloader;
+use crate::ops::admin::Admin;
+use crate::ops::reload::Reloader;
+use crate::ops::tls::{CertStore, TlsError};
 use crate::routes::Routes;
-use crate::tls::{CertStore, TlsError};
-
-/// State every request shares; built once here and passed down, never a `static`.
-pub struct Shared {
-    /// Replaced whole by a reload; a request loads it once and sees one consistent table.
-    pub routes: ArcSwap<Routes>,
-    pub hub: Arc<dyn Hub>,
-    /// Client-limit slots in use, against `limits.max_clients` (see `edge::Permit`).
-    pub clients: AtomicUsize,
-    pub metrics: Arc<Metrics>,
-    /// The client listener's certificate, when it serves TLS.
-    pub certs: Option<Arc<CertStore>>,
-    /// Becomes true when the process starts shutting down, so streams can say goodbye.
-    pub shutdown: watch::Sender<bool>,
-    /// Open client connections, against `limits.max_connections` and `max_clients_per_ip`.
-    pub conns: Arc<Conns>,
-}
+use crate::state::Shared;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -80,7 +63,7 @@ pub enum AppError {
 /// the old one hands them over on SIGQUIT).
 pub fn run(config: Config, path: PathBuf, upgrade: bool) -> Result<(), AppError> {
     pingora::tls::install_default_crypto_provider();
-    let client = crate::fetch::Clients::new(|| {
+    let client = crate::upstream::Clients::new(|| {
         reqwest::Client::builder()
             .user_agent(concat!("sse-gateway/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(5))
@@ -113,12 +96,13 @@ pub fn run(config: Config, path: PathBuf, upgrade: bool) -> Result<(), AppError>
     let shared = Arc::new(Shared {
         routes: ArcSwap::from_pointee(routes),
         hub,
-        clients: AtomicUsize::new(0),
         metrics: metrics.clone(),
-        certs: certs.clone(),
-        shutdown: watch::channel(false).0,
-        conns: Arc::new(Conns::new(auto_connections, metrics)),
     });
+    let side = Arc::new(ClientSide::new(
+        Conns::new(auto_connections, metrics.clone()),
+        certs.clone(),
+        metrics,
+    ));
 
     let conf = ServerConf {
         threads,
@@ -134,11 +118,11 @@ pub fn run(config: Config, path: PathBuf, upgrade: bool) -> Result<(), AppError>
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.add_service(background_service(
         "config reload",
-        Reloader::new(shared.clone(), path),
+        Reloader::new(shared.clone(), certs.clone(), path),
     ));
     server.add_service(background_service(
         "shutdown relay",
-        ShutdownRelay(shared.clone()),
+        ShutdownRelay(side.clone()),
     ));
     let mut admin = Service::new(
         "admin".into(),
@@ -148,7 +132,7 @@ pub fn run(config: Config, path: PathBuf, upgrade: bool) -> Result<(), AppError>
     );
     admin.add_tcp(&admin_listen.to_string());
     server.add_service(admin);
-    let edge = Edge::new(shared);
+    let edge = Edge::new(shared, side);
     let mut proxy_app = pingora::proxy::http_proxy(&server.configuration, edge.clone());
     // An HTTP/2 connection with no stream open waits as long as a kept-alive HTTP/1 one (from
     // the config at start-up: pingora reads it once). pingora caps streams per connection at 100.
@@ -190,14 +174,14 @@ pub fn run(config: Config, path: PathBuf, upgrade: bool) -> Result<(), AppError>
 
 /// Hands pingora's shutdown signal (SIGTERM, SIGINT) to the streams, which pingora's request
 /// callbacks never see.
-struct ShutdownRelay(Arc<Shared>);
+struct ShutdownRelay(Arc<ClientSide>);
 
 #[async_trait::async_trait]
 impl BackgroundService for ShutdownRelay {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let _ = shutdown.changed().await;
         info!("shutting down: telling clients to reconnect");
-        self.0.shutdown.send_replace(true);
+        self.0.shut_down();
     }
 }
 

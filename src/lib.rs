@@ -26,19 +26,16 @@
 //! - `app`: the composition root.
 //! - `fuzz` (tests only): fuzz targets as property tests; `cargo test fuzz`.
 
-pub mod admin;
 pub mod app;
+mod codec;
 pub mod config;
-pub mod demo;
-pub mod diff;
-pub mod edge;
-pub mod fetch;
+mod demo;
+mod edge;
 #[cfg(test)]
 mod fuzz;
-pub mod hub;
-pub mod metrics;
-pub mod poller;
-pub mod reload;
-pub mod routes;
-pub mod sse;
-pub mod tls;
+mod hub;
+mod metrics;
+mod ops;
+mod routes;
+mod state;
+mod upstream;

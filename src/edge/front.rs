@@ -40,7 +40,7 @@ use tracing::{debug, info};
 
 use super::conns::Admitted;
 use super::head::{read_head, Head, Wait, MAX_HEAD};
-use super::replay::Replay;
+use super::rewound::Rewound;
 use super::session::{self, End, Wire};
 use super::{Answer, Edge, Opened, Permit, Reply};
 
@@ -90,12 +90,13 @@ impl ServerApp for Front {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let deadline = Instant::now() + self.timeouts().0;
-        let shared = &self.edge.shared;
         // Counted from the accept, so connections still in their TLS handshake count too; the
         // guard lives as long as anything serves the connection (a stream task included).
-        let admitted = shared
+        let admitted = self
+            .edge
+            .side
             .conns
-            .admit(&stream, &shared.routes.load().config.limits)?;
+            .admit(&stream, &self.edge.shared.routes.load().config.limits)?;
         // The listener is plain TCP: TLS, when configured, is accepted here.
         let mut raw = stream.into_any().downcast::<L4Stream>().ok()?;
         let Some(tls) = &self.tls else {
@@ -115,7 +116,7 @@ impl ServerApp for Front {
             drop(admitted);
             return None;
         }
-        let tls = Box::new(Replay::new(stream, Bytes::new()));
+        let tls = Box::new(Rewound::new(stream, Bytes::new()));
         self.serve(tls, deadline, shutdown, admitted).await
     }
 
@@ -154,14 +155,14 @@ impl Conn for Box<L4Stream> {
 
 /// TLS streams can't rewind: a wrapper puts the bytes back (`TCP_NODELAY` is set before the
 /// handshake).
-impl Conn for Box<Replay> {
+impl Conn for Box<Rewound> {
     fn unread(mut self, read: Vec<u8>) -> Stream {
         self.put_back(read);
         self
     }
 
     fn reclaim(stream: Stream) -> Option<Self> {
-        stream.into_any().downcast::<Replay>().ok()
+        stream.into_any().downcast::<Rewound>().ok()
     }
 }
 
@@ -267,7 +268,7 @@ impl Front {
             }
             Ok(Err(_)) | Err(_) => return self.head_cut_off(0),
         }
-        let stream = Box::new(Replay::new(stream, Bytes::copy_from_slice(&preface)));
+        let stream = Box::new(Rewound::new(stream, Bytes::copy_from_slice(&preface)));
         self.proxy.process_new(stream, shutdown).await
     }
 

@@ -3,18 +3,19 @@
 //! on HTTP/1.1 connections (plain or TLS) a lean path around pingora's per-request state, reading
 //! every head itself (`head.rs`) under the connection's deadlines.
 
-pub mod conns;
+pub(crate) mod conns;
 mod cors;
 mod front;
 mod head;
 mod proxy;
-mod replay;
+mod rewound;
 mod session;
 
+pub use conns::Conns;
 pub use front::Front;
 use session::End;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,27 +28,65 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 use rand::Rng;
+use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use crate::app::Shared;
+use crate::codec::sse;
 use crate::config::{DiffMode, StreamSpec};
+use crate::demo;
 use crate::hub::{EventId, HubError, SubscribeRequest, Subscription};
+use crate::metrics::Metrics;
+use crate::ops::tls::CertStore;
 use crate::routes::{self, Routes};
-use crate::{demo, sse};
+use crate::state::Shared;
 
 #[derive(Clone)]
 pub struct Edge {
     pub shared: Arc<Shared>,
+    side: Arc<ClientSide>,
     dns: Arc<proxy::Dns>,
 }
 
 impl Edge {
-    pub fn new(shared: Arc<Shared>) -> Edge {
+    pub fn new(shared: Arc<Shared>, side: Arc<ClientSide>) -> Edge {
         let dns = proxy::Dns::new(Box::new(crate::config::resolve));
         Edge {
             shared,
+            side,
             dns: Arc::new(dns),
         }
+    }
+}
+
+/// What only the client side keeps: its admission counts, the listener's certificate and the
+/// signal that tells streams to say goodbye.
+pub struct ClientSide {
+    /// Client-limit slots in use, against `limits.max_clients` (see `Permit`).
+    clients: AtomicUsize,
+    /// Open client connections, against `limits.max_connections` and `max_clients_per_ip`.
+    conns: Arc<Conns>,
+    /// The client listener's certificate, when it serves TLS.
+    certs: Option<Arc<CertStore>>,
+    /// Becomes true when the process starts shutting down.
+    shutdown: watch::Sender<bool>,
+    metrics: Arc<Metrics>,
+}
+
+impl ClientSide {
+    pub fn new(conns: Conns, certs: Option<Arc<CertStore>>, metrics: Arc<Metrics>) -> ClientSide {
+        ClientSide {
+            clients: AtomicUsize::new(0),
+            conns: Arc::new(conns),
+            certs,
+            shutdown: watch::channel(false).0,
+            metrics,
+        }
+    }
+
+    /// Tells every stream to end with a jittered `retry` (pingora's request callbacks never see
+    /// its shutdown signal).
+    pub fn shut_down(&self) {
+        self.shutdown.send_replace(true);
     }
 }
 
@@ -68,7 +107,7 @@ impl ProxyHttp for Edge {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        let slots = match self.shared.certs {
+        let slots = match self.side.certs {
             Some(_) => PINGORA_SLOTS_TLS,
             None => PINGORA_SLOTS_PLAIN,
         };
@@ -328,7 +367,7 @@ impl Edge {
             .map_err(|e| Reply::text(400, format!("{e}\n")))?;
 
         let max = routes.config.limits.max_clients;
-        let Some(permit) = Permit::acquire(&self.shared, max, slots) else {
+        let Some(permit) = Permit::acquire(&self.side, max, slots) else {
             let why = "the gateway is at its client limit";
             return Err(self.overloaded(req, &spec, cors, why));
         };
@@ -359,7 +398,7 @@ impl Edge {
             sub,
             settings: session::Settings {
                 headers: cors,
-                shutdown: self.shared.shutdown.subscribe(),
+                shutdown: self.side.shutdown.subscribe(),
                 metrics: self.shared.metrics.clone(),
                 retry: spec.retry,
                 write_timeout: routes.config.limits.write_timeout,
@@ -492,7 +531,7 @@ fn end(e: Box<Error>) -> End {
 /// A client's share of `limits.max_clients`, given back on drop. A slot is what a client costs
 /// on the direct path; a client on pingora's session takes as many as it costs there.
 pub(crate) struct Permit {
-    shared: Arc<Shared>,
+    side: Arc<ClientSide>,
     slots: usize,
 }
 
@@ -505,19 +544,18 @@ const PINGORA_SLOTS_PLAIN: usize = 46_000_usize.div_ceil(2_600);
 const PINGORA_SLOTS_TLS: usize = 58_400_usize.div_ceil(20_900);
 
 impl Permit {
-    fn acquire(shared: &Arc<Shared>, max: usize, slots: usize) -> Option<Permit> {
-        shared
-            .clients
+    fn acquire(side: &Arc<ClientSide>, max: usize, slots: usize) -> Option<Permit> {
+        side.clients
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n + slots <= max).then_some(n + slots)
             })
             .ok()?;
-        shared.metrics.client_slots.add(slots as i64);
+        side.metrics.client_slots.add(slots as i64);
         if slots > 1 {
-            shared.metrics.clients_pingora.inc();
+            side.metrics.clients_pingora.inc();
         }
         Some(Permit {
-            shared: shared.clone(),
+            side: side.clone(),
             slots,
         })
     }
@@ -525,10 +563,10 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.shared.clients.fetch_sub(self.slots, Ordering::AcqRel);
-        self.shared.metrics.client_slots.sub(self.slots as i64);
+        self.side.clients.fetch_sub(self.slots, Ordering::AcqRel);
+        self.side.metrics.client_slots.sub(self.slots as i64);
         if self.slots > 1 {
-            self.shared.metrics.clients_pingora.dec();
+            self.side.metrics.clients_pingora.dec();
         }
     }
 }

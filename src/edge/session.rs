@@ -10,9 +10,9 @@ use rand::Rng;
 use tokio::sync::watch;
 use tracing::{debug, info};
 
+use crate::codec::sse;
 use crate::hub::{Delivery, Subscription};
 use crate::metrics::Metrics;
-use crate::sse;
 
 pub struct Settings {
     /// Extra response headers (CORS).

@@ -13,12 +13,12 @@ use super::topic::{Member, Readiness, Topic};
 use super::{
     Fingerprint, Hub, HubError, InstanceInfo, Refreshed, StreamKey, SubscribeRequest, Subscription,
 };
+use crate::codec::sse;
 use crate::config::{Idle, StreamSpec};
-use crate::fetch;
+use crate::hub::poller::Poller;
 use crate::metrics::Metrics;
-use crate::poller::Poller;
 use crate::routes::{self, Routes};
-use crate::sse;
+use crate::upstream;
 
 /// How long past the stream's `timeout` a new client waits for the first poll.
 const FIRST_POLL_SLACK: Duration = Duration::from_millis(250);
@@ -38,7 +38,7 @@ pub struct LocalHub {
 
 struct Inner {
     topics: Mutex<Topics>,
-    client: fetch::Clients,
+    client: upstream::Clients,
     metrics: Arc<Metrics>,
     handle: tokio::runtime::Handle,
     fingerprint: Fingerprint,
@@ -140,7 +140,7 @@ fn reconnect_event(reason: &str, spread: u64) -> Bytes {
 }
 
 impl LocalHub {
-    pub fn new(client: fetch::Clients, metrics: Arc<Metrics>) -> std::io::Result<LocalHub> {
+    pub fn new(client: upstream::Clients, metrics: Arc<Metrics>) -> std::io::Result<LocalHub> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("sse-pollers")
@@ -393,7 +393,7 @@ mod tests {
 
     fn hub() -> LocalHub {
         pingora::tls::install_default_crypto_provider();
-        let clients = fetch::Clients::new(reqwest::Client::builder).unwrap();
+        let clients = upstream::Clients::new(reqwest::Client::builder).unwrap();
         LocalHub::new(clients, Arc::new(Metrics::new().unwrap())).unwrap()
     }
 

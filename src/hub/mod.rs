@@ -4,6 +4,7 @@
 //! beside `local.rs` and leave `edge/` alone.
 
 mod local;
+pub(crate) mod poller;
 pub(crate) mod topic;
 
 use std::collections::hash_map::RandomState;

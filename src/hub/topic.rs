@@ -13,9 +13,9 @@ use bytes::Bytes;
 use tokio::sync::{broadcast, watch, Notify};
 
 use super::{Delivery, EventId, InstanceInfo, StreamKey};
+use crate::codec::sse;
 use crate::config::{DiffMode, StreamSpec};
 use crate::metrics::Metrics;
-use crate::sse;
 
 /// One change, as every format encodes it. Formats nobody used when it was published are `None`;
 /// a client wanting one gets the snapshot instead, which is always a valid next event.

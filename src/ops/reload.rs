@@ -16,9 +16,10 @@ use pingora::services::background::BackgroundService;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use crate::app::Shared;
 use crate::config::{self, Config};
+use crate::ops::tls::CertStore;
 use crate::routes::Routes;
+use crate::state::Shared;
 
 /// Editors and Kubernetes write in several steps; one reload after the burst is enough.
 const SETTLE: Duration = Duration::from_millis(150);
@@ -27,6 +28,8 @@ const MAX_SETTLES: usize = 20;
 
 pub struct Reloader {
     pub shared: Arc<Shared>,
+    /// The client listener's certificate, read again on every reload.
+    certs: Option<Arc<CertStore>>,
     pub path: PathBuf,
     /// Hash of the text last applied, so a touch without a change reloads nothing.
     last: Mutex<u64>,
@@ -40,9 +43,14 @@ pub enum Outcome {
 }
 
 impl Reloader {
-    pub fn new(shared: Arc<Shared>, path: PathBuf) -> Reloader {
+    pub fn new(shared: Arc<Shared>, certs: Option<Arc<CertStore>>, path: PathBuf) -> Reloader {
         let last = Mutex::new(std::fs::read(&path).map(|t| hash(&t)).unwrap_or(0));
-        Reloader { shared, path, last }
+        Reloader {
+            shared,
+            certs,
+            path,
+            last,
+        }
     }
 
     /// Loads the file and, if it is valid and differs from what runs, applies it.
@@ -71,7 +79,7 @@ impl Reloader {
         if new.tls.is_some() != old.config.tls.is_some() {
             warn!("tls switched on or off: it takes effect only after a restart");
         }
-        if let (Some(tls), Some(certs)) = (&new.tls, &self.shared.certs) {
+        if let (Some(tls), Some(certs)) = (&new.tls, &self.certs) {
             if let Err(e) = certs.reload(&tls.cert, &tls.key) {
                 return self.refused(trigger, &e);
             }

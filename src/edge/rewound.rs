@@ -1,6 +1,6 @@
 //! A connection with bytes put back in front of it, for streams that can't rewind themselves
 //! (TLS): `front.rs` reads a request head, decides the request is pingora's after all, and hands
-//! over a `Replay` that yields those bytes again before the connection's own.
+//! over a `Rewound` that yields those bytes again before the connection's own.
 
 use std::io;
 use std::pin::Pin;
@@ -19,15 +19,15 @@ use pingora::protocols::{
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 #[derive(Debug)]
-pub struct Replay {
+pub struct Rewound {
     inner: Stream,
     /// What is left of the bytes put back.
     read: Bytes,
 }
 
-impl Replay {
-    pub fn new(inner: Stream, read: Bytes) -> Replay {
-        Replay { inner, read }
+impl Rewound {
+    pub fn new(inner: Stream, read: Bytes) -> Rewound {
+        Rewound { inner, read }
     }
 
     /// Puts `read` back in front of whatever is still left: a connection comes back here after
@@ -43,7 +43,7 @@ impl Replay {
     }
 }
 
-impl AsyncRead for Replay {
+impl AsyncRead for Rewound {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -58,7 +58,7 @@ impl AsyncRead for Replay {
     }
 }
 
-impl AsyncWrite for Replay {
+impl AsyncWrite for Rewound {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -89,19 +89,19 @@ impl AsyncWrite for Replay {
 }
 
 #[async_trait]
-impl Shutdown for Replay {
+impl Shutdown for Rewound {
     async fn shutdown(&mut self) {
         Shutdown::shutdown(&mut *self.inner).await
     }
 }
 
-impl UniqueID for Replay {
+impl UniqueID for Rewound {
     fn id(&self) -> UniqueIDType {
         self.inner.id()
     }
 }
 
-impl Ssl for Replay {
+impl Ssl for Rewound {
     fn get_ssl(&self) -> Option<&TlsRef> {
         self.inner.get_ssl()
     }
@@ -115,7 +115,7 @@ impl Ssl for Replay {
     }
 }
 
-impl GetTimingDigest for Replay {
+impl GetTimingDigest for Rewound {
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
         self.inner.get_timing_digest()
     }
@@ -129,7 +129,7 @@ impl GetTimingDigest for Replay {
     }
 }
 
-impl GetProxyDigest for Replay {
+impl GetProxyDigest for Rewound {
     fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
         self.inner.get_proxy_digest()
     }
@@ -139,7 +139,7 @@ impl GetProxyDigest for Replay {
     }
 }
 
-impl GetSocketDigest for Replay {
+impl GetSocketDigest for Rewound {
     fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
         self.inner.get_socket_digest()
     }
@@ -152,4 +152,4 @@ impl GetSocketDigest for Replay {
 /// Peeking would see past the bytes put back; pingora only peeks plain connections (for an
 /// h2c preface), which never get here.
 #[async_trait]
-impl Peek for Replay {}
+impl Peek for Rewound {}

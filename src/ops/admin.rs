@@ -15,8 +15,8 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
 
-use crate::app::Shared;
 use crate::routes;
+use crate::state::Shared;
 
 pub struct Admin {
     pub shared: Arc<Shared>,

@@ -14,7 +14,7 @@ use pingora::protocols::http::ServerSession;
 use serde_json::{json, Map, Value};
 
 /// The demo page: an `EventSource` that applies snapshots and patches as they arrive.
-pub const PAGE: &str = include_str!("demo.html");
+pub const PAGE: &str = include_str!("page.html");
 
 /// Symbol, what it is, and the price it wanders around. The descriptions make the document what
 /// a real quote feed is: mostly fields that never change, so a change is a patch much smaller
@@ -148,8 +148,9 @@ mod tests {
         for t in 1_000..3_000 {
             let (old, new) = (prices(t), prices(t + 1));
             let snapshot = new.to_string().len();
-            let patch = crate::diff::json_patch(&old, &new, usize::MAX, Duration::from_secs(1))
-                .expect("no budget to pass");
+            let patch =
+                crate::codec::diff::json_patch(&old, &new, usize::MAX, Duration::from_secs(1))
+                    .expect("no budget to pass");
             assert!(patch.len() < snapshot, "{t}: {} vs {snapshot}", patch.len());
         }
     }

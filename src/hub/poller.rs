@@ -9,11 +9,11 @@ use serde_json::{json, Value};
 use tokio::time::{sleep_until, Instant};
 use tracing::{debug, info, warn};
 
+use crate::codec::diff;
+use crate::codec::sse;
 use crate::config::{DiffMode, Idle, StreamSpec};
-use crate::diff;
-use crate::fetch::{self, FetchError, Fetched, Validators};
 use crate::hub::topic::{Frame, Readiness, Topic};
-use crate::sse;
+use crate::upstream::{self, FetchError, Fetched, Validators};
 
 /// A diff that takes longer gives way to a snapshot, which is always a valid next event.
 const DIFF_TIME: Duration = Duration::from_millis(500);
@@ -38,7 +38,7 @@ pub type Release = Box<dyn Fn(bool) -> bool + Send + Sync>;
 
 pub struct Poller {
     pub topic: Arc<Topic>,
-    pub client: fetch::Clients,
+    pub client: upstream::Clients,
     pub release: Release,
     /// Delay before the first poll, so instances started together don't poll in one burst.
     pub first_delay: Duration,
@@ -133,9 +133,9 @@ impl Poller {
             topic.refresh_polling();
 
             let started = std::time::Instant::now();
-            let result = fetch::fetch(
+            let result = upstream::fetch(
                 self.client.get(spec.follow_redirects),
-                fetch::Request {
+                upstream::Request {
                     url: target_url(&spec, &topic.key.target),
                     headers: &spec.upstream.headers,
                     forwarded: &topic.key.forwarded,
@@ -577,7 +577,7 @@ mod tests {
         lines.join("\n")
     }
 
-    use crate::diff::tests::{apply, json_doc, wire};
+    use crate::codec::diff::tests::{apply, json_doc, wire};
     use proptest::prelude::*;
 
     proptest! {
