@@ -4,19 +4,15 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-fn yaml(up: &Upstream, interval: &str) -> String {
-    config(
-        up,
-        &format!(
-            "  - path: /sse/doc\n    upstream: api\n    poll: /doc\n    interval: {interval}\n"
-        ),
-    )
+/// `/sse/doc`, polling `up`'s `/doc` this often.
+fn doc(up: &Upstream, interval: &str) -> Cfg {
+    Cfg::new(up).stream("/sse/doc", "/doc").interval(interval)
 }
 
 #[tokio::test]
 async fn metrics_move_as_clients_attach_and_polls_happen() {
     let up = Upstream::json("/doc", json!({"v": 0, "pad": "x".repeat(1000)})).await;
-    let gw = Gateway::start(&yaml(&up, "100ms")).await;
+    let gw = Gateway::start(&doc(&up, "100ms")).await;
     let mut clients = Vec::new();
     for _ in 0..3 {
         let mut c = gw.sse("/sse/doc").await;
@@ -60,7 +56,7 @@ async fn metrics_move_as_clients_attach_and_polls_happen() {
 #[tokio::test]
 async fn health_readiness_and_the_stream_list() {
     let up = Upstream::json("/doc", json!({"v": 0})).await;
-    let gw = Gateway::start(&yaml(&up, "100ms")).await;
+    let gw = Gateway::start(&doc(&up, "100ms")).await;
     for path in ["/healthz", "/readyz"] {
         let r = http().get(gw.admin_url(path)).send().await.unwrap();
         assert_eq!(r.status(), 200, "{path}");
@@ -87,7 +83,7 @@ async fn health_readiness_and_the_stream_list() {
 #[tokio::test]
 async fn refresh_polls_at_once_instead_of_waiting_for_the_interval() {
     let up = Upstream::json("/doc", json!({"v": 0})).await;
-    let gw = Gateway::start(&yaml(&up, "1h")).await;
+    let gw = Gateway::start(&doc(&up, "1h")).await;
     let mut c = gw.sse("/sse/doc").await;
     c.snapshot().await;
     up.set("/doc", json!({"v": 1}));
@@ -110,16 +106,12 @@ async fn refresh_polls_at_once_instead_of_waiting_for_the_interval() {
 #[tokio::test]
 async fn an_admin_token_is_required_when_set() {
     let up = Upstream::json("/doc", json!({"v": 0})).await;
-    let admin_port = free_port();
-    let _gw = Gateway::start_with_env(
-        &format!(
-            "admin:\n  listen: 127.0.0.1:{admin_port}\n  token: \"${{ADMIN_TOKEN}}\"\n{}",
-            yaml(&up, "1s")
-        ),
+    let gw = Gateway::start_with_env(
+        &doc(&up, "1s").admin_token("${ADMIN_TOKEN}"),
         &[("ADMIN_TOKEN", "let-me-in")],
     )
     .await;
-    let url = format!("http://127.0.0.1:{admin_port}/metrics");
+    let url = gw.admin_url("/metrics");
     eventually("the admin listener is up", || async {
         http().get(&url).send().await.ok().map(|_| ())
     })
@@ -141,7 +133,7 @@ async fn an_admin_token_is_required_when_set() {
     assert_eq!(right.status(), 200);
 
     // Probes carry no token and learn nothing; everything else needs it.
-    let admin = |path: &str| format!("http://127.0.0.1:{admin_port}{path}");
+    let admin = |path: &str| gw.admin_url(path);
     for path in ["/healthz", "/readyz"] {
         let r = http().get(admin(path)).send().await.unwrap();
         assert_eq!(r.status(), 200, "{path}");
@@ -161,10 +153,12 @@ async fn an_admin_token_is_required_when_set() {
 #[tokio::test]
 async fn query_values_and_credentials_never_reach_the_stream_list_or_the_logs() {
     let up = Upstream::json("/doc", json!({"v": 0})).await;
-    let gw = Gateway::start(&config(
-        &up,
-        "  - path: /sse/doc\n    upstream: api\n    poll: /doc\n    forward_query: true\n    forward_headers: [x-user]\n",
-    ))
+    let gw = Gateway::start(
+        &Cfg::new(&up)
+            .stream("/sse/doc", "/doc")
+            .forward_query()
+            .forward_headers(&["x-user"]),
+    )
     .await;
     let mut c = gw
         .sse_with("/sse/doc?token=secret&page=2", &[("x-user", "secret-user")])
@@ -201,7 +195,7 @@ async fn query_values_and_credentials_never_reach_the_stream_list_or_the_logs() 
 #[tokio::test]
 async fn text_replies_say_nosniff() {
     let up = Upstream::json("/doc", json!({"v": 0})).await;
-    let gw = Gateway::start(&yaml(&up, "1s")).await;
+    let gw = Gateway::start(&doc(&up, "1s")).await;
     let (status, text) = raw_get(gw.port, "/elsewhere").await;
     assert_eq!(status, 404);
     assert!(
@@ -227,7 +221,7 @@ async fn refresh(gw: &Gateway) -> Value {
 #[tokio::test]
 async fn refresh_never_cuts_an_upstreams_retry_after_short() {
     let up = Upstream::json("/doc", json!({"v": 0})).await;
-    let gw = Gateway::start(&yaml(&up, "100ms")).await;
+    let gw = Gateway::start(&doc(&up, "100ms")).await;
     let mut c = gw.sse("/sse/doc").await;
     c.snapshot().await;
     up.fail("/doc", 429, &[("retry-after", "3600")]);
@@ -254,7 +248,7 @@ async fn refresh_never_cuts_an_upstreams_retry_after_short() {
 #[tokio::test]
 async fn twenty_refreshes_in_a_row_cost_one_poll_now_and_one_later() {
     let up = Upstream::json("/doc", json!({"v": 0})).await;
-    let gw = Gateway::start(&yaml(&up, "1h")).await;
+    let gw = Gateway::start(&doc(&up, "1h")).await;
     let mut c = gw.sse("/sse/doc").await;
     c.snapshot().await;
     let polls = up.count("/doc").await;
@@ -280,7 +274,7 @@ async fn twenty_refreshes_in_a_row_cost_one_poll_now_and_one_later() {
 #[tokio::test]
 async fn without_a_token_admin_answers_no_request_addressed_by_another_name() {
     let up = Upstream::json("/doc", json!({"v": 0})).await;
-    let gw = Gateway::start(&yaml(&up, "1h")).await;
+    let gw = Gateway::start(&doc(&up, "1h")).await;
     // What a page on evil.example gets after re-pointing its name at 127.0.0.1 (DNS rebinding).
     let rebound = http()
         .get(gw.admin_url("/streams"))

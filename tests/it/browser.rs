@@ -90,14 +90,12 @@ async fn the_demo_page_shows_the_stream_live_in_a_real_browser() {
         return;
     };
     let up = Upstream::json("/prices", json!({"quotes": {"AAA/USD": {"price": 1.5}}})).await;
-    let gw = Gateway::start(&format!(
-        "demo:\n  listen: 127.0.0.1:{}\n{}",
-        free_port(),
-        config(
-            &up,
-            "  - path: /sse/prices\n    upstream: api\n    poll: /prices\n    interval: 100ms\n"
-        )
-    ))
+    let gw = Gateway::start(
+        &Cfg::new(&up)
+            .stream("/sse/prices", "/prices")
+            .interval("100ms")
+            .demo(free_port()),
+    )
     .await;
     browser.cmd(&format!("goto {}", gw.url("/"))).await;
     let doc: Value = serde_json::from_str(&browser.cmd("doc").await).unwrap();
@@ -137,14 +135,11 @@ async fn a_page_on_a_listed_origin_subscribes_with_credentials_and_others_cannot
     };
     let up = Upstream::json("/doc", json!({"v": 1})).await;
     let stranger = Upstream::start().await;
-    let gw = Gateway::start(&format!(
-        "cors:\n  origins: [\"{}\"]\n  credentials: true\n{}",
-        up.url(),
-        config(
-            &up,
-            "  - path: /sse/doc\n    upstream: api\n    poll: /doc\n"
-        )
-    ))
+    let gw = Gateway::start(
+        &Cfg::new(&up)
+            .stream("/sse/doc", "/doc")
+            .cors(json!({"origins": [up.url()], "credentials": true})),
+    )
     .await;
     let html = page(&gw.url(""));
     up.set_html("/page.html", &html);
@@ -170,14 +165,12 @@ async fn the_demo_page_subscribes_only_on_its_own_origin() {
     let up = Upstream::json("/prices", json!({"v": 1})).await;
     up.set("/other", json!({"other": true}));
     let stranger = Upstream::json("/sse/x", json!({"stolen": true})).await;
-    let gw = Gateway::start(&format!(
-        "demo:\n  listen: 127.0.0.1:{}\n{}",
-        free_port(),
-        config(
-            &up,
-            "  - path: /sse/prices\n    upstream: api\n    poll: /prices\n  - path: /sse/other\n    upstream: api\n    poll: /other\n"
-        )
-    ))
+    let gw = Gateway::start(
+        &Cfg::new(&up)
+            .stream("/sse/prices", "/prices")
+            .stream("/sse/other", "/other")
+            .demo(free_port()),
+    )
     .await;
     let far = stranger.url().replace("http://", "");
     for asked in [
@@ -217,14 +210,15 @@ async fn a_document_cannot_reach_the_page_s_prototypes() {
     let pad = "a field that makes the document cost more than a patch ".repeat(8);
     let up = Upstream::json("/patch", json!({"v": 1, "pad": pad})).await;
     up.set("/merge", json!({"v": 1, "pad": pad}));
-    let gw = Gateway::start(&format!(
-        "demo:\n  listen: 127.0.0.1:{}\n{}",
-        free_port(),
-        config(
-            &up,
-            "  - path: /sse/prices\n    upstream: api\n    poll: /patch\n    interval: 100ms\n  - path: /sse/merge\n    upstream: api\n    poll: /merge\n    interval: 100ms\n    diff: merge-patch\n"
-        )
-    ))
+    let gw = Gateway::start(
+        &Cfg::new(&up)
+            .stream("/sse/prices", "/patch")
+            .interval("100ms")
+            .stream("/sse/merge", "/merge")
+            .interval("100ms")
+            .diff("merge-patch")
+            .demo(free_port()),
+    )
     .await;
     let hostile = json!({
         "v": 2,

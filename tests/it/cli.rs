@@ -35,19 +35,12 @@ fn a_missing_config_file_is_named() {
 #[tokio::test]
 async fn json_logs_are_one_object_per_line() {
     let up = Upstream::json("/doc", json!({"v": 1})).await;
-    let yaml = config(
-        &up,
-        "  - path: /sse/doc\n    upstream: api\n    poll: /doc\n",
-    );
+    let cfg = Cfg::new(&up).stream("/sse/doc", "/doc");
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let path = dir.path().join("g.yaml");
     let admin = free_port();
-    std::fs::write(
-        &path,
-        format!("listen: 127.0.0.1:{port}\nadmin:\n  listen: 127.0.0.1:{admin}\n{yaml}"),
-    )
-    .unwrap();
+    std::fs::write(&path, cfg.render(port, admin)).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_sse-gateway"))
         .args(["--log-format", "json", "--config"])
         .arg(&path)
@@ -79,13 +72,8 @@ fn a_busy_listen_address_is_refused_at_once_with_its_name() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("g.yaml");
     let admin = free_port();
-    std::fs::write(
-        &path,
-        format!(
-            "listen: 127.0.0.1:{port}\nadmin:\n  listen: 127.0.0.1:{admin}\nupstreams:\n  api:\n    url: http://127.0.0.1:9\nstreams:\n  - path: /sse/doc\n    upstream: api\n"
-        ),
-    )
-    .unwrap();
+    let cfg = Cfg::at("http://127.0.0.1:9").stream_without_poll("/sse/doc");
+    std::fs::write(&path, cfg.render(port, admin)).unwrap();
     let started = std::time::Instant::now();
     let out = run(&["--config", path.to_str().unwrap()]);
     assert!(!out.status.success());

@@ -14,21 +14,19 @@ use tokio::net::TcpStream;
 
 use crate::support::*;
 
-fn gateway_yaml(up: &Upstream) -> String {
-    format!(
-        "{}proxy: api\n",
-        config(
-            up,
-            "  - path: /sse/doc\n    upstream: api\n    poll: /doc\n    interval: 100ms\n"
-        )
-    )
+/// `/sse/doc`, polling `up`'s `/doc` every 100 ms; every other request is proxied to `up`.
+fn gateway_cfg(up: &Upstream) -> Cfg {
+    Cfg::new(up)
+        .stream("/sse/doc", "/doc")
+        .interval("100ms")
+        .proxy()
 }
 
 #[tokio::test]
 async fn a_stream_after_a_proxied_request_on_the_same_connection_gets_every_change() {
     let up = Upstream::json("/doc", json!({"v": 1})).await;
     up.set("/api/info", json!({"name": "legacy"}));
-    let gw = Gateway::start(&gateway_yaml(&up)).await;
+    let gw = Gateway::start(&gateway_cfg(&up)).await;
 
     // One TCP connection, two requests on it: hyper's connection-level client cannot open a
     // second one.
@@ -70,7 +68,7 @@ async fn a_stream_after_a_proxied_request_on_the_same_connection_gets_every_chan
 #[tokio::test]
 async fn an_http_1_0_client_gets_the_stream_until_the_connection_closes() {
     let up = Upstream::json("/doc", json!({"v": 1})).await;
-    let gw = Gateway::start(&gateway_yaml(&up)).await;
+    let gw = Gateway::start(&gateway_cfg(&up)).await;
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
         .await
         .unwrap();
@@ -110,7 +108,7 @@ async fn an_http_1_0_client_gets_the_stream_until_the_connection_closes() {
 #[tokio::test]
 async fn a_connection_that_sends_nothing_holds_up_no_one() {
     let up = Upstream::json("/doc", json!({"v": 1})).await;
-    let gw = Gateway::start(&gateway_yaml(&up)).await;
+    let gw = Gateway::start(&gateway_cfg(&up)).await;
     let mut silent = Vec::new();
     for _ in 0..50 {
         silent.push(
@@ -127,7 +125,7 @@ async fn a_connection_that_sends_nothing_holds_up_no_one() {
 #[tokio::test]
 async fn a_subscription_with_a_long_head_still_gets_its_stream() {
     let up = Upstream::json("/doc", json!({"v": 1})).await;
-    let gw = Gateway::start(&gateway_yaml(&up)).await;
+    let gw = Gateway::start(&gateway_cfg(&up)).await;
     // Far more than a browser sends, and under the 64 KiB a head may take.
     let big = "x".repeat(20_000);
     let mut client = gw.sse_with("/sse/doc", &[("x-padding", &big)]).await;
@@ -136,12 +134,11 @@ async fn a_subscription_with_a_long_head_still_gets_its_stream() {
     assert_eq!(client.next_document().await, json!({"v": 2}));
 }
 
-/// `gateway_yaml` with second-long deadlines.
-fn impatient_yaml(up: &Upstream) -> String {
-    format!(
-        "{}limits:\n  head_timeout: 1s\n  keepalive: 1s\n",
-        gateway_yaml(up)
-    )
+/// `gateway_cfg` with second-long deadlines.
+fn impatient_cfg(up: &Upstream) -> Cfg {
+    gateway_cfg(up)
+        .limit("head_timeout", "1s")
+        .limit("keepalive", "1s")
 }
 
 async fn connect(port: u16) -> TcpStream {
@@ -186,7 +183,7 @@ async fn read_response(s: &mut TcpStream) -> (String, String) {
 async fn a_half_sent_head_is_closed_after_the_head_timeout() {
     let up = Upstream::json("/doc", json!({"v": 1})).await;
     up.set("/api/info", json!({"name": "legacy"}));
-    let gw = Gateway::start(&impatient_yaml(&up)).await;
+    let gw = Gateway::start(&impatient_cfg(&up)).await;
     // A stream path, and a path for the proxy.
     for path in ["/sse/doc", "/api/info"] {
         let mut s = connect(gw.port).await;
@@ -202,7 +199,7 @@ async fn a_half_sent_head_is_closed_after_the_head_timeout() {
 #[tokio::test]
 async fn a_head_dripped_a_byte_at_a_time_is_closed_at_the_head_timeout() {
     let up = Upstream::json("/doc", json!({"v": 1})).await;
-    let gw = Gateway::start(&impatient_yaml(&up)).await;
+    let gw = Gateway::start(&impatient_cfg(&up)).await;
     let (mut rd, mut wr) = connect(gw.port).await.into_split();
     // Each byte comes long before any per-read timeout would fire; only a deadline for the
     // whole head ends this.
@@ -224,7 +221,7 @@ async fn a_head_dripped_a_byte_at_a_time_is_closed_at_the_head_timeout() {
 async fn a_kept_alive_connection_with_no_next_request_is_closed_after_keepalive() {
     let up = Upstream::json("/doc", json!({"v": 1})).await;
     up.set("/api/info", json!({"name": "legacy"}));
-    let gw = Gateway::start(&impatient_yaml(&up)).await;
+    let gw = Gateway::start(&impatient_cfg(&up)).await;
     let mut s = connect(gw.port).await;
     // Two proxied requests on one connection: it is kept alive between them.
     for _ in 0..2 {
@@ -245,7 +242,7 @@ async fn a_kept_alive_connection_with_no_next_request_is_closed_after_keepalive(
 #[tokio::test]
 async fn a_head_over_64_kib_gets_431() {
     let up = Upstream::json("/doc", json!({"v": 1})).await;
-    let gw = Gateway::start(&gateway_yaml(&up)).await;
+    let gw = Gateway::start(&gateway_cfg(&up)).await;
     let mut s = connect(gw.port).await;
     let big = "x".repeat(70_000);
     let head = format!("GET /sse/doc HTTP/1.1\r\nHost: gateway\r\nX-Padding: {big}\r\n\r\n");

@@ -6,11 +6,13 @@ use crate::support::*;
 
 const APP: &str = "https://app.example.com";
 
-fn yaml(up: &Upstream) -> String {
-    format!(
-        "cors:\n  origins: [{APP}]\n  credentials: true\n{}  - path: /sse/open\n    upstream: api\n    poll: /doc\n    cors: {{ origins: [\"*\"] }}\n",
-        config(up, "  - path: /sse/doc\n    upstream: api\n    poll: /doc\n")
-    )
+/// `/sse/doc` for pages on `APP`, with credentials; `/sse/open`, the same document, for any page.
+fn doc(up: &Upstream) -> Cfg {
+    Cfg::new(up)
+        .cors(json!({"origins": [APP], "credentials": true}))
+        .stream("/sse/doc", "/doc")
+        .stream("/sse/open", "/doc")
+        .stream_cors(json!({"origins": ["*"]}))
 }
 
 async fn preflight(gw: &Gateway, path: &str, origin: &str) -> reqwest::Response {
@@ -27,7 +29,7 @@ async fn preflight(gw: &Gateway, path: &str, origin: &str) -> reqwest::Response 
 #[tokio::test]
 async fn a_preflight_from_a_listed_origin_succeeds_and_others_get_no_cors_headers() {
     let up = Upstream::json("/doc", json!({})).await;
-    let gw = Gateway::start(&yaml(&up)).await;
+    let gw = Gateway::start(&doc(&up)).await;
     let ok = preflight(&gw, "/sse/doc", APP).await;
     assert_eq!(ok.status(), 204);
     let h = ok.headers();
@@ -44,7 +46,7 @@ async fn a_preflight_from_a_listed_origin_succeeds_and_others_get_no_cors_header
 #[tokio::test]
 async fn a_stream_names_the_origin_never_a_star_with_credentials() {
     let up = Upstream::json("/doc", json!({"v": 1})).await;
-    let gw = Gateway::start(&yaml(&up)).await;
+    let gw = Gateway::start(&doc(&up)).await;
     let resp = gw.get_sse("/sse/doc", &[("origin", APP)]).await;
     assert_eq!(resp.headers()["access-control-allow-origin"], APP);
     assert_eq!(resp.headers()["access-control-allow-credentials"], "true");
@@ -90,7 +92,7 @@ fn a_star_with_credentials_is_refused_at_load() {
 #[tokio::test]
 async fn the_null_origin_gets_no_credentials_and_a_star_no_reflection() {
     let up = Upstream::json("/doc", json!({"v": 1})).await;
-    let gw = Gateway::start(&yaml(&up)).await;
+    let gw = Gateway::start(&doc(&up)).await;
     let resp = gw.get_sse("/sse/doc", &[("origin", "null")]).await;
     assert!(resp.headers().get("access-control-allow-origin").is_none());
     assert!(resp
@@ -108,7 +110,7 @@ async fn the_null_origin_gets_no_credentials_and_a_star_no_reflection() {
 #[tokio::test]
 async fn every_cors_answer_varies_by_origin() {
     let up = Upstream::json("/doc", json!({"v": 1})).await;
-    let gw = Gateway::start(&yaml(&up)).await;
+    let gw = Gateway::start(&doc(&up)).await;
     let vary = |r: &reqwest::Response| {
         r.headers()
             .get_all("vary")

@@ -6,11 +6,12 @@ use serde_json::json;
 
 use crate::support::*;
 
-fn yaml(up: &Upstream) -> String {
-    config(
-        up,
-        "  - path: /sse/orders/{id}\n    upstream: api\n    poll: /orders/{id}\n    interval: 100ms\n    forward_headers: [Authorization]\n",
-    )
+/// `/sse/orders/{id}`, polling `up` every 100 ms with each client's `Authorization`.
+fn orders(up: &Upstream) -> Cfg {
+    Cfg::new(up)
+        .stream("/sse/orders/{id}", "/orders/{id}")
+        .interval("100ms")
+        .forward_headers(&["Authorization"])
 }
 
 /// One order that Alice and Bob each may read, with their own view of it, and a client each.
@@ -23,7 +24,7 @@ async fn alice_and_bob() -> (Upstream, Gateway, SseClient, SseClient) {
             ("Bearer bob", json!({"owner": "bob"})),
         ],
     );
-    let gw = Gateway::start(&yaml(&up)).await;
+    let gw = Gateway::start(&orders(&up)).await;
     let alice = gw
         .sse_with("/sse/orders/1", &[("authorization", "Bearer alice")])
         .await;
@@ -54,7 +55,7 @@ async fn clients_with_different_credentials_get_their_own_data_and_poller() {
 async fn a_first_poll_refused_with_401_gives_the_client_401() {
     let up = Upstream::start().await;
     up.by_auth("/orders/1", &[("Bearer alice", json!({"owner": "alice"}))]);
-    let gw = Gateway::start(&yaml(&up)).await;
+    let gw = Gateway::start(&orders(&up)).await;
     let resp = gw
         .get_sse("/sse/orders/1", &[("authorization", "Bearer mallory")])
         .await;
@@ -66,7 +67,7 @@ async fn a_first_poll_refused_with_401_gives_the_client_401() {
 #[tokio::test]
 async fn a_missing_resource_on_first_poll_gives_404() {
     let up = Upstream::start().await;
-    let gw = Gateway::start(&yaml(&up)).await;
+    let gw = Gateway::start(&orders(&up)).await;
     let resp = gw.get_sse("/sse/orders/404", &[]).await;
     assert_eq!(resp.status(), 404);
 }
@@ -92,7 +93,7 @@ async fn revoked_access_closes_that_instances_clients() {
 #[tokio::test]
 async fn path_traversal_values_are_refused_and_never_polled() {
     let up = Upstream::json("/orders/1", json!({})).await;
-    let gw = Gateway::start(&yaml(&up)).await;
+    let gw = Gateway::start(&orders(&up)).await;
     // Sent raw: an HTTP client library would normalise the dot segments away.
     for bad in [
         "..", "%2e%2e", "%2E.", "a%2Fb", "%2F", "a%00b", "%252F", ".",
@@ -116,10 +117,11 @@ async fn path_traversal_values_are_refused_and_never_polled() {
 #[tokio::test]
 async fn a_param_pattern_narrows_what_values_are_accepted() {
     let up = Upstream::json("/orders/42", json!({"id": 42})).await;
-    let gw = Gateway::start(&config(
-        &up,
-        "  - path: /sse/orders/{id}\n    upstream: api\n    poll: /orders/{id}\n    params: { id: \"[0-9]+\" }\n",
-    ))
+    let gw = Gateway::start(
+        &Cfg::new(&up)
+            .stream("/sse/orders/{id}", "/orders/{id}")
+            .params(json!({"id": "[0-9]+"})),
+    )
     .await;
     assert_eq!(gw.get_sse("/sse/orders/abc", &[]).await.status(), 400);
     let mut c = gw.sse("/sse/orders/42").await;
@@ -129,10 +131,12 @@ async fn a_param_pattern_narrows_what_values_are_accepted() {
 #[tokio::test]
 async fn a_query_is_forwarded_only_when_the_stream_says_so_and_splits_instances() {
     let up = Upstream::json("/search", json!({"hits": []})).await;
-    let gw = Gateway::start(&config(
-        &up,
-        "  - path: /sse/search\n    upstream: api\n    poll: /search\n    forward_query: true\n  - path: /sse/plain\n    upstream: api\n    poll: /search\n",
-    ))
+    let gw = Gateway::start(
+        &Cfg::new(&up)
+            .stream("/sse/search", "/search")
+            .forward_query()
+            .stream("/sse/plain", "/search"),
+    )
     .await;
     let mut a = gw.sse("/sse/search?q=tea&format=merge-patch").await;
     let mut b = gw.sse("/sse/search?q=coffee").await;
@@ -158,11 +162,9 @@ async fn a_query_is_forwarded_only_when_the_stream_says_so_and_splits_instances(
     );
 }
 
-fn shared_doc(up: &Upstream) -> String {
-    config(
-        up,
-        "  - path: /sse/doc\n    upstream: api\n    poll: /doc\n    interval: 100ms\n",
-    )
+/// `/sse/doc`, polling `up`'s `/doc` every 100 ms, with no credentials: one instance for all.
+fn shared_doc(up: &Upstream) -> Cfg {
+    Cfg::new(up).stream("/sse/doc", "/doc").interval("100ms")
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@ async fn the_repos_config_serves_the_demo_page_and_a_live_ticker() {
         })
         .collect::<Vec<_>>()
         .join("\n");
-    let gw = Gateway::start(&yaml).await;
+    let gw = Gateway::start(&Yaml(yaml)).await;
 
     let page = http().get(gw.url("/")).send().await.unwrap();
     assert_eq!(page.status(), 200);

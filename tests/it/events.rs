@@ -4,19 +4,15 @@ use serde_json::json;
 
 use crate::support::*;
 
-fn stream(up: &Upstream, extra: &str) -> String {
-    config(
-        up,
-        &format!(
-            "  - path: /sse/doc\n    upstream: api\n    poll: /doc\n    interval: 100ms\n{extra}"
-        ),
-    )
+/// `/sse/doc`, polling `up`'s `/doc` every 100 ms.
+fn doc(up: &Upstream) -> Cfg {
+    Cfg::new(up).stream("/sse/doc", "/doc").interval("100ms")
 }
 
 #[tokio::test]
 async fn a_client_gets_a_snapshot_on_connect() {
     let up = Upstream::json("/doc", json!({"eur": 1.08})).await;
-    let gw = Gateway::start(&stream(&up, "")).await;
+    let gw = Gateway::start(&doc(&up)).await;
     let resp = gw.get_sse("/sse/doc", &[]).await;
     assert_eq!(resp.status(), 200);
     let h = resp.headers();
@@ -39,7 +35,7 @@ async fn an_upstream_change_reaches_each_client_as_a_patch_that_rebuilds_the_doc
         json!({"a": {"b": [1, 2, 3], "c": "x"}, "list": ["p", "q"], "s": "plain"}),
     )
     .await;
-    let gw = Gateway::start(&stream(&up, "")).await;
+    let gw = Gateway::start(&doc(&up)).await;
     let mut client = gw.sse("/sse/doc").await;
     client.snapshot().await;
     let versions = [
@@ -58,7 +54,7 @@ async fn an_upstream_change_reaches_each_client_as_a_patch_that_rebuilds_the_doc
 #[tokio::test]
 async fn events_are_patches_whose_ids_increase() {
     let up = Upstream::json("/doc", padded(json!({"n": 0}))).await;
-    let gw = Gateway::start(&stream(&up, "")).await;
+    let gw = Gateway::start(&doc(&up)).await;
     let mut client = gw.sse("/sse/doc").await;
     let first = client.next_event().await;
     let mut last: u64 = first.id.rsplit('-').next().unwrap().parse().unwrap();
@@ -76,7 +72,7 @@ async fn events_are_patches_whose_ids_increase() {
 #[tokio::test]
 async fn merge_patch_mode_sends_rfc7396_patches() {
     let up = Upstream::json("/doc", padded(json!({"a": 1, "b": {"c": 2, "d": 3}}))).await;
-    let gw = Gateway::start(&stream(&up, "    diff: merge-patch\n")).await;
+    let gw = Gateway::start(&doc(&up).diff("merge-patch")).await;
     let mut client = gw.sse("/sse/doc").await;
     client.snapshot().await;
     up.set("/doc", padded(json!({"a": 1, "b": {"c": 5}})));
@@ -96,7 +92,7 @@ async fn merge_patch_mode_sends_rfc7396_patches() {
 #[tokio::test]
 async fn snapshot_mode_sends_the_whole_document_each_time() {
     let up = Upstream::json("/doc", json!({"v": 1})).await;
-    let gw = Gateway::start(&stream(&up, "    diff: snapshot\n")).await;
+    let gw = Gateway::start(&doc(&up).diff("snapshot")).await;
     let mut client = gw.sse("/sse/doc").await;
     client.snapshot().await;
     up.set("/doc", json!({"v": 2}));
@@ -108,7 +104,7 @@ async fn snapshot_mode_sends_the_whole_document_each_time() {
 #[tokio::test]
 async fn each_client_may_pick_its_own_format() {
     let up = Upstream::json("/doc", padded(json!({"v": 1, "keep": true}))).await;
-    let gw = Gateway::start(&stream(&up, "")).await;
+    let gw = Gateway::start(&doc(&up)).await;
     let mut patch = gw.sse("/sse/doc").await;
     let mut merge = gw.sse("/sse/doc?format=merge-patch").await;
     let mut snap = gw.sse("/sse/doc?format=snapshot").await;
@@ -128,7 +124,7 @@ async fn each_client_may_pick_its_own_format() {
 #[tokio::test]
 async fn an_unknown_format_is_a_400_with_a_reason() {
     let up = Upstream::json("/doc", json!({})).await;
-    let gw = Gateway::start(&stream(&up, "")).await;
+    let gw = Gateway::start(&doc(&up)).await;
     let resp = gw.get_sse("/sse/doc?format=xml", &[]).await;
     assert_eq!(resp.status(), 400);
     assert!(resp.text().await.unwrap().contains("unknown format `xml`"));
@@ -138,7 +134,7 @@ async fn an_unknown_format_is_a_400_with_a_reason() {
 async fn a_body_that_is_not_json_is_sent_as_snapshots_over_several_data_lines() {
     let up = Upstream::start().await;
     up.set_text("/doc", "line one\nline two");
-    let gw = Gateway::start(&stream(&up, "")).await;
+    let gw = Gateway::start(&doc(&up)).await;
     let mut client = gw.sse("/sse/doc").await;
     let ev = client.next_event().await;
     assert_eq!(
@@ -156,7 +152,7 @@ async fn a_body_that_is_not_json_is_sent_as_snapshots_over_several_data_lines() 
 #[tokio::test]
 async fn heartbeats_keep_an_idle_stream_alive() {
     let up = Upstream::json("/doc", json!({})).await;
-    let gw = Gateway::start(&stream(&up, "    heartbeat: 200ms\n")).await;
+    let gw = Gateway::start(&doc(&up).heartbeat("200ms")).await;
     let mut resp = gw.get_sse("/sse/doc", &[]).await;
     let mut text = String::new();
     while text.matches(":\n\n").count() < 2 {
@@ -176,10 +172,13 @@ async fn a_change_whose_patch_would_outgrow_the_document_comes_as_a_snapshot_and
     let key = "k".repeat(100_000);
     let up = Upstream::json("/big", json!({ key.clone(): vec![0; 50_000] })).await;
     up.set("/small", padded(json!({"v": 1})));
-    let gw = Gateway::start(&config(
-        &up,
-        "  - path: /sse/big\n    upstream: api\n    poll: /big\n    interval: 100ms\n  - path: /sse/small\n    upstream: api\n    poll: /small\n    interval: 100ms\n",
-    ))
+    let gw = Gateway::start(
+        &Cfg::new(&up)
+            .stream("/sse/big", "/big")
+            .interval("100ms")
+            .stream("/sse/small", "/small")
+            .interval("100ms"),
+    )
     .await;
     let mut big = gw.sse("/sse/big").await;
     big.snapshot().await;
@@ -207,10 +206,16 @@ async fn a_ten_megabyte_change_on_one_stream_holds_up_no_other_streams_events() 
     let up = Upstream::json("/big", big_doc(1)).await;
     up.with_etag("/big");
     up.set("/small", padded(json!({"v": 1})));
-    let gw = Gateway::start(&config(
-        &up,
-        "  - path: /sse/big\n    upstream: api\n    poll: /big\n    interval: 200ms\n    timeout: 20s\n    max_body: 32MiB\n  - path: /sse/small\n    upstream: api\n    poll: /small\n    interval: 100ms\n    heartbeat: 100ms\n",
-    ))
+    let gw = Gateway::start(
+        &Cfg::new(&up)
+            .stream("/sse/big", "/big")
+            .interval("200ms")
+            .timeout("20s")
+            .max_body("32MiB")
+            .stream("/sse/small", "/small")
+            .interval("100ms")
+            .heartbeat("100ms"),
+    )
     .await;
     let mut big = gw.sse("/sse/big").await;
     assert_eq!(big.snapshot().await["v"], 1);

@@ -9,13 +9,11 @@ use crate::support::*;
 #[tokio::test]
 async fn past_the_client_limit_an_sse_client_gets_200_retry_and_overloaded() {
     let up = Upstream::json("/doc", json!({"v": 1})).await;
-    let gw = Gateway::start(&format!(
-        "limits:\n  max_clients: 1\n{}",
-        config(
-            &up,
-            "  - path: /sse/doc\n    upstream: api\n    poll: /doc\n"
-        )
-    ))
+    let gw = Gateway::start(
+        &Cfg::new(&up)
+            .stream("/sse/doc", "/doc")
+            .limit("max_clients", 1),
+    )
     .await;
     let mut first = gw.sse("/sse/doc").await;
     first.snapshot().await;
@@ -46,10 +44,11 @@ async fn past_the_client_limit_an_sse_client_gets_200_retry_and_overloaded() {
 async fn past_max_instances_others_get_503_with_retry_after() {
     let up = Upstream::json("/orders/1", json!({"id": 1})).await;
     up.set("/orders/2", json!({"id": 2}));
-    let gw = Gateway::start(&config(
-        &up,
-        "  - path: /sse/orders/{id}\n    upstream: api\n    poll: /orders/{id}\n    max_instances: 1\n",
-    ))
+    let gw = Gateway::start(
+        &Cfg::new(&up)
+            .stream("/sse/orders/{id}", "/orders/{id}")
+            .max_instances(1),
+    )
     .await;
     let mut one = gw.sse("/sse/orders/1").await;
     one.snapshot().await;
@@ -74,13 +73,11 @@ async fn past_max_instances_others_get_503_with_retry_after() {
 async fn the_open_file_limit_is_raised_and_a_client_limit_past_it_is_warned_about() {
     let up = Upstream::json("/doc", json!({"v": 1})).await;
     // No machine here allows a billion open files.
-    let gw = Gateway::start(&format!(
-        "limits:\n  max_clients: 1000000000\n{}",
-        config(
-            &up,
-            "  - path: /sse/doc\n    upstream: api\n    poll: /doc\n"
-        )
-    ))
+    let gw = Gateway::start(
+        &Cfg::new(&up)
+            .stream("/sse/doc", "/doc")
+            .limit("max_clients", 1_000_000_000),
+    )
     .await;
     eventually("both start-up lines", || async {
         let log = gw.stderr();
@@ -91,14 +88,14 @@ async fn the_open_file_limit_is_raised_and_a_client_limit_past_it_is_warned_abou
     assert_eq!(client.snapshot().await, json!({"v": 1}));
 }
 
-fn stream_yaml(up: &Upstream, limits: &str) -> String {
-    format!(
-        "limits:\n{limits}{}proxy: api\n",
-        config(
-            up,
-            "  - path: /sse/doc\n    upstream: api\n    poll: /doc\n    interval: 100ms\n"
-        )
-    )
+/// `/sse/doc`, polling `up`'s `/doc` every 100 ms, with `limits.{limit}: {value}`; every other
+/// request is proxied to `up`.
+fn limited(up: &Upstream, limit: &str, value: u64) -> Cfg {
+    Cfg::new(up)
+        .stream("/sse/doc", "/doc")
+        .interval("100ms")
+        .proxy()
+        .limit(limit, value)
 }
 
 /// Whether the gateway closes `s` without an answer to a subscription request.
@@ -141,7 +138,7 @@ async fn connect(gw: &Gateway) -> TcpStream {
 #[tokio::test]
 async fn past_max_connections_a_new_connection_is_closed_and_idle_ones_count() {
     let up = Upstream::json("/doc", json!({"v": 1})).await;
-    let gw = Gateway::start(&stream_yaml(&up, "  max_connections: 2\n")).await;
+    let gw = Gateway::start(&limited(&up, "max_connections", 2)).await;
     let idle = connect(&gw).await;
     let mut client = gw.sse("/sse/doc").await;
     assert_eq!(client.snapshot().await, json!({"v": 1}));
@@ -184,7 +181,7 @@ async fn past_max_connections_a_new_connection_is_closed_and_idle_ones_count() {
 async fn a_kept_alive_connection_counts_once_for_every_request_on_it() {
     let up = Upstream::json("/doc", json!({"v": 1})).await;
     up.set("/api/info", json!({"name": "legacy"}));
-    let gw = Gateway::start(&stream_yaml(&up, "  max_connections: 1\n")).await;
+    let gw = Gateway::start(&limited(&up, "max_connections", 1)).await;
     let mut s = connect(&gw).await;
     s.write_all(b"GET /api/info HTTP/1.1\r\nHost: gw\r\n\r\n")
         .await
@@ -209,7 +206,7 @@ async fn a_kept_alive_connection_counts_once_for_every_request_on_it() {
 #[tokio::test]
 async fn past_max_clients_per_ip_that_address_is_closed_and_others_are_served() {
     let up = Upstream::json("/doc", json!({"v": 1})).await;
-    let gw = Gateway::start(&stream_yaml(&up, "  max_clients_per_ip: 1\n")).await;
+    let gw = Gateway::start(&limited(&up, "max_clients_per_ip", 1)).await;
     let mut first = gw.sse("/sse/doc").await;
     assert_eq!(first.snapshot().await, json!({"v": 1}));
 
@@ -252,7 +249,7 @@ async fn past_max_clients_per_ip_that_address_is_closed_and_others_are_served() 
 async fn a_subscription_through_pingoras_session_takes_the_slots_it_costs() {
     let up = Upstream::json("/doc", json!({"v": 1})).await;
     // An HTTP/1.0 client is served by pingora's session: 18 slots of the direct path's 2.6 KB.
-    let gw = Gateway::start(&stream_yaml(&up, "  max_clients: 18\n")).await;
+    let gw = Gateway::start(&limited(&up, "max_clients", 18)).await;
     let mut heavy = connect(&gw).await;
     subscribe_raw(
         &mut heavy,
@@ -290,7 +287,7 @@ fn open_files(pid: u32) -> u64 {
 async fn out_of_files_the_gateway_keeps_its_clients_and_accepts_again_once_files_free() {
     let up = Upstream::json("/doc", json!({"v": 1})).await;
     // A configured limit past the open-file limit: nothing but the kernel stops new connections.
-    let gw = Gateway::start(&stream_yaml(&up, "  max_connections: 100000\n")).await;
+    let gw = Gateway::start(&limited(&up, "max_connections", 100000)).await;
     let mut client = gw.sse("/sse/doc").await;
     assert_eq!(client.snapshot().await, json!({"v": 1}));
 
@@ -334,10 +331,12 @@ async fn at_max_instances_an_idle_instance_makes_room_for_a_new_one() {
     for id in 1..=3 {
         up.set(&format!("/orders/{id}"), json!({ "id": id }));
     }
-    let gw = Gateway::start(&config(
-        &up,
-        "  - path: /sse/orders/{id}\n    upstream: api\n    poll: /orders/{id}\n    interval: 100ms\n    max_instances: 2\n",
-    ))
+    let gw = Gateway::start(
+        &Cfg::new(&up)
+            .stream("/sse/orders/{id}", "/orders/{id}")
+            .interval("100ms")
+            .max_instances(2),
+    )
     .await;
     // Two one-shot subscriptions that leave at once, one after the other.
     for id in 1..=2 {

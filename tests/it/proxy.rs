@@ -21,14 +21,7 @@ async fn a_post_with_a_body_passes_through_unchanged() {
         .with_priority(1)
         .mount(&up.server)
         .await;
-    let gw = Gateway::start(&format!(
-        "{}proxy: api\n",
-        config(
-            &up,
-            "  - path: /sse/doc\n    upstream: api\n    poll: /doc\n"
-        )
-    ))
-    .await;
+    let gw = Gateway::start(&Cfg::new(&up).stream("/sse/doc", "/doc").proxy()).await;
     let resp = http()
         .post(gw.url("/api/orders?tag=a&tag=b"))
         .header("x-client", "42")
@@ -52,13 +45,12 @@ async fn a_post_with_a_body_passes_through_unchanged() {
 #[tokio::test]
 async fn a_stream_on_an_api_path_still_serves_the_api_to_old_clients() {
     let up = Upstream::json("/api/prices", json!({"eur": 1.08})).await;
-    let gw = Gateway::start(&format!(
-        "{}proxy: api\n",
-        config(
-            &up,
-            "  - path: /api/prices\n    upstream: api\n    interval: 100ms\n"
-        )
-    ))
+    let gw = Gateway::start(
+        &Cfg::new(&up)
+            .stream_without_poll("/api/prices")
+            .interval("100ms")
+            .proxy(),
+    )
     .await;
     let resp = http()
         .get(gw.url("/api/prices"))
@@ -78,11 +70,7 @@ async fn a_stream_on_an_api_path_still_serves_the_api_to_old_clients() {
 #[tokio::test]
 async fn without_a_proxy_unknown_paths_get_404() {
     let up = Upstream::json("/doc", json!({})).await;
-    let gw = Gateway::start(&config(
-        &up,
-        "  - path: /sse/doc\n    upstream: api\n    poll: /doc\n",
-    ))
-    .await;
+    let gw = Gateway::start(&Cfg::new(&up).stream("/sse/doc", "/doc")).await;
     let resp = http().get(gw.url("/elsewhere")).send().await.unwrap();
     assert_eq!(resp.status(), 404);
     assert!(resp
@@ -92,12 +80,9 @@ async fn without_a_proxy_unknown_paths_get_404() {
         .contains("no stream at /elsewhere"));
 }
 
-/// A proxy to `up` with `extra` top-level YAML; `base` is the upstream URL's path.
-fn proxy_config(up: &Upstream, base: &str, extra: &str) -> String {
-    format!(
-        "upstreams:\n  api:\n    url: {}{base}\nstreams:\n  - path: /sse/doc\n    upstream: api\n    poll: /doc\nproxy: api\n{extra}",
-        up.url()
-    )
+/// A proxy to `up` (and a stream of its `/doc`); `base` is the upstream URL's path.
+fn proxy_config(up: &Upstream, base: &str) -> Cfg {
+    Cfg::new(up).base(base).stream("/sse/doc", "/doc").proxy()
 }
 
 /// A request written by hand (request line and headers), so nothing normalises it on the way.
@@ -117,7 +102,7 @@ fn header<'a>(r: &'a wiremock::Request, name: &str) -> Vec<&'a str> {
 async fn the_upstream_learns_the_client_address_and_gets_its_own_host() {
     let up = Upstream::start().await;
     up.set("/v1/whoami", json!({}));
-    let gw = Gateway::start(&proxy_config(&up, "/v1", "")).await;
+    let gw = Gateway::start(&proxy_config(&up, "/v1")).await;
     let resp = http().get(gw.url("/whoami")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
     let seen = up.requests("/v1/whoami").await;
@@ -135,7 +120,7 @@ async fn forged_forwarding_headers_are_dropped_unless_trusted() {
     let up = Upstream::start().await;
     up.set("/whoami", json!({}));
     let forged = "GET /whoami HTTP/1.1\r\nHost: gw\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: https\r\nX-Real-IP: 10.0.0.1\r\nForwarded: for=10.0.0.1";
-    let gw = Gateway::start(&proxy_config(&up, "", "")).await;
+    let gw = Gateway::start(&proxy_config(&up, "")).await;
     assert_eq!(raw(gw.port, forged).await.0, 200);
     let seen = up.requests("/whoami").await;
     let r = &seen[0];
@@ -144,7 +129,7 @@ async fn forged_forwarding_headers_are_dropped_unless_trusted() {
     assert!(header(r, "x-real-ip").is_empty() && header(r, "forwarded").is_empty());
     drop(gw);
 
-    let trusting = Gateway::start(&proxy_config(&up, "", "proxy_trust_forwarded: true\n")).await;
+    let trusting = Gateway::start(&proxy_config(&up, "").proxy_trust_forwarded()).await;
     assert_eq!(raw(trusting.port, forged).await.0, 200);
     let seen = up.requests("/whoami").await;
     let r = &seen[1];
@@ -156,7 +141,7 @@ async fn forged_forwarding_headers_are_dropped_unless_trusted() {
 async fn preserve_host_sends_the_clients_host() {
     let up = Upstream::start().await;
     up.set("/vhost", json!({}));
-    let gw = Gateway::start(&proxy_config(&up, "", "preserve_host: true\n")).await;
+    let gw = Gateway::start(&proxy_config(&up, "").preserve_host()).await;
     let (status, _) = raw(gw.port, "GET /vhost HTTP/1.1\r\nHost: app.example").await;
     assert_eq!(status, 200);
     assert_eq!(
@@ -169,7 +154,7 @@ async fn preserve_host_sends_the_clients_host() {
 async fn an_absolute_form_target_cannot_pick_the_upstream_host_or_path() {
     let up = Upstream::start().await;
     up.set("/v1/x", json!({}));
-    let gw = Gateway::start(&proxy_config(&up, "/v1", "")).await;
+    let gw = Gateway::start(&proxy_config(&up, "/v1")).await;
     let (status, text) = raw(
         gw.port,
         "GET http://admin.internal/x HTTP/1.1\r\nHost: admin.internal",
@@ -184,7 +169,7 @@ async fn an_absolute_form_target_cannot_pick_the_upstream_host_or_path() {
 #[tokio::test]
 async fn a_path_that_could_leave_the_base_path_gets_400() {
     let up = Upstream::start().await;
-    let gw = Gateway::start(&proxy_config(&up, "/v1", "")).await;
+    let gw = Gateway::start(&proxy_config(&up, "/v1")).await;
     for path in [
         "/../admin",
         "/v1/../../x",
@@ -208,10 +193,12 @@ async fn a_path_that_could_leave_the_base_path_gets_400() {
 #[tokio::test]
 async fn a_poll_cannot_leave_the_base_path() {
     let up = Upstream::start().await;
-    let gw = Gateway::start(&format!(
-        "upstreams:\n  api:\n    url: {}/v1\nstreams:\n  - path: /sse/o/{{id}}\n    upstream: api\n    poll: /o/{{id}}\n    params: {{ id: \".+\" }}\n",
-        up.url()
-    ))
+    let gw = Gateway::start(
+        &Cfg::new(&up)
+            .base("/v1")
+            .stream("/sse/o/{id}", "/o/{id}")
+            .params(json!({"id": ".+"})),
+    )
     .await;
     for value in ["%2e%2e", ".%2E", "..%2F..%2Fadmin", "..%5C..%5Cadmin"] {
         raw_get(gw.port, &format!("/sse/o/{value}")).await;
@@ -230,7 +217,7 @@ async fn a_poll_cannot_leave_the_base_path() {
 #[tokio::test]
 async fn a_body_over_proxy_max_body_gets_413_and_never_reaches_the_upstream() {
     let up = Upstream::start().await;
-    let gw = Gateway::start(&proxy_config(&up, "", "limits:\n  proxy_max_body: 1KiB\n")).await;
+    let gw = Gateway::start(&proxy_config(&up, "").limit("proxy_max_body", "1KiB")).await;
     let resp = http()
         .post(gw.url("/upload"))
         .body(vec![b'x'; 2000])
@@ -268,7 +255,7 @@ async fn an_upstream_that_never_answers_gets_504_after_proxy_timeout() {
     let up = Upstream::start().await;
     up.set("/slow", json!({}));
     up.delay("/slow", Duration::from_secs(60));
-    let gw = Gateway::start(&proxy_config(&up, "", "limits:\n  proxy_timeout: 300ms\n")).await;
+    let gw = Gateway::start(&proxy_config(&up, "").limit("proxy_timeout", "300ms")).await;
     let resp = http().get(gw.url("/slow")).send().await.unwrap();
     assert_eq!(resp.status(), 504);
 }

@@ -6,13 +6,9 @@ use serde_json::json;
 
 use crate::support::*;
 
-fn doc_stream(up: &Upstream, extra: &str) -> String {
-    config(
-        up,
-        &format!(
-            "  - path: /sse/doc\n    upstream: api\n    poll: /doc\n    interval: 100ms\n{extra}"
-        ),
-    )
+/// `/sse/doc`, polling `up`'s `/doc` every 100 ms.
+fn doc_stream(up: &Upstream) -> Cfg {
+    Cfg::new(up).stream("/sse/doc", "/doc").interval("100ms")
 }
 
 fn seq(id: &str) -> u64 {
@@ -30,7 +26,7 @@ async fn reloaded(gw: &Gateway, times: usize) {
 async fn a_reload_with_fifty_clients_attached_drops_none_and_loses_nothing() {
     let up = Upstream::json("/doc", padded(json!({"v": 0}))).await;
     up.set("/other", json!({"other": true}));
-    let gw = Gateway::start(&doc_stream(&up, "")).await;
+    let gw = Gateway::start(&doc_stream(&up)).await;
     let mut clients = Vec::new();
     for _ in 0..50 {
         let mut c = gw.sse("/sse/doc").await;
@@ -45,10 +41,7 @@ async fn a_reload_with_fifty_clients_attached_drops_none_and_loses_nothing() {
 
     // Retune the stream and add another.
     gw.watching().await;
-    gw.rewrite(&doc_stream(
-        &up,
-        "    timeout: 2s\n  - path: /sse/other\n    upstream: api\n    poll: /other\n",
-    ));
+    gw.rewrite(&doc_stream(&up).timeout("2s").stream("/sse/other", "/other"));
     reloaded(&gw, 1).await;
     let mut other = gw.sse("/sse/other").await;
     assert_eq!(other.snapshot().await, json!({"other": true}));
@@ -65,11 +58,11 @@ async fn a_reload_with_fifty_clients_attached_drops_none_and_loses_nothing() {
 #[tokio::test]
 async fn an_invalid_reload_keeps_the_running_config() {
     let up = Upstream::json("/doc", json!({"v": 0})).await;
-    let gw = Gateway::start(&doc_stream(&up, "")).await;
+    let gw = Gateway::start(&doc_stream(&up)).await;
     let mut client = gw.sse("/sse/doc").await;
     client.snapshot().await;
     gw.watching().await;
-    gw.rewrite(&doc_stream(&up, "    timeout: never\n"));
+    gw.rewrite(&doc_stream(&up).timeout("never"));
     eventually("the refusal is logged", || async {
         let log = gw.stderr();
         (log.contains("config reload refused") && log.contains("streams[0].timeout"))
@@ -90,20 +83,13 @@ async fn an_invalid_reload_keeps_the_running_config() {
 async fn a_removed_stream_says_so_and_closes_with_a_long_retry() {
     let up = Upstream::json("/doc", json!({"v": 0})).await;
     up.set("/keep", json!({"keep": 1}));
-    let gw = Gateway::start(&format!(
-        "{}  - path: /sse/keep\n    upstream: api\n    poll: /keep\n",
-        doc_stream(&up, "")
-    ))
-    .await;
+    let gw = Gateway::start(&doc_stream(&up).stream("/sse/keep", "/keep")).await;
     let mut gone = gw.sse("/sse/doc").await;
     gone.snapshot().await;
     let mut kept = gw.sse("/sse/keep").await;
     kept.snapshot().await;
     gw.watching().await;
-    gw.rewrite(&config(
-        &up,
-        "  - path: /sse/keep\n    upstream: api\n    poll: /keep\n    interval: 100ms\n",
-    ));
+    gw.rewrite(&Cfg::new(&up).stream("/sse/keep", "/keep").interval("100ms"));
     let end = gone.next_of("end").await;
     assert!(end.data.contains("removed"), "{}", end.data);
     assert_eq!(end.retry, Some(Duration::from_secs(30)));
@@ -117,12 +103,9 @@ async fn a_removed_stream_says_so_and_closes_with_a_long_retry() {
 async fn sighup_reloads() {
     let up = Upstream::json("/doc", json!({"v": 0})).await;
     up.set("/new", json!({"new": 1}));
-    let gw = Gateway::start(&doc_stream(&up, "")).await;
+    let gw = Gateway::start(&doc_stream(&up)).await;
     gw.watching().await;
-    gw.rewrite(&format!(
-        "{}  - path: /sse/new\n    upstream: api\n    poll: /new\n",
-        doc_stream(&up, "")
-    ));
+    gw.rewrite(&doc_stream(&up).stream("/sse/new", "/new"));
     gw.signal("HUP");
     eventually("a SIGHUP reload", || async {
         gw.stderr().contains("trigger=\"SIGHUP\"").then_some(())
@@ -136,17 +119,11 @@ async fn sighup_reloads() {
 async fn a_symlink_swap_reloads_like_a_configmap_update() {
     let up = Upstream::json("/doc", json!({"v": 0})).await;
     up.set("/new", json!({"new": 1}));
-    let gw = Gateway::start_symlinked(&doc_stream(&up, "")).await;
+    let gw = Gateway::start_symlinked(&doc_stream(&up)).await;
     let mut client = gw.sse("/sse/doc").await;
     client.snapshot().await;
     gw.watching().await;
-    gw.swap_symlink(
-        &format!(
-            "{}  - path: /sse/new\n    upstream: api\n    poll: /new\n",
-            doc_stream(&up, "")
-        ),
-        1,
-    );
+    gw.swap_symlink(&doc_stream(&up).stream("/sse/new", "/new"), 1);
     reloaded(&gw, 1).await;
     let mut c = gw.sse("/sse/new").await;
     assert_eq!(c.snapshot().await, json!({"new": 1}));
@@ -157,11 +134,11 @@ async fn a_symlink_swap_reloads_like_a_configmap_update() {
 #[tokio::test]
 async fn a_new_diff_mode_gives_attached_clients_a_fresh_snapshot() {
     let up = Upstream::json("/doc", json!({"a": 1, "b": 1})).await;
-    let gw = Gateway::start(&doc_stream(&up, "")).await;
+    let gw = Gateway::start(&doc_stream(&up)).await;
     let mut client = gw.sse("/sse/doc").await;
     client.snapshot().await;
     gw.watching().await;
-    gw.rewrite(&doc_stream(&up, "    diff: merge-patch\n"));
+    gw.rewrite(&doc_stream(&up).diff("merge-patch"));
     reloaded(&gw, 1).await;
     // The first change after the reload comes as a snapshot, later ones as merge patches;
     // every document the client holds is the upstream's.
@@ -184,11 +161,7 @@ async fn a_new_diff_mode_gives_attached_clients_a_fresh_snapshot() {
 #[tokio::test]
 async fn sigterm_tells_clients_to_come_back_and_exits_cleanly_within_the_grace() {
     let up = Upstream::json("/doc", json!({"v": 0})).await;
-    let mut gw = Gateway::start(&format!(
-        "shutdown:\n  grace: 1s\n{}",
-        doc_stream(&up, "    retry: 1s\n")
-    ))
-    .await;
+    let mut gw = Gateway::start(&doc_stream(&up).retry("1s").shutdown_grace("1s")).await;
     let mut clients = Vec::new();
     for _ in 0..5 {
         let mut c = gw.sse("/sse/doc").await;
@@ -222,12 +195,11 @@ async fn sigterm_tells_clients_to_come_back_and_exits_cleanly_within_the_grace()
 async fn a_new_binary_takes_over_the_sockets_on_sigquit_and_clients_come_back_to_it() {
     let up = Upstream::json("/doc", json!({"v": 0})).await;
     let sock = tempfile::tempdir().unwrap();
-    let yaml = format!(
-        "shutdown:\n  grace: 1s\n  upgrade_sock: {}/upgrade.sock\n{}",
-        sock.path().display(),
-        doc_stream(&up, "    retry: 1s\n")
-    );
-    let mut old = Gateway::start(&yaml).await;
+    let cfg = doc_stream(&up)
+        .retry("1s")
+        .shutdown_grace("1s")
+        .upgrade_sock(&sock.path().join("upgrade.sock"));
+    let mut old = Gateway::start(&cfg).await;
     let mut clients = Vec::new();
     for _ in 0..3 {
         let mut c = old.sse("/sse/doc").await;
@@ -265,7 +237,7 @@ async fn reading_the_config_is_not_a_change() {
     use notify::Watcher;
 
     let up = Upstream::json("/doc", json!({"v": 0})).await;
-    let gw = Gateway::start(&doc_stream(&up, "")).await;
+    let gw = Gateway::start(&doc_stream(&up)).await;
     gw.watching().await;
     let applied = "sse_gateway_config_reloads_total{result=\"applied\"}";
     let refused = "sse_gateway_config_reloads_total{result=\"refused\"}";
@@ -298,15 +270,12 @@ async fn reading_the_config_is_not_a_change() {
 #[tokio::test]
 async fn an_emptied_config_is_refused_and_the_running_one_stays() {
     let up = Upstream::json("/doc", json!({"v": 0})).await;
-    let admin_port = free_port();
     let gw = Gateway::start_with_env(
-        &format!(
-            "admin:\n  listen: 127.0.0.1:{admin_port}\n  token: \"${{ADMIN_TOKEN}}\"\n{}",
-            doc_stream(&up, "")
-        ),
+        &doc_stream(&up).admin_token("${ADMIN_TOKEN}"),
         &[("ADMIN_TOKEN", "let-me-in")],
     )
     .await;
+    let admin_port = gw.admin_port;
     let mut client = gw.sse("/sse/doc").await;
     client.snapshot().await;
     gw.watching().await;
@@ -339,21 +308,17 @@ async fn an_emptied_config_is_refused_and_the_running_one_stays() {
 #[tokio::test]
 async fn a_reload_cannot_drop_the_token_of_an_admin_listener_beyond_loopback() {
     let up = Upstream::json("/doc", json!({"v": 0})).await;
-    let admin_port = free_port();
     let gw = Gateway::start_with_env(
-        &format!(
-            "admin:\n  listen: 0.0.0.0:{admin_port}\n  token: \"${{ADMIN_TOKEN}}\"\n{}",
-            doc_stream(&up, "")
-        ),
+        &doc_stream(&up)
+            .admin_host("0.0.0.0")
+            .admin_token("${ADMIN_TOKEN}"),
         &[("ADMIN_TOKEN", "let-me-in")],
     )
     .await;
+    let admin_port = gw.admin_port;
     gw.watching().await;
     // Valid on its own (loopback needs no token), but the bound listener is still 0.0.0.0.
-    gw.rewrite(&format!(
-        "admin:\n  listen: 127.0.0.1:{admin_port}\n{}",
-        doc_stream(&up, "")
-    ));
+    gw.rewrite(&doc_stream(&up));
     eventually("the reload is refused", || async {
         gw.stderr()
             .contains("a reload cannot remove admin.token")
@@ -373,11 +338,12 @@ async fn removing_a_stream_ends_a_client_still_waiting_for_its_first_poll() {
     let up = Upstream::json("/doc", json!({"v": 0})).await;
     up.set("/keep", json!({"keep": 1}));
     up.delay("/doc", Duration::from_secs(3));
-    let keep = "  - path: /sse/keep\n    upstream: api\n    poll: /keep\n";
-    let gw = Gateway::start(&format!(
-        "limits:\n  max_clients: 1\n{}{keep}",
-        doc_stream(&up, "    timeout: 5s\n")
-    ))
+    let gw = Gateway::start(
+        &doc_stream(&up)
+            .timeout("5s")
+            .stream("/sse/keep", "/keep")
+            .limit("max_clients", 1),
+    )
     .await;
     gw.watching().await;
     let remove = async {
@@ -385,7 +351,7 @@ async fn removing_a_stream_ends_a_client_still_waiting_for_its_first_poll() {
             (up.count("/doc").await > 0).then_some(())
         })
         .await;
-        gw.rewrite(&config(&up, keep));
+        gw.rewrite(&Cfg::new(&up).stream("/sse/keep", "/keep"));
     };
     let (resp, ()) = tokio::join!(gw.get_sse("/sse/doc", &[]), remove);
     assert_eq!(resp.status(), 200);
@@ -409,14 +375,7 @@ async fn removing_a_stream_ends_a_client_still_waiting_for_its_first_poll() {
 async fn a_reload_that_polls_elsewhere_brings_clients_back_to_the_new_document() {
     let up = Upstream::json("/a", json!({"from": "a"})).await;
     up.set("/b", json!({"from": "b"}));
-    let stream = |poll: &str| {
-        config(
-            &up,
-            &format!(
-                "  - path: /sse/doc\n    upstream: api\n    poll: {poll}\n    interval: 100ms\n"
-            ),
-        )
-    };
+    let stream = |poll: &str| Cfg::new(&up).stream("/sse/doc", poll).interval("100ms");
     let gw = Gateway::start(&stream("/a")).await;
     let mut client = gw.sse("/sse/doc").await;
     assert_eq!(client.snapshot().await, json!({"from": "a"}));

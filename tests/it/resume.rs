@@ -6,11 +6,12 @@ use serde_json::json;
 
 use crate::support::*;
 
-fn yaml(up: &Upstream) -> String {
-    config(
-        up,
-        "  - path: /sse/doc\n    upstream: api\n    poll: /doc\n    interval: 50ms\n    idle: 1m\n",
-    )
+/// `/sse/doc`, polling `up`'s `/doc` every 50 ms and idle for a minute before it stops.
+fn doc(up: &Upstream) -> Cfg {
+    Cfg::new(up)
+        .stream("/sse/doc", "/doc")
+        .interval("50ms")
+        .idle("1m")
 }
 
 async fn missed_events(
@@ -53,7 +54,7 @@ async fn missed_events(
 #[tokio::test]
 async fn a_client_resuming_with_last_event_id_gets_exactly_the_events_it_missed() {
     let up = Upstream::json("/doc", padded(json!({"n": 0}))).await;
-    let gw = Gateway::start(&yaml(&up)).await;
+    let gw = Gateway::start(&doc(&up)).await;
     missed_events(&gw, &up, |id| {
         (
             "/sse/doc".into(),
@@ -66,7 +67,7 @@ async fn a_client_resuming_with_last_event_id_gets_exactly_the_events_it_missed(
 #[tokio::test]
 async fn the_last_event_id_query_parameter_resumes_too() {
     let up = Upstream::json("/doc", padded(json!({"n": 0}))).await;
-    let gw = Gateway::start(&yaml(&up)).await;
+    let gw = Gateway::start(&doc(&up)).await;
     missed_events(&gw, &up, |id| {
         (format!("/sse/doc?lastEventId={id}"), vec![])
     })
@@ -76,7 +77,7 @@ async fn the_last_event_id_query_parameter_resumes_too() {
 #[tokio::test]
 async fn an_unknown_or_foreign_id_gets_a_fresh_snapshot() {
     let up = Upstream::json("/doc", json!({"n": 7})).await;
-    let gw = Gateway::start(&yaml(&up)).await;
+    let gw = Gateway::start(&doc(&up)).await;
     for id in ["nonsense", "000000000001-1", "ffffffffffff-999999"] {
         let mut client = gw.sse_with("/sse/doc", &[("last-event-id", id)]).await;
         assert_eq!(client.snapshot().await, json!({"n": 7}), "id {id}");

@@ -9,11 +9,7 @@ use crate::support::*;
 #[tokio::test]
 async fn a_hundred_clients_cost_one_poll_per_interval() {
     let up = Upstream::json("/doc", json!({"v": 0})).await;
-    let gw = Gateway::start(&config(
-        &up,
-        "  - path: /sse/doc\n    upstream: api\n    poll: /doc\n    interval: 200ms\n",
-    ))
-    .await;
+    let gw = Gateway::start(&Cfg::new(&up).stream("/sse/doc", "/doc").interval("200ms")).await;
     let mut clients = Vec::new();
     for _ in 0..100 {
         let mut c = gw.sse("/sse/doc").await;
@@ -39,10 +35,12 @@ async fn a_hundred_clients_cost_one_poll_per_interval() {
 #[tokio::test]
 async fn ignored_fields_trigger_no_event_and_never_reach_clients() {
     let up = Upstream::json("/doc", json!({"price": 1, "generated_at": 100})).await;
-    let gw = Gateway::start(&config(
-        &up,
-        "  - path: /sse/doc\n    upstream: api\n    poll: /doc\n    interval: 100ms\n    ignore: [/generated_at]\n",
-    ))
+    let gw = Gateway::start(
+        &Cfg::new(&up)
+            .stream("/sse/doc", "/doc")
+            .interval("100ms")
+            .ignore(&["/generated_at"]),
+    )
     .await;
     let mut client = gw.sse("/sse/doc").await;
     assert_eq!(client.snapshot().await, json!({"price": 1}));
@@ -60,10 +58,12 @@ async fn ignored_fields_trigger_no_event_and_never_reach_clients() {
 #[tokio::test]
 async fn the_poller_stops_idle_after_the_last_client_leaves() {
     let up = Upstream::json("/doc", json!({"v": 0})).await;
-    let gw = Gateway::start(&config(
-        &up,
-        "  - path: /sse/doc\n    upstream: api\n    poll: /doc\n    interval: 50ms\n    idle: 200ms\n",
-    ))
+    let gw = Gateway::start(
+        &Cfg::new(&up)
+            .stream("/sse/doc", "/doc")
+            .interval("50ms")
+            .idle("200ms"),
+    )
     .await;
     let mut client = gw.sse("/sse/doc").await;
     client.snapshot().await;
@@ -88,10 +88,12 @@ async fn the_poller_stops_idle_after_the_last_client_leaves() {
 #[tokio::test]
 async fn idle_never_polls_from_start_up() {
     let up = Upstream::json("/doc", json!({"v": 0})).await;
-    let _gw = Gateway::start(&config(
-        &up,
-        "  - path: /sse/doc\n    upstream: api\n    poll: /doc\n    interval: 50ms\n    idle: never\n",
-    ))
+    let _gw = Gateway::start(
+        &Cfg::new(&up)
+            .stream("/sse/doc", "/doc")
+            .interval("50ms")
+            .idle("never"),
+    )
     .await;
     eventually("polls without any client", || async {
         (up.count("/doc").await >= 3).then_some(())

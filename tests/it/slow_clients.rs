@@ -13,11 +13,14 @@ fn big(n: u64) -> Value {
     json!({"n": n, "pad": format!("{n}{}", "x".repeat(200_000))})
 }
 
-fn yaml(up: &Upstream, limits: &str) -> String {
-    format!(
-        "{limits}{}",
-        config(up, "  - path: /sse/doc\n    upstream: api\n    poll: /doc\n    interval: 20ms\n    replay: 16\n")
-    )
+/// `/sse/doc`, polling `up`'s `/doc` every 20 ms and keeping 16 events to replay, with
+/// `limits.write_timeout` this long.
+fn doc(up: &Upstream, write_timeout: &str) -> Cfg {
+    Cfg::new(up)
+        .stream("/sse/doc", "/doc")
+        .interval("20ms")
+        .replay(16)
+        .limit("write_timeout", write_timeout)
 }
 
 /// Changes the document until the gateway's metric `until` counts at least one; returns the
@@ -36,7 +39,7 @@ async fn churn_until(gw: &Gateway, up: &Upstream, until: &str) -> u64 {
 #[tokio::test]
 async fn a_client_that_falls_behind_gets_one_fresh_snapshot_instead_of_a_gap() {
     let up = Upstream::json("/doc", big(0)).await;
-    let gw = Gateway::start(&yaml(&up, "limits:\n  write_timeout: 60s\n")).await;
+    let gw = Gateway::start(&doc(&up, "60s")).await;
     let mut slow = gw.sse("/sse/doc").await;
     slow.snapshot().await;
     // The client reads, but slower than the document changes. Every patch it gets must apply
@@ -69,7 +72,7 @@ async fn a_client_that_falls_behind_gets_one_fresh_snapshot_instead_of_a_gap() {
 #[tokio::test]
 async fn a_client_whose_socket_stays_blocked_is_dropped_after_the_write_timeout() {
     let up = Upstream::json("/doc", big(0)).await;
-    let gw = Gateway::start(&yaml(&up, "limits:\n  write_timeout: 300ms\n")).await;
+    let gw = Gateway::start(&doc(&up, "300ms")).await;
     let mut stuck = gw.get_sse("/sse/doc", &[]).await;
     churn_until(&gw, &up, "sse_gateway_clients_dropped_slow_total").await;
     assert!(gw.stderr().contains("sse client dropped: write timed out"));

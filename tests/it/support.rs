@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io::Write;
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use eventsource_stream::{Event, Eventsource};
 use futures_util::{Stream, StreamExt};
-use serde_json::Value;
+use serde_json::{json, Value};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 /// How long any single expectation may take before a test fails.
@@ -80,7 +80,7 @@ where
 pub struct Gateway {
     child: Child,
     pub port: u16,
-    /// The admin listener's port (added to the config unless the test sets `admin:` itself).
+    /// The admin listener's port (a `Cfg` listens there; `Yaml` text says where it listens).
     pub admin_port: u16,
     stderr: PathBuf,
     /// The config file the gateway was started with (a symlink in `start_symlinked`).
@@ -89,36 +89,40 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Starts the gateway with `yaml`, which must not set `listen`: a free port is added.
-    pub async fn start(yaml: &str) -> Gateway {
-        Self::start_with_env(yaml, &[]).await
+    /// Starts the gateway with `cfg` on free ports.
+    pub async fn start(cfg: &impl Render) -> Gateway {
+        Self::start_with_env(cfg, &[]).await
     }
 
-    pub async fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Gateway {
-        Self::start_opts(yaml, env, false).await
+    pub async fn start_with_env(cfg: &impl Render, env: &[(&str, &str)]) -> Gateway {
+        Self::start_opts(cfg, env, false).await
     }
 
     /// Starts with `gateway.yaml` a symlink into a data directory, as a Kubernetes ConfigMap has it.
-    pub async fn start_symlinked(yaml: &str) -> Gateway {
-        Self::start_opts(yaml, &[], true).await
+    pub async fn start_symlinked(cfg: &impl Render) -> Gateway {
+        Self::start_opts(cfg, &[], true).await
     }
 
-    async fn start_opts(yaml: &str, env: &[(&str, &str)], symlinked: bool) -> Gateway {
+    async fn start_opts(cfg: &impl Render, env: &[(&str, &str)], symlinked: bool) -> Gateway {
         // pingora retries a busy port for 30 s; on the rare collision, try another port.
         for _ in 0..3 {
-            if let Some(gw) = Self::try_start(yaml, env, symlinked).await {
+            if let Some(gw) = Self::try_start(cfg, env, symlinked).await {
                 return gw;
             }
         }
         panic!("the gateway did not start listening");
     }
 
-    async fn try_start(yaml: &str, env: &[(&str, &str)], symlinked: bool) -> Option<Gateway> {
+    async fn try_start(
+        cfg: &impl Render,
+        env: &[(&str, &str)],
+        symlinked: bool,
+    ) -> Option<Gateway> {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let admin_port = free_port();
         let config = dir.path().join("gateway.yaml");
-        let text = with_ports(yaml, port, admin_port);
+        let text = cfg.render(port, admin_port);
         if symlinked {
             let data = dir.path().join("..data_0");
             std::fs::create_dir(&data).expect("data dir");
@@ -203,19 +207,19 @@ impl Gateway {
     }
 
     /// Replaces the config the way editors do: write a new file, rename it over the old one.
-    pub fn rewrite(&self, yaml: &str) {
+    pub fn rewrite(&self, cfg: &impl Render) {
         let tmp = self.dir.path().join("gateway.yaml.new");
-        std::fs::write(&tmp, with_ports(yaml, self.port, self.admin_port)).expect("write");
+        std::fs::write(&tmp, cfg.render(self.port, self.admin_port)).expect("write");
         std::fs::rename(&tmp, &self.config).expect("rename");
     }
 
     /// Replaces a symlinked config the way Kubernetes does: a new data directory, then an atomic
     /// swap of the symlink.
-    pub fn swap_symlink(&self, yaml: &str, generation: u32) {
+    pub fn swap_symlink(&self, cfg: &impl Render, generation: u32) {
         let data = self.dir.path().join(format!("..data_{generation}"));
         std::fs::create_dir(&data).expect("data dir");
         let file = data.join("gateway.yaml");
-        std::fs::write(&file, with_ports(yaml, self.port, self.admin_port)).expect("write");
+        std::fs::write(&file, cfg.render(self.port, self.admin_port)).expect("write");
         let tmp = self.dir.path().join("gateway.yaml.tmp");
         std::os::unix::fs::symlink(&file, &tmp).expect("symlink");
         std::fs::rename(&tmp, &self.config).expect("swap");
@@ -614,14 +618,6 @@ pub fn padded(mut doc: Value) -> Value {
     doc
 }
 
-/// A stream section for a config: `stream(path, upstream_url, extra_yaml_lines)`.
-pub fn config(upstream: &Upstream, streams: &str) -> String {
-    format!(
-        "upstreams:\n  api:\n    url: {}\nstreams:\n{streams}",
-        upstream.url()
-    )
-}
-
 /// Writes a config to a temp file and runs `sse-gateway check` on it.
 pub fn check(yaml: &str) -> (i32, String, String, PathBuf, tempfile::TempDir) {
     check_with_env(yaml, &[])
@@ -680,16 +676,6 @@ pub async fn raw_request(port: u16, head: &str, wait: Duration) -> (u16, String)
     (status, text)
 }
 
-/// The test's YAML with the ports it runs on: `listen`, and `admin.listen` unless it sets `admin:`.
-fn with_ports(yaml: &str, port: u16, admin_port: u16) -> String {
-    let admin = if yaml.lines().any(|l| l.starts_with("admin:")) {
-        String::new()
-    } else {
-        format!("admin:\n  listen: 127.0.0.1:{admin_port}\n")
-    };
-    format!("listen: 127.0.0.1:{port}\n{admin}{yaml}")
-}
-
 /// Reads until the gateway closes the connection (or resets it), and returns what it sent;
 /// fails after the deadline.
 pub async fn until_closed<R: tokio::io::AsyncRead + Unpin>(conn: &mut R) -> String {
@@ -721,4 +707,220 @@ pub async fn admin_metric(admin_port: u16, token: Option<&str>, sample: &str) ->
         let (name, value) = l.rsplit_once(' ')?;
         (name == sample).then(|| value.parse().ok()).flatten()
     })
+}
+
+/// A config the gateway can be started with: it is given the ports the test runs on.
+pub trait Render {
+    /// The whole file for a gateway listening on `port`, its admin listener on `admin_port`.
+    fn render(&self, port: u16, admin_port: u16) -> String;
+}
+
+/// gateway.yaml for a test, written as JSON (which is YAML): one upstream `api` at the mock
+/// upstream, the streams added in order, and whatever else a test sets. The stream options
+/// (`interval`, `diff`, ...) apply to the stream added last. The gateway adds `listen` and the
+/// admin listener's address; a test only says what differs (`admin_host`, `admin_token`).
+#[derive(Clone)]
+pub struct Cfg {
+    doc: serde_json::Map<String, Value>,
+    admin_host: String,
+    admin_token: Option<String>,
+}
+
+impl Cfg {
+    /// No streams yet; `api` is `up`.
+    pub fn new(up: &Upstream) -> Cfg {
+        Cfg::at(&up.url())
+    }
+
+    /// `api` is `url`, which need not answer.
+    pub fn at(url: &str) -> Cfg {
+        let mut doc = serde_json::Map::new();
+        doc.insert("upstreams".into(), json!({"api": {"url": url}}));
+        doc.insert("streams".into(), json!([]));
+        Cfg {
+            doc,
+            admin_host: "127.0.0.1".into(),
+            admin_token: None,
+        }
+    }
+
+    /// `api`'s URL gets this path, which every poll and proxied request is under.
+    pub fn base(mut self, path: &str) -> Cfg {
+        let url = &mut self.doc["upstreams"]["api"]["url"];
+        *url = Value::String(format!("{}{path}", url.as_str().unwrap_or_default()));
+        self
+    }
+
+    /// A header the gateway sends `api` with every request: a credential of its own.
+    pub fn upstream_header(mut self, name: &str, value: &str) -> Cfg {
+        self.doc["upstreams"]["api"]["headers"][name] = value.into();
+        self
+    }
+
+    /// Adds a stream at `path` that polls `poll` on `api`.
+    pub fn stream(self, path: &str, poll: &str) -> Cfg {
+        self.push_stream(json!({"path": path, "upstream": "api", "poll": poll}))
+    }
+
+    /// Adds a stream at `path` with no `poll`: it polls its own path on `api`.
+    pub fn stream_without_poll(self, path: &str) -> Cfg {
+        self.push_stream(json!({"path": path, "upstream": "api"}))
+    }
+
+    fn push_stream(mut self, stream: Value) -> Cfg {
+        if let Some(streams) = self.doc["streams"].as_array_mut() {
+            streams.push(stream);
+        }
+        self
+    }
+
+    /// Sets `key` of the stream added last.
+    fn option(mut self, key: &str, value: impl Into<Value>) -> Cfg {
+        let last = self.doc["streams"]
+            .as_array_mut()
+            .and_then(|s| s.last_mut())
+            .expect("a stream option before any stream");
+        last[key] = value.into();
+        self
+    }
+
+    pub fn interval(self, d: &str) -> Cfg {
+        self.option("interval", d)
+    }
+    pub fn timeout(self, d: &str) -> Cfg {
+        self.option("timeout", d)
+    }
+    pub fn heartbeat(self, d: &str) -> Cfg {
+        self.option("heartbeat", d)
+    }
+    pub fn retry(self, d: &str) -> Cfg {
+        self.option("retry", d)
+    }
+    pub fn idle(self, d: &str) -> Cfg {
+        self.option("idle", d)
+    }
+    pub fn backoff_max(self, d: &str) -> Cfg {
+        self.option("backoff_max", d)
+    }
+    pub fn max_body(self, size: &str) -> Cfg {
+        self.option("max_body", size)
+    }
+    /// `json-patch`, `merge-patch` or `snapshot`.
+    pub fn diff(self, mode: &str) -> Cfg {
+        self.option("diff", mode)
+    }
+    pub fn replay(self, events: u64) -> Cfg {
+        self.option("replay", events)
+    }
+    pub fn max_instances(self, n: u64) -> Cfg {
+        self.option("max_instances", n)
+    }
+    pub fn forward_query(self) -> Cfg {
+        self.option("forward_query", true)
+    }
+    pub fn forward_headers(self, names: &[&str]) -> Cfg {
+        self.option("forward_headers", names)
+    }
+    /// JSON pointers the comparison leaves out.
+    pub fn ignore(self, pointers: &[&str]) -> Cfg {
+        self.option("ignore", pointers)
+    }
+    /// The pattern each `{param}` of the path must match, e.g. `json!({"id": "[0-9]+"})`.
+    pub fn params(self, patterns: Value) -> Cfg {
+        self.option("params", patterns)
+    }
+    /// This stream's own CORS policy, e.g. `json!({"origins": ["*"]})`.
+    pub fn stream_cors(self, policy: Value) -> Cfg {
+        self.option("cors", policy)
+    }
+
+    /// Sets a top-level `key`.
+    fn top(mut self, key: &str, value: impl Into<Value>) -> Cfg {
+        self.doc.insert(key.into(), value.into());
+        self
+    }
+
+    /// Every request that is not a stream goes to `api`.
+    pub fn proxy(self) -> Cfg {
+        self.top("proxy", "api")
+    }
+    pub fn proxy_trust_forwarded(self) -> Cfg {
+        self.top("proxy_trust_forwarded", true)
+    }
+    pub fn preserve_host(self) -> Cfg {
+        self.top("preserve_host", true)
+    }
+    /// The CORS policy of every stream, e.g. `json!({"origins": [APP], "credentials": true})`.
+    pub fn cors(self, policy: Value) -> Cfg {
+        self.top("cors", policy)
+    }
+    /// Serves TLS with these PEM files.
+    pub fn tls(self, cert: &Path, key: &Path) -> Cfg {
+        self.top("tls", json!({"cert": cert, "key": key}))
+    }
+    /// The demo API and page, on its own port.
+    pub fn demo(self, port: u16) -> Cfg {
+        self.top("demo", json!({"listen": format!("127.0.0.1:{port}")}))
+    }
+
+    /// Sets `limits.key`, e.g. `limit("max_clients", 1)` or `limit("keepalive", "1s")`.
+    pub fn limit(self, key: &str, value: impl Into<Value>) -> Cfg {
+        self.section("limits", key, value.into())
+    }
+    /// Sets `defaults.key`: what every stream has unless it says otherwise.
+    pub fn stream_default(self, key: &str, value: impl Into<Value>) -> Cfg {
+        self.section("defaults", key, value.into())
+    }
+    /// How long a shutdown waits for clients to leave.
+    pub fn shutdown_grace(self, d: &str) -> Cfg {
+        self.section("shutdown", "grace", d.into())
+    }
+    /// Where a new process asks this one for its listening sockets.
+    pub fn upgrade_sock(self, path: &Path) -> Cfg {
+        self.section("shutdown", "upgrade_sock", json!(path))
+    }
+
+    fn section(mut self, section: &str, key: &str, value: Value) -> Cfg {
+        let entry = self
+            .doc
+            .entry(section)
+            .or_insert_with(|| Value::Object(Default::default()));
+        entry[key] = value;
+        self
+    }
+
+    /// The admin listener listens on this host (at the gateway's admin port).
+    pub fn admin_host(mut self, host: &str) -> Cfg {
+        self.admin_host = host.into();
+        self
+    }
+    /// The admin listener wants this bearer token (a `${VAR}` is read from the environment).
+    pub fn admin_token(mut self, token: &str) -> Cfg {
+        self.admin_token = Some(token.into());
+        self
+    }
+}
+
+impl Render for Cfg {
+    fn render(&self, port: u16, admin_port: u16) -> String {
+        let mut admin = json!({"listen": format!("{}:{admin_port}", self.admin_host)});
+        if let Some(token) = &self.admin_token {
+            admin["token"] = token.as_str().into();
+        }
+        let mut doc = serde_json::Map::new();
+        doc.insert("listen".into(), format!("127.0.0.1:{port}").into());
+        doc.insert("admin".into(), admin);
+        doc.extend(self.doc.clone());
+        serde_json::to_string_pretty(&doc).expect("a config serialises")
+    }
+}
+
+/// Config text a test writes itself, because the text is its subject: only `listen` is added,
+/// so the text sets `admin:` if it wants an admin listener.
+pub struct Yaml(pub String);
+
+impl Render for Yaml {
+    fn render(&self, port: u16, _admin_port: u16) -> String {
+        format!("listen: 127.0.0.1:{port}\n{}", self.0)
+    }
 }

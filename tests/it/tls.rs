@@ -26,18 +26,18 @@ fn certificate(dir: &std::path::Path, name: &str) -> String {
 }
 
 /// A gateway serving `/sse/doc` (polling `up`'s `/doc`) over TLS with the certificate `a`
-/// in `dir`, and `extra` config lines; returns it and the certificate PEM.
-async fn tls_gateway(up: &Upstream, dir: &std::path::Path, extra: &str) -> (Gateway, String) {
+/// in `dir`, and what `extra` adds to its config; returns it and the certificate PEM.
+async fn tls_gateway(
+    up: &Upstream,
+    dir: &std::path::Path,
+    extra: impl FnOnce(Cfg) -> Cfg,
+) -> (Gateway, String) {
     let pem = certificate(dir, "a");
-    let yaml = format!(
-        "tls:\n  cert: {0}/a.crt\n  key: {0}/a.key\n{1}{extra}",
-        dir.display(),
-        config(
-            up,
-            "  - path: /sse/doc\n    upstream: api\n    poll: /doc\n    interval: 100ms\n"
-        )
-    );
-    (Gateway::start(&yaml).await, pem)
+    let cfg = Cfg::new(up)
+        .tls(&dir.join("a.crt"), &dir.join("a.key"))
+        .stream("/sse/doc", "/doc")
+        .interval("100ms");
+    (Gateway::start(&extra(cfg)).await, pem)
 }
 
 fn tls_client(pem: &str) -> reqwest::ClientBuilder {
@@ -63,7 +63,7 @@ async fn subscribe(client: &reqwest::Client, port: u16) -> reqwest::Result<reqwe
 async fn an_sse_stream_over_http2_with_tls() {
     let up = Upstream::json("/doc", json!({"v": 1})).await;
     let dir = tempfile::tempdir().unwrap();
-    let (gw, pem) = tls_gateway(&up, dir.path(), "").await;
+    let (gw, pem) = tls_gateway(&up, dir.path(), |c| c).await;
     let client = client_trusting(&pem);
     let resp = subscribe(&client, gw.port).await.unwrap();
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
@@ -103,7 +103,7 @@ async fn over_http1_with_tls_a_stream_and_a_proxied_request_are_both_served() {
     let up = Upstream::json("/doc", json!({"v": 1})).await;
     up.set("/api/info", json!({"name": "legacy"}));
     let dir = tempfile::tempdir().unwrap();
-    let (gw, pem) = tls_gateway(&up, dir.path(), "proxy: api\n").await;
+    let (gw, pem) = tls_gateway(&up, dir.path(), Cfg::proxy).await;
     let client = tls_client(&pem).http1_only().build().unwrap();
 
     let resp = subscribe(&client, gw.port).await.unwrap();
@@ -136,7 +136,7 @@ async fn http2_streams_take_the_slots_pingoras_session_costs_and_share_one_conne
     let up = Upstream::json("/doc", json!({"v": 1})).await;
     let dir = tempfile::tempdir().unwrap();
     // Over TLS a client on pingora's session takes 3 slots: two fill six.
-    let (gw, pem) = tls_gateway(&up, dir.path(), "limits:\n  max_clients: 6\n").await;
+    let (gw, pem) = tls_gateway(&up, dir.path(), |c| c.limit("max_clients", 6)).await;
     let client = client_trusting(&pem);
     let mut held = Vec::new();
     for _ in 0..2 {
@@ -176,7 +176,7 @@ async fn tls_connect(
 async fn an_http2_connection_that_opens_no_stream_is_closed_after_keepalive() {
     let up = Upstream::json("/doc", json!({"v": 1})).await;
     let dir = tempfile::tempdir().unwrap();
-    let (gw, pem) = tls_gateway(&up, dir.path(), "limits:\n  keepalive: 1s\n").await;
+    let (gw, pem) = tls_gateway(&up, dir.path(), |c| c.limit("keepalive", "1s")).await;
     let mut conn = tls_connect(&pem, gw.port, b"h2").await;
     assert_eq!(conn.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     // The client preface, an empty SETTINGS frame (RFC 9113 §3.4, §6.5), then nothing.
@@ -192,7 +192,7 @@ async fn an_http2_connection_that_opens_no_stream_is_closed_after_keepalive() {
 async fn a_tls_handshake_that_never_completes_is_closed_after_the_head_timeout() {
     let up = Upstream::json("/doc", json!({"v": 1})).await;
     let dir = tempfile::tempdir().unwrap();
-    let (gw, pem) = tls_gateway(&up, dir.path(), "limits:\n  head_timeout: 1s\n").await;
+    let (gw, pem) = tls_gateway(&up, dir.path(), |c| c.limit("head_timeout", "1s")).await;
     let mut tcp = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
     // The first bytes of a TLS record header, then silence.
     tcp.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
@@ -223,7 +223,7 @@ async fn over_http1_with_tls_a_stream_after_proxied_requests_on_one_connection_i
     let up = Upstream::json("/doc", json!({"v": 1})).await;
     up.set("/api/info", json!({"name": "legacy"}));
     let dir = tempfile::tempdir().unwrap();
-    let (gw, pem) = tls_gateway(&up, dir.path(), "proxy: api\n").await;
+    let (gw, pem) = tls_gateway(&up, dir.path(), Cfg::proxy).await;
     let mut conn = tls_connect(&pem, gw.port, b"http/1.1").await;
     // pingora answers these and hands the connection back each time.
     for _ in 0..2 {

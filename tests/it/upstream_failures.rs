@@ -6,11 +6,12 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-fn yaml(up: &Upstream, extra: &str) -> String {
-    config(
-        up,
-        &format!("  - path: /sse/doc\n    upstream: api\n    poll: /doc\n    interval: 100ms\n    backoff_max: 200ms\n{extra}"),
-    )
+/// `/sse/doc`, polling `up`'s `/doc` every 100 ms and at least every 200 ms while it fails.
+fn doc(up: &Upstream) -> Cfg {
+    Cfg::new(up)
+        .stream("/sse/doc", "/doc")
+        .interval("100ms")
+        .backoff_max("200ms")
 }
 
 fn status(ev: &eventsource_stream::Event) -> Value {
@@ -21,7 +22,7 @@ fn status(ev: &eventsource_stream::Event) -> Value {
 #[tokio::test]
 async fn a_500_is_reported_and_recovery_resumes_patches() {
     let up = Upstream::json("/doc", padded(json!({"v": 1}))).await;
-    let gw = Gateway::start(&yaml(&up, "")).await;
+    let gw = Gateway::start(&doc(&up)).await;
     let mut client = gw.sse("/sse/doc").await;
     client.snapshot().await;
 
@@ -47,7 +48,7 @@ async fn a_500_is_reported_and_recovery_resumes_patches() {
 #[tokio::test]
 async fn a_timeout_is_reported_as_failing() {
     let up = Upstream::json("/doc", json!({"v": 1})).await;
-    let gw = Gateway::start(&yaml(&up, "    timeout: 200ms\n")).await;
+    let gw = Gateway::start(&doc(&up).timeout("200ms")).await;
     let mut client = gw.sse("/sse/doc").await;
     client.snapshot().await;
     up.delay("/doc", Duration::from_secs(2));
@@ -59,7 +60,7 @@ async fn a_timeout_is_reported_as_failing() {
 #[tokio::test]
 async fn a_429_with_retry_after_is_honoured() {
     let up = Upstream::json("/doc", json!({"v": 1})).await;
-    let gw = Gateway::start(&yaml(&up, "")).await;
+    let gw = Gateway::start(&doc(&up)).await;
     let mut client = gw.sse("/sse/doc").await;
     client.snapshot().await;
     up.fail("/doc", 429, &[("retry-after", "2")]);
@@ -83,7 +84,7 @@ async fn a_429_with_retry_after_is_honoured() {
 async fn a_first_poll_that_fails_still_opens_the_stream() {
     let up = Upstream::start().await;
     up.fail("/doc", 503, &[]);
-    let gw = Gateway::start(&yaml(&up, "")).await;
+    let gw = Gateway::start(&doc(&up)).await;
     let mut client = gw.sse("/sse/doc").await;
     assert_eq!(status(&client.next_event().await)["state"], "failing");
     up.set("/doc", json!({"v": 1}));
@@ -96,7 +97,7 @@ async fn a_first_poll_that_fails_still_opens_the_stream() {
 async fn conditional_polls_turn_an_unchanged_resource_into_304s() {
     let up = Upstream::json("/doc", json!({"v": 1})).await;
     up.with_etag("/doc");
-    let gw = Gateway::start(&yaml(&up, "")).await;
+    let gw = Gateway::start(&doc(&up)).await;
     let mut client = gw.sse("/sse/doc").await;
     client.snapshot().await;
     eventually("a conditional poll", || async {
@@ -122,7 +123,7 @@ async fn conditional_polls_turn_an_unchanged_resource_into_304s() {
 #[tokio::test]
 async fn a_body_over_max_body_is_refused() {
     let up = Upstream::json("/doc", json!({"small": true})).await;
-    let gw = Gateway::start(&yaml(&up, "    max_body: 1KiB\n")).await;
+    let gw = Gateway::start(&doc(&up).max_body("1KiB")).await;
     let mut client = gw.sse("/sse/doc").await;
     client.snapshot().await;
     up.set("/doc", json!({"big": "x".repeat(4096)}));
@@ -139,10 +140,13 @@ async fn a_body_over_max_body_is_refused() {
 async fn one_failing_stream_leaves_the_others_alone() {
     let up = Upstream::json("/a", json!({"a": 1})).await;
     up.set("/b", json!({"b": 1}));
-    let gw = Gateway::start(&config(
-        &up,
-        "  - path: /sse/a\n    upstream: api\n    poll: /a\n    interval: 100ms\n  - path: /sse/b\n    upstream: api\n    poll: /b\n    interval: 100ms\n",
-    ))
+    let gw = Gateway::start(
+        &Cfg::new(&up)
+            .stream("/sse/a", "/a")
+            .interval("100ms")
+            .stream("/sse/b", "/b")
+            .interval("100ms"),
+    )
     .await;
     let mut a = gw.sse("/sse/a").await;
     let mut b = gw.sse("/sse/b").await;
@@ -158,7 +162,7 @@ async fn one_failing_stream_leaves_the_others_alone() {
 async fn a_truncated_json_body_is_a_failed_poll_and_clients_keep_the_last_good_document() {
     let good = json!({"v": 1, "items": [1, 2]});
     let up = Upstream::json("/doc", good.clone()).await;
-    let gw = Gateway::start(&yaml(&up, "")).await;
+    let gw = Gateway::start(&doc(&up)).await;
     let mut client = gw.sse("/sse/doc").await;
     assert_eq!(client.snapshot().await, good);
 
@@ -185,10 +189,11 @@ async fn a_truncated_json_body_is_a_failed_poll_and_clients_keep_the_last_good_d
 async fn a_body_that_does_not_say_it_is_json_and_is_not_goes_as_text() {
     let up = Upstream::json("/doc", json!({"v": 1})).await;
     up.set_raw("/plain", "{not json", "");
-    let gw = Gateway::start(&config(
-        &up,
-        "  - path: /sse/plain\n    upstream: api\n    poll: /plain\n    interval: 100ms\n",
-    ))
+    let gw = Gateway::start(
+        &Cfg::new(&up)
+            .stream("/sse/plain", "/plain")
+            .interval("100ms"),
+    )
     .await;
     let mut client = gw.sse("/sse/plain").await;
     let ev = client.next_event().await;
@@ -198,12 +203,11 @@ async fn a_body_that_does_not_say_it_is_json_and_is_not_goes_as_text() {
     );
 }
 
-/// An upstream with a credential in its own headers, and streams on it.
-fn with_secrets(up: &Upstream, streams: &str) -> String {
-    format!(
-        "upstreams:\n  api:\n    url: {}\n    headers: {{ Authorization: \"Bearer gateway-secret\", X-Api-Key: k3y }}\n{streams}",
-        up.url()
-    )
+/// An upstream with a credential in its own headers, for streams on it.
+fn with_secrets(up: &Upstream) -> Cfg {
+    Cfg::new(up)
+        .upstream_header("Authorization", "Bearer gateway-secret")
+        .upstream_header("X-Api-Key", "k3y")
 }
 
 #[tokio::test]
@@ -212,10 +216,12 @@ async fn a_redirect_to_another_host_is_not_followed_and_that_host_hears_nothing(
     let elsewhere = Upstream::json("/doc", json!({"internal": true})).await;
     let location = format!("{}/doc", elsewhere.url());
     up.fail("/doc", 302, &[("location", &location)]);
-    let gw = Gateway::start(&with_secrets(
-        &up,
-        "streams:\n  - path: /sse/doc\n    upstream: api\n    poll: /doc\n    interval: 100ms\n    backoff_max: 200ms\n",
-    ))
+    let gw = Gateway::start(
+        &with_secrets(&up)
+            .stream("/sse/doc", "/doc")
+            .interval("100ms")
+            .backoff_max("200ms"),
+    )
     .await;
     let mut client = gw.sse("/sse/doc").await;
     let failing = status(&client.next_event().await);
@@ -243,10 +249,14 @@ async fn follow_redirects_follows_the_same_origin_only() {
         307,
         &[("location", &format!("{}/doc", elsewhere.url()))],
     );
-    let gw = Gateway::start(&with_secrets(
-        &up,
-        "defaults:\n  follow_redirects: true\n  interval: 100ms\n  backoff_max: 200ms\nstreams:\n  - path: /sse/old\n    upstream: api\n    poll: /old\n  - path: /sse/away\n    upstream: api\n    poll: /away\n",
-    ))
+    let gw = Gateway::start(
+        &with_secrets(&up)
+            .stream_default("follow_redirects", true)
+            .stream_default("interval", "100ms")
+            .stream_default("backoff_max", "200ms")
+            .stream("/sse/old", "/old")
+            .stream("/sse/away", "/away"),
+    )
     .await;
     let mut moved = gw.sse("/sse/old").await;
     assert_eq!(moved.snapshot().await, json!({"v": 1}));
@@ -266,9 +276,12 @@ async fn follow_redirects_follows_the_same_origin_only() {
 #[tokio::test]
 async fn a_failure_tells_clients_why_but_never_where_the_upstream_is() {
     let port = free_port();
-    let gw = Gateway::start(&format!(
-        "upstreams:\n  api:\n    url: http://127.0.0.1:{port}/v1\nstreams:\n  - path: /sse/doc\n    upstream: api\n    poll: /doc\n    forward_query: true\n    interval: 100ms\n"
-    ))
+    let gw = Gateway::start(
+        &Cfg::at(&format!("http://127.0.0.1:{port}/v1"))
+            .stream("/sse/doc", "/doc")
+            .forward_query()
+            .interval("100ms"),
+    )
     .await;
     let mut client = gw.sse("/sse/doc?token=s3cr3t").await;
     let ev = client.next_event().await;
