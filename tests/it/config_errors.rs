@@ -1,6 +1,6 @@
 //! A broken gateway.yaml is refused with the file, line and key, and `check` says what is wrong.
 
-use crate::support::check;
+use crate::support::{check, check_with_env, Checked};
 
 const GOOD: &str = "upstreams:
   legacy:
@@ -13,7 +13,13 @@ streams:
 
 /// Runs `check` on `yaml` and asserts it fails naming `line` and `key`.
 fn refused(yaml: &str, line: usize, key: &str, words: &str) {
-    let (code, _out, err, path, _dir) = check(yaml);
+    let Checked {
+        code,
+        stderr: err,
+        path,
+        dir: _dir,
+        ..
+    } = check(yaml);
     assert_eq!(code, 2, "{err}");
     let at = format!("{}:{line}:", path.display());
     assert!(err.contains(&at), "expected {at} in:\n{err}");
@@ -51,21 +57,13 @@ streams:
     max_instances: 1000
 proxy: legacy        # where every other request goes, unchanged (optional)
 "#;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("gateway.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sse-gateway"))
-        .arg("check")
-        .arg(&path)
-        .env("LEGACY_TOKEN", "s3cret")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let Checked {
+        code,
+        stdout,
+        stderr,
+        ..
+    } = check_with_env(yaml, &[("LEGACY_TOKEN", "s3cret")]);
+    assert!(code == 0, "{stderr}");
     assert!(
         stdout.contains("stream /sse/prices -> legacy /api/prices: every 1s"),
         "{stdout}"
@@ -187,7 +185,9 @@ fn a_proxy_naming_a_missing_upstream_is_refused() {
 #[test]
 fn every_semantic_error_is_reported_at_once() {
     let yaml = GOOD.replace("upstream: legacy", "upstream: nope") + "proxy: nowhere\n";
-    let (code, _, err, _, _dir) = check(&yaml);
+    let Checked {
+        code, stderr: err, ..
+    } = check(&yaml);
     assert_eq!(code, 2);
     assert_eq!(err.lines().count(), 2, "{err}");
 }

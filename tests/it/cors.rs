@@ -76,7 +76,12 @@ async fn a_stream_names_the_origin_never_a_star_with_credentials() {
 
 #[test]
 fn a_star_with_credentials_is_refused_at_load() {
-    let (code, _, err, path, _dir) = check(
+    let Checked {
+        code,
+        stderr: err,
+        path,
+        ..
+    } = check(
         "upstreams:\n  api:\n    url: http://127.0.0.1:1\ncors:\n  origins: [\"*\"]\n  credentials: true\nproxy: api\n",
     );
     assert_eq!(code, 2, "{err}");

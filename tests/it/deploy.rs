@@ -4,6 +4,8 @@ use std::path::Path;
 
 use serde_yaml::Value;
 
+use crate::support::{check, check_with_env, Checked};
+
 fn read(path: &str) -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
 }
@@ -25,10 +27,13 @@ fn the_kubernetes_manifests_match_the_gateway() {
     // The ConfigMap's gateway.yaml is one the gateway accepts, given the token; without it, it
     // is refused (the admin port listens beyond loopback).
     let gateway = gateway.replace("api.default.svc.cluster.local", "127.0.0.1");
-    let (code, _, err, _, _dir) =
-        crate::support::check_with_env(&gateway, &[("ADMIN_TOKEN", "from-the-secret")]);
+    let Checked {
+        code, stderr: err, ..
+    } = check_with_env(&gateway, &[("ADMIN_TOKEN", "from-the-secret")]);
     assert_eq!(code, 0, "{err}");
-    let (code, _, err, _, _dir) = crate::support::check(&gateway);
+    let Checked {
+        code, stderr: err, ..
+    } = check(&gateway);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("`ADMIN_TOKEN` is not set"), "{err}");
     assert_eq!(cfg["admin"]["token"], "${ADMIN_TOKEN}");

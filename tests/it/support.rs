@@ -333,10 +333,7 @@ impl SseClient {
             .await
             .unwrap_or_else(|_| panic!("no event within {DEADLINE:?}"));
         let ev = next?.ok()?;
-        if !ev.id.is_empty() {
-            self.last_id = ev.id.clone();
-        }
-        self.apply(&ev);
+        self.take(&ev);
         Some(ev)
     }
 
@@ -351,13 +348,18 @@ impl SseClient {
             Ok(None) => panic!("the stream ended"),
             Ok(Some(r)) => {
                 let ev = r.expect("a well-formed event");
-                if !ev.id.is_empty() {
-                    self.last_id = ev.id.clone();
-                }
-                self.apply(&ev);
+                self.take(&ev);
                 Some(ev)
             }
         }
+    }
+
+    /// What a browser does with an event it receives: remember its id, update the document.
+    fn take(&mut self, ev: &Event) {
+        if !ev.id.is_empty() {
+            self.last_id = ev.id.clone();
+        }
+        self.apply(ev);
     }
 
     fn apply(&mut self, ev: &Event) {
@@ -426,6 +428,23 @@ struct Resource {
     by_auth: Option<HashMap<String, Value>>,
     /// The next this many requests get this status instead.
     fail_times: (u16, usize),
+}
+
+impl Default for Resource {
+    /// An empty JSON document, answered at once with 200.
+    fn default() -> Resource {
+        Resource {
+            body: String::new(),
+            content_type: "application/json",
+            status: 200,
+            headers: Vec::new(),
+            delay: Duration::ZERO,
+            etag: false,
+            version: 0,
+            by_auth: None,
+            fail_times: (200, 0),
+        }
+    }
 }
 
 #[derive(Clone, Default)]
@@ -504,17 +523,7 @@ impl Upstream {
 
     fn edit(&self, path: &str, f: impl FnOnce(&mut Resource)) {
         let mut map = self.state.0.lock().expect("state");
-        let r = map.entry(path.to_string()).or_insert_with(|| Resource {
-            body: String::new(),
-            content_type: "application/json",
-            status: 200,
-            headers: Vec::new(),
-            delay: Duration::ZERO,
-            etag: false,
-            version: 0,
-            by_auth: None,
-            fail_times: (200, 0),
-        });
+        let r = map.entry(path.to_string()).or_default();
         f(r);
         r.version += 1;
     }
@@ -618,16 +627,25 @@ pub fn padded(mut doc: Value) -> Value {
     doc
 }
 
-/// Writes a config to a temp file and runs `sse-gateway check` on it.
-pub fn check(yaml: &str) -> (i32, String, String, PathBuf, tempfile::TempDir) {
+/// What `sse-gateway check` did with a config file.
+pub struct Checked {
+    /// The exit code (-1 if killed by a signal).
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    /// The file checked, as error messages name it.
+    pub path: PathBuf,
+    /// Holds the file until the test is done with it.
+    pub dir: tempfile::TempDir,
+}
+
+/// Writes `yaml` to a temp file and runs `sse-gateway check` on it.
+pub fn check(yaml: &str) -> Checked {
     check_with_env(yaml, &[])
 }
 
 /// `check` with these environment variables set (for `${VAR}`s).
-pub fn check_with_env(
-    yaml: &str,
-    env: &[(&str, &str)],
-) -> (i32, String, String, PathBuf, tempfile::TempDir) {
+pub fn check_with_env(yaml: &str, env: &[(&str, &str)]) -> Checked {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("broken.yaml");
     let mut f = std::fs::File::create(&path).expect("create");
@@ -640,13 +658,13 @@ pub fn check_with_env(
         .envs(env.iter().copied())
         .output()
         .expect("run check");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+    Checked {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         path,
         dir,
-    )
+    }
 }
 
 /// A GET written by hand, so the path reaches the gateway exactly as given.
