@@ -213,9 +213,9 @@ async fn refresh(gw: &Gateway) -> Value {
         .post(gw.admin_url("/streams/refresh?path=/sse/doc"))
         .send()
         .await
-        .unwrap();
+        .expect("refresh request");
     assert_eq!(r.status(), 202);
-    r.json().await.unwrap()
+    r.json().await.expect("a JSON answer")
 }
 
 #[tokio::test]

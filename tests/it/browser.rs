@@ -48,8 +48,8 @@ impl Browser {
             .kill_on_drop(true)
             .spawn()
             .expect("node");
-        let stdin = child.stdin.take().unwrap();
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let stdin = child.stdin.take().expect("the browser's stdin");
+        let lines = BufReader::new(child.stdout.take().expect("the browser's stdout")).lines();
         let mut b = Browser {
             child,
             stdin,
@@ -63,7 +63,7 @@ impl Browser {
         tokio::time::timeout(DEADLINE * 2, self.lines.next_line())
             .await
             .expect("the browser answers")
-            .unwrap()
+            .expect("a line from the browser")
             .expect("the browser is running")
     }
 
@@ -71,7 +71,7 @@ impl Browser {
         self.stdin
             .write_all(format!("{line}\n").as_bytes())
             .await
-            .unwrap();
+            .expect("write to the browser");
         let answer = self.read().await;
         assert!(!answer.starts_with("error"), "{line} -> {answer}");
         answer

@@ -10,7 +10,7 @@ fn run(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_sse-gateway"))
         .args(args)
         .output()
-        .unwrap()
+        .expect("run sse-gateway")
 }
 
 #[test]

@@ -142,7 +142,9 @@ fn impatient_cfg(up: &Upstream) -> Cfg {
 }
 
 async fn connect(port: u16) -> TcpStream {
-    TcpStream::connect(("127.0.0.1", port)).await.unwrap()
+    TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect")
 }
 
 /// Reads one response with a `Content-Length` body; returns its head and body.
@@ -166,7 +168,7 @@ async fn read_response(s: &mut TcpStream) -> (String, String) {
                 }
             }
             let mut buf = [0u8; 4096];
-            let n = s.read(&mut buf).await.unwrap();
+            let n = s.read(&mut buf).await.expect("read");
             assert!(
                 n > 0,
                 "closed mid-response: {:?}",

@@ -23,7 +23,7 @@ async fn preflight(gw: &Gateway, path: &str, origin: &str) -> reqwest::Response 
         .header("access-control-request-headers", "last-event-id")
         .send()
         .await
-        .unwrap()
+        .expect("preflight request")
 }
 
 #[tokio::test]

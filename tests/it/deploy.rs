@@ -7,15 +7,20 @@ use serde_yaml::Value;
 use crate::support::{check, check_with_env, Checked};
 
 fn read(path: &str) -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+        .expect("a file of the repo")
 }
 
 fn yaml(path: &str) -> Value {
-    serde_yaml::from_str(&read(path)).unwrap()
+    serde_yaml::from_str(&read(path)).expect("YAML")
 }
 
 fn port(addr: &str) -> u64 {
-    addr.rsplit(':').next().unwrap().parse().unwrap()
+    addr.rsplit(':')
+        .next()
+        .expect("a port")
+        .parse()
+        .expect("a port number")
 }
 
 #[test]

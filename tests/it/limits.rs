@@ -113,12 +113,12 @@ async fn closed_unanswered(mut s: TcpStream) -> bool {
 
 /// Reads `s` until the subscription's snapshot arrives; the response head, whatever the version.
 async fn subscribe_raw(s: &mut TcpStream, request: &[u8]) -> String {
-    s.write_all(request).await.unwrap();
+    s.write_all(request).await.expect("write");
     let mut seen = Vec::new();
     tokio::time::timeout(DEADLINE, async {
         loop {
             let mut buf = [0u8; 4096];
-            let n = s.read(&mut buf).await.unwrap();
+            let n = s.read(&mut buf).await.expect("read");
             assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
             seen.extend_from_slice(&buf[..n]);
             let text = String::from_utf8_lossy(&seen).into_owned();
@@ -132,7 +132,9 @@ async fn subscribe_raw(s: &mut TcpStream, request: &[u8]) -> String {
 }
 
 async fn connect(gw: &Gateway) -> TcpStream {
-    TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap()
+    TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .expect("connect")
 }
 
 #[tokio::test]
@@ -279,7 +281,7 @@ async fn a_subscription_through_pingoras_session_takes_the_slots_it_costs() {
 /// Files in use by `pid` now.
 fn open_files(pid: u32) -> u64 {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
+        .expect("the gateway's fds")
         .count() as u64
 }
 

@@ -1,5 +1,4 @@
 //! Integration tests: the real gateway binary, a real HTTP upstream, a real SSE parser.
-#![allow(clippy::unwrap_used)]
 
 mod support;
 

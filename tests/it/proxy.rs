@@ -94,7 +94,7 @@ fn header<'a>(r: &'a wiremock::Request, name: &str) -> Vec<&'a str> {
     r.headers
         .get_all(name)
         .iter()
-        .map(|v| v.to_str().unwrap())
+        .map(|v| v.to_str().expect("a header value"))
         .collect()
 }
 

@@ -12,7 +12,11 @@ fn doc_stream(up: &Upstream) -> Cfg {
 }
 
 fn seq(id: &str) -> u64 {
-    id.rsplit('-').next().unwrap().parse().unwrap()
+    id.rsplit('-')
+        .next()
+        .expect("an id")
+        .parse()
+        .expect("a sequence number")
 }
 
 async fn reloaded(gw: &Gateway, times: usize) {

@@ -21,7 +21,7 @@ async fn missed_events(
 ) {
     let mut client = gw.sse("/sse/doc").await;
     client.snapshot().await;
-    let old_doc = client.doc.clone().unwrap();
+    let old_doc = client.doc.clone().expect("a document");
     let last_id = client.last_id.clone();
     drop(client);
 

@@ -14,14 +14,15 @@ use crate::support::*;
 
 /// A self-signed certificate for localhost, written as PEM files; returns the certificate PEM.
 fn certificate(dir: &std::path::Path, name: &str) -> String {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("a certificate");
     let pem = cert.cert.pem();
-    std::fs::write(dir.join(format!("{name}.crt")), &pem).unwrap();
+    std::fs::write(dir.join(format!("{name}.crt")), &pem).expect("write the certificate");
     std::fs::write(
         dir.join(format!("{name}.key")),
         cert.signing_key.serialize_pem(),
     )
-    .unwrap();
+    .expect("write the key");
     pem
 }
 
@@ -42,13 +43,13 @@ async fn tls_gateway(
 
 fn tls_client(pem: &str) -> reqwest::ClientBuilder {
     pingora::tls::install_default_crypto_provider();
-    reqwest::Client::builder()
-        .no_proxy()
-        .add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap())
+    reqwest::Client::builder().no_proxy().add_root_certificate(
+        reqwest::Certificate::from_pem(pem.as_bytes()).expect("the certificate PEM"),
+    )
 }
 
 fn client_trusting(pem: &str) -> reqwest::Client {
-    tls_client(pem).build().unwrap()
+    tls_client(pem).build().expect("a TLS client")
 }
 
 async fn subscribe(client: &reqwest::Client, port: u16) -> reqwest::Result<reqwest::Response> {
@@ -159,17 +160,22 @@ async fn tls_connect(
     pingora::tls::install_default_crypto_provider();
     let mut roots = rustls::RootCertStore::empty();
     roots
-        .add(CertificateDer::from_pem_slice(pem.as_bytes()).unwrap())
-        .unwrap();
+        .add(CertificateDer::from_pem_slice(pem.as_bytes()).expect("the certificate PEM"))
+        .expect("a trusted root");
     let mut config = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![alpn.to_vec()];
-    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+    let tcp = TcpStream::connect(("127.0.0.1", port))
         .await
-        .unwrap()
+        .expect("connect");
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(
+            ServerName::try_from("localhost").expect("a server name"),
+            tcp,
+        )
+        .await
+        .expect("a TLS handshake")
 }
 
 #[tokio::test]
@@ -208,7 +214,7 @@ async fn read_until(conn: &mut (impl AsyncRead + Unpin), marker: &str) -> String
     tokio::time::timeout(DEADLINE, async {
         while !String::from_utf8_lossy(&seen).contains(marker) {
             let mut buf = [0u8; 4096];
-            let n = conn.read(&mut buf).await.unwrap();
+            let n = conn.read(&mut buf).await.expect("read");
             assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&seen));
             seen.extend_from_slice(&buf[..n]);
         }

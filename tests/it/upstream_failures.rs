@@ -16,7 +16,7 @@ fn doc(up: &Upstream) -> Cfg {
 
 fn status(ev: &eventsource_stream::Event) -> Value {
     assert_eq!(ev.event, "upstream-status");
-    serde_json::from_str(&ev.data).unwrap()
+    serde_json::from_str(&ev.data).expect("an upstream-status event")
 }
 
 #[tokio::test]
