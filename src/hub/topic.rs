@@ -676,6 +676,25 @@ mod tests {
         assert_eq!(next(&mut lagged).await, "patch 2");
     }
 
+    #[tokio::test]
+    async fn without_replay_the_ring_still_holds_the_current_document() {
+        let t = topic_with("replay: 0\n    replay_bytes: 1");
+        for seq in 1..=3 {
+            t.publish(frame(seq));
+        }
+        assert_eq!(t.read().ring.len(), 1);
+        assert_eq!(t.current_seq(), 3);
+        let resumed = t
+            .join()
+            .attach(Some(DiffMode::JsonPatch), Some(t.id(1)))
+            .take_start();
+        assert_eq!(text(&resumed), ["snapshot 3"]);
+        let mut sub = t.join().attach(Some(DiffMode::JsonPatch), None);
+        assert_eq!(text(&sub.take_start()), ["snapshot 3"]);
+        t.publish(frame(4));
+        assert_eq!(next(&mut sub).await, "patch 4");
+    }
+
     #[test]
     fn a_client_holds_its_topic_once() {
         let t = topic(4);
