@@ -2,7 +2,7 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::demo::DemoApi;
 use crate::edge::conns::{self, Conns};
 use crate::edge::{ClientSide, Edge, Front};
-use crate::hub::{Hub, LocalHub};
+use crate::hub::{Gauges, Hub, LocalHub};
 use crate::metrics::Metrics;
 use crate::ops::admin::Admin;
 use crate::ops::reload::Reloader;
@@ -72,6 +72,8 @@ pub fn run(config: Config, path: PathBuf, upgrade: bool) -> Result<(), AppError>
     .map_err(AppError::Client)?;
     let metrics = Arc::new(Metrics::new().map_err(AppError::Metrics)?);
     let hub = Arc::new(LocalHub::new(client, metrics.clone()).map_err(AppError::Runtime)?);
+    let gauges = Gauges::new(Arc::downgrade(&hub) as Weak<dyn Hub>).map_err(AppError::Metrics)?;
+    metrics.register(gauges).map_err(AppError::Metrics)?;
 
     if !upgrade {
         check_addresses(&config)?;

@@ -1,14 +1,14 @@
 //! The gateway's Prometheus metrics, in one registry owned by `Shared` (never a global).
 //!
-//! Counters are bumped where things happen; per-stream gauges are read from the hub at scrape
-//! time, so serving clients costs no bookkeeping.
+//! Counters are bumped where things happen. Gauges that describe what runs now are collectors
+//! registered by their owner (the hub's per-stream gauges), read at scrape time, so serving
+//! clients costs no bookkeeping and this module depends on nothing else in the crate.
 
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
-
-use crate::hub::InstanceInfo;
 
 pub struct Metrics {
     registry: Registry,
@@ -28,9 +28,6 @@ pub struct Metrics {
     pub clients_dropped_slow: IntCounter,
     pub overloaded: IntCounter,
     pub reloads: IntCounterVec,
-    clients: IntGaugeVec,
-    instances: IntGaugeVec,
-    pollers: IntGauge,
     /// Client connections open now, against `limits.max_connections`.
     pub connections: IntGauge,
     /// Connections closed on arrival, by the limit that refused them.
@@ -41,25 +38,35 @@ pub struct Metrics {
     pub clients_pingora: IntGauge,
 }
 
+/// Registers `c` and hands it back, so each metric is declared and registered in one place.
+fn reg<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> Result<C, prometheus::Error> {
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
 impl Metrics {
     pub fn new() -> Result<Metrics, prometheus::Error> {
-        let registry = Registry::new_custom(Some("sse_gateway".into()), None)?;
-        let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
-            let c = IntCounter::new(name, help)?;
-            registry.register(Box::new(c.clone()))?;
-            Ok(c)
+        let r = Registry::new_custom(Some("sse_gateway".into()), None)?;
+        let counter = |name: &str, help: &str| reg(&r, IntCounter::new(name, help)?);
+        let by = |name: &str, help: &str, label: &str, values: &[&str]| {
+            let c = reg(&r, IntCounterVec::new(Opts::new(name, help), &[label])?)?;
+            for v in values {
+                c.with_label_values(&[*v]);
+            }
+            Ok::<_, prometheus::Error>(c)
         };
+        let latency = HistogramOpts::new("upstream_latency_seconds", "Time for one upstream poll")
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]);
         let m = Metrics {
-            polls: IntCounterVec::new(
-                Opts::new("polls_total", "Upstream polls by result"),
-                &["result"],
+            polls: by(
+                "polls_total",
+                "Upstream polls by result",
+                "result",
+                &["changed", "unchanged", "not_modified", "error"],
             )?,
-            upstream_latency: Histogram::with_opts(
-                HistogramOpts::new("upstream_latency_seconds", "Time for one upstream poll")
-                    .buckets(vec![
-                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                    ]),
-            )?,
+            upstream_latency: reg(&r, Histogram::with_opts(latency)?)?,
             upstream_bytes: counter("upstream_bytes_total", "Body bytes received from upstreams")?,
             polling_equivalent_bytes: counter(
                 "polling_equivalent_bytes_total",
@@ -81,77 +88,47 @@ impl Metrics {
                 "Clients dropped because their socket stayed blocked past write_timeout",
             )?,
             overloaded: counter("overloaded_total", "Requests turned away by a limit")?,
-            reloads: IntCounterVec::new(
-                Opts::new("config_reloads_total", "Config reloads by result"),
-                &["result"],
+            reloads: by(
+                "config_reloads_total",
+                "Config reloads by result",
+                "result",
+                &["applied", "refused"],
             )?,
-            clients: IntGaugeVec::new(
-                Opts::new("clients", "SSE clients attached, per stream"),
-                &["stream"],
+            connections: reg(&r, IntGauge::new("connections", "Client connections open")?)?,
+            connections_refused: by(
+                "connections_refused_total",
+                "Client connections closed on arrival, by the limit that refused them",
+                "limit",
+                &["max_connections", "max_clients_per_ip"],
             )?,
-            instances: IntGaugeVec::new(
-                Opts::new("stream_instances", "Stream instances, per stream"),
-                &["stream"],
+            client_slots: reg(
+                &r,
+                IntGauge::new(
+                    "client_slots",
+                    "Client-limit slots in use (against limits.max_clients)",
+                )?,
             )?,
-            pollers: IntGauge::new("pollers", "Pollers running")?,
-            connections: IntGauge::new("connections", "Client connections open")?,
-            connections_refused: IntCounterVec::new(
-                Opts::new(
-                    "connections_refused_total",
-                    "Client connections closed on arrival, by the limit that refused them",
-                ),
-                &["limit"],
+            clients_pingora: reg(
+                &r,
+                IntGauge::new(
+                    "clients_pingora_session",
+                    "SSE clients served through pingora's session, each counted as several slots",
+                )?,
             )?,
-            client_slots: IntGauge::new(
-                "client_slots",
-                "Client-limit slots in use (against limits.max_clients)",
-            )?,
-            clients_pingora: IntGauge::new(
-                "clients_pingora_session",
-                "SSE clients served through pingora's session, each counted as several slots",
-            )?,
-            registry,
+            registry: r,
         };
-        for g in [&m.connections, &m.client_slots, &m.clients_pingora] {
-            m.registry.register(Box::new(g.clone()))?;
-        }
-        m.registry
-            .register(Box::new(m.connections_refused.clone()))?;
-        for limit in ["max_connections", "max_clients_per_ip"] {
-            m.connections_refused.with_label_values(&[limit]);
-        }
-        for c in [&m.polls, &m.reloads] {
-            m.registry.register(Box::new(c.clone()))?;
-        }
-        for g in [&m.clients, &m.instances] {
-            m.registry.register(Box::new(g.clone()))?;
-        }
-        m.registry.register(Box::new(m.upstream_latency.clone()))?;
-        m.registry.register(Box::new(m.pollers.clone()))?;
         // Open file descriptors against the limit, CPU and memory of this process.
-        m.registry.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))?;
-        for result in ["changed", "unchanged", "not_modified", "error"] {
-            m.polls.with_label_values(&[result]);
-        }
-        for result in ["applied", "refused"] {
-            m.reloads.with_label_values(&[result]);
-        }
+        m.register(prometheus::process_collector::ProcessCollector::for_self())?;
         Ok(m)
     }
 
-    /// The text exposition, with the per-stream gauges read from `instances` now.
-    pub fn render(&self, instances: &[InstanceInfo]) -> String {
-        self.clients.reset();
-        self.instances.reset();
-        for i in instances {
-            self.clients
-                .with_label_values(&[i.stream.as_str()])
-                .add(i.clients as i64);
-            self.instances.with_label_values(&[i.stream.as_str()]).inc();
-        }
-        self.pollers.set(instances.len() as i64);
+    /// Adds a collector that reads its values when scraped.
+    pub fn register(&self, c: impl Collector + 'static) -> Result<(), prometheus::Error> {
+        self.registry.register(Box::new(c))
+    }
+
+    /// The text exposition, with every collector read now.
+    pub fn render(&self) -> String {
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()

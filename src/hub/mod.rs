@@ -3,6 +3,7 @@
 //! Sessions reach it only through `Arc<dyn Hub>`, so cluster mode can add a Redis-backed hub
 //! beside `local.rs` and leave `edge/` alone.
 
+mod gauges;
 mod local;
 pub(crate) mod poller;
 pub(crate) mod topic;
@@ -18,6 +19,7 @@ use http::{HeaderName, HeaderValue};
 use crate::config::{DiffMode, StreamSpec};
 use crate::routes::Routes;
 
+pub(crate) use gauges::Gauges;
 pub use local::LocalHub;
 pub use topic::Subscription;
 

@@ -5,11 +5,12 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::{broadcast, watch, Notify};
 
 use super::{Delivery, EventId, InstanceInfo, StreamKey};
@@ -27,13 +28,18 @@ pub struct Frame {
 }
 
 impl Frame {
-    fn bytes_for(&self, format: DiffMode) -> &Bytes {
-        let patch = match format {
+    /// The change in `format`, if it was encoded that way; a snapshot is no patch.
+    pub fn patch(&self, format: DiffMode) -> Option<&Bytes> {
+        match format {
             DiffMode::JsonPatch => self.json_patch.as_ref(),
             DiffMode::MergePatch => self.merge_patch.as_ref(),
             DiffMode::Snapshot => None,
-        };
-        patch.unwrap_or(&self.snapshot)
+        }
+    }
+
+    /// What a client following `format` gets: its patch, or the snapshot when there is none.
+    fn bytes_for(&self, format: DiffMode) -> &Bytes {
+        self.patch(format).unwrap_or(&self.snapshot)
     }
 
     fn size(&self) -> usize {
@@ -66,12 +72,29 @@ pub enum Readiness {
     Denied(u16),
 }
 
+/// One value per format, named: no code has to remember an order.
+#[derive(Default)]
+struct PerFormat<T> {
+    json_patch: T,
+    merge_patch: T,
+    snapshot: T,
+}
+
+impl<T> PerFormat<T> {
+    fn get(&self, format: DiffMode) -> &T {
+        match format {
+            DiffMode::JsonPatch => &self.json_patch,
+            DiffMode::MergePatch => &self.merge_patch,
+            DiffMode::Snapshot => &self.snapshot,
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
-    /// Sequence of the current document; 0 before the first one.
-    seq: u64,
-    /// The current document as a snapshot event, ready for new clients.
-    snapshot: Option<Bytes>,
+    /// The recent frames, oldest first. Never empty after the first publish (it keeps at least
+    /// the last frame whatever `replay` and `replay_bytes` say), so its back is the current
+    /// document and its sequence.
     ring: VecDeque<Arc<Frame>>,
     ring_bytes: usize,
     /// The current `upstream-status` event while the upstream fails.
@@ -81,6 +104,18 @@ struct State {
     closed: Option<Bytes>,
 }
 
+impl State {
+    /// Sequence of the current document; 0 before the first one.
+    fn seq(&self) -> u64 {
+        self.ring.back().map_or(0, |f| f.seq)
+    }
+
+    /// The current document as a snapshot event, ready for new clients.
+    fn snapshot(&self) -> Option<Bytes> {
+        self.ring.back().map(|f| f.snapshot.clone())
+    }
+}
+
 pub struct Topic {
     pub key: StreamKey,
     /// How logs and `/streams` name this instance (`Fingerprint::label`): never the key itself.
@@ -88,32 +123,25 @@ pub struct Topic {
     /// Swapped by a reload that retunes the stream; the poller reads it before every poll.
     pub spec: ArcSwap<StreamSpec>,
     pub epoch: u64,
-    /// Read by every client for every event, written once per change.
+    /// Read by every client for every event, written once per change. A blocking lock, not
+    /// tokio's: no section holds it across an `.await`, and each is a few field reads or writes.
     state: RwLock<State>,
     tx: broadcast::Sender<Message>,
     ready: watch::Sender<Readiness>,
     clients: AtomicUsize,
-    /// Clients per format (json-patch, merge-patch, snapshot), so only formats in use are encoded.
-    formats: [AtomicUsize; 3],
+    /// Clients per format they chose, so only formats in use are encoded.
+    formats: PerFormat<AtomicUsize>,
     /// Signalled when the last client leaves, so the poller can start its idle countdown.
     pub emptied: Notify,
     /// Tells the poller to stop: its stream left the config.
     pub stop: Notify,
     /// Tells the poller a refresh is pending (`request_refresh`).
     pub refresh: Notify,
-    refresh_window: Mutex<RefreshWindow>,
+    refresh_window: parking_lot::Mutex<RefreshWindow>,
     pub metrics: Arc<Metrics>,
     /// When the last poll ended, and its result.
     last_poll: Mutex<Option<(std::time::SystemTime, &'static str)>>,
     last_left: Mutex<Instant>,
-}
-
-fn format_index(format: DiffMode) -> usize {
-    match format {
-        DiffMode::JsonPatch => 0,
-        DiffMode::MergePatch => 1,
-        DiffMode::Snapshot => 2,
-    }
 }
 
 impl Topic {
@@ -139,7 +167,7 @@ impl Topic {
             emptied: Notify::new(),
             stop: Notify::new(),
             refresh: Notify::new(),
-            refresh_window: Mutex::new(RefreshWindow {
+            refresh_window: parking_lot::Mutex::new(RefreshWindow {
                 from: tokio::time::Instant::now(),
                 pending: None,
             }),
@@ -150,14 +178,13 @@ impl Topic {
     }
 
     fn state(&self) -> RwLockWriteGuard<'_, State> {
-        // A poisoned lock only means a panic elsewhere; the state itself stays consistent.
-        self.state.write().unwrap_or_else(|e| e.into_inner())
+        self.state.write()
     }
 
     /// Also held while a client subscribes to the channel, so no change slips in between what
     /// it read and what it receives.
     fn read(&self) -> RwLockReadGuard<'_, State> {
-        self.state.read().unwrap_or_else(|e| e.into_inner())
+        self.state.read()
     }
 
     pub fn clients(&self) -> usize {
@@ -183,11 +210,11 @@ impl Topic {
     }
 
     pub fn current_seq(&self) -> u64 {
-        self.read().seq
+        self.read().seq()
     }
 
     pub fn format_in_use(&self, format: DiffMode) -> bool {
-        self.formats[format_index(format)].load(Ordering::Acquire) > 0
+        self.formats.get(format).load(Ordering::Acquire) > 0
     }
 
     pub fn readiness(&self) -> watch::Receiver<Readiness> {
@@ -203,8 +230,6 @@ impl Topic {
         let frame = Arc::new(frame);
         let spec = self.spec.load();
         let mut st = self.state();
-        st.seq = frame.seq;
-        st.snapshot = Some(frame.snapshot.clone());
         st.ring_bytes += frame.size();
         st.ring.push_back(frame.clone());
         while st.ring.len() > spec.replay.max(1)
@@ -238,7 +263,7 @@ impl Topic {
     pub fn info(&self) -> InstanceInfo {
         let (seq, healthy) = {
             let st = self.read();
-            (st.seq, st.failing.is_none())
+            (st.seq(), st.failing.is_none())
         };
         let last = *self.last_poll.lock().unwrap_or_else(|e| e.into_inner());
         InstanceInfo {
@@ -275,10 +300,8 @@ impl Topic {
         });
     }
 
-    fn refresh_window(&self) -> MutexGuard<'_, RefreshWindow> {
-        self.refresh_window
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+    fn refresh_window(&self) -> parking_lot::MutexGuard<'_, RefreshWindow> {
+        self.refresh_window.lock()
     }
 
     /// Schedules a poll for `POST /streams/refresh`; returns whether it happens at once (else
@@ -352,71 +375,57 @@ impl Member {
     /// Builds a subscription that starts from the current state: the missed events if `resume`
     /// is in the ring, the snapshot otherwise, then the upstream status if it is failing.
     pub fn attach(self, chosen: Option<DiffMode>, resume: Option<EventId>) -> Subscription {
-        let topic = self.0.clone();
+        let topic = &self.0;
         if let Some(f) = chosen {
-            topic.formats[format_index(f)].fetch_add(1, Ordering::AcqRel);
+            topic.formats.get(f).fetch_add(1, Ordering::AcqRel);
         }
         let format = chosen.unwrap_or_else(|| topic.spec.load().diff);
         let st = topic.read();
+        let ended = st.closed.clone();
         let mut start = Vec::new();
-        if let Some(last) = st.closed.clone() {
-            let rx = topic.tx.subscribe();
-            let last_seq = st.seq;
-            drop(st);
-            return Subscription {
-                member: self,
-                topic,
-                start,
-                rx,
-                last_seq,
-                have_doc: false,
-                chosen,
-                ended: Some(last),
-            };
+        if ended.is_none() {
+            let seq = st.seq();
+            let replay = resume
+                .filter(|id| id.epoch == topic.epoch && id.seq <= seq && seq > 0)
+                .and_then(|id| {
+                    let first = st.ring.front()?.seq;
+                    (id.seq + 1 >= first).then_some(id.seq)
+                });
+            match replay {
+                Some(from) => start.extend(
+                    st.ring
+                        .iter()
+                        .filter(|f| f.seq > from)
+                        .map(|f| f.bytes_for(format).clone()),
+                ),
+                None => start.extend(st.snapshot()),
+            }
+            start.extend(st.failing.clone());
         }
-        let replay = resume
-            .filter(|id| id.epoch == topic.epoch && id.seq <= st.seq && st.seq > 0)
-            .and_then(|id| {
-                let first = st.ring.front()?.seq;
-                (id.seq + 1 >= first).then_some(id.seq)
-            });
-        match replay {
-            Some(from) => start.extend(
-                st.ring
-                    .iter()
-                    .filter(|f| f.seq > from)
-                    .map(|f| f.bytes_for(format).clone()),
-            ),
-            None => start.extend(st.snapshot.clone()),
-        }
-        let have_doc = replay.is_some() || st.snapshot.is_some();
-        start.extend(st.failing.clone());
         let rx = topic.tx.subscribe();
-        let last_seq = st.seq;
+        let last_seq = st.seq();
         drop(st);
         Subscription {
             member: self,
-            topic,
             start,
             rx,
             last_seq,
-            have_doc,
             chosen,
-            ended: None,
+            ended,
         }
     }
 }
 
 /// A client's place in a topic. Dropping it leaves the topic.
 pub struct Subscription {
+    /// Counts this client in, and is its way to the topic.
     member: Member,
-    topic: Arc<Topic>,
     start: Vec<Bytes>,
     rx: broadcast::Receiver<Message>,
-    /// Frames up to this sequence are already reflected in what the client has.
+    /// Frames up to this sequence are already reflected in what the client has. Above 0, the
+    /// client has a document a patch can apply to: every path that raises it from 0 sends one
+    /// (the snapshot at attach or resync, a replay from an id of this topic, or frame 1).
     last_seq: u64,
-    /// Whether the client has a document a patch could apply to.
-    have_doc: bool,
     chosen: Option<DiffMode>,
     /// The instance's last event, once this subscription has seen it end.
     ended: Option<Bytes>,
@@ -453,22 +462,22 @@ impl Subscription {
                     return Delivery::Send(Bytes::from_static(sse::HEARTBEAT))
                 }
                 Ok(Message::Close) => {
-                    self.ended = Some(self.topic.read().closed.clone().unwrap_or_default());
+                    self.ended = Some(self.member.0.read().closed.clone().unwrap_or_default());
                 }
                 // Fell behind the channel: replace the backlog with one fresh snapshot.
                 Err(broadcast::error::RecvError::Lagged(_)) => {
-                    self.topic.metrics.clients_resynced.inc();
-                    let st = self.topic.read();
+                    let topic = &self.member.0;
+                    topic.metrics.clients_resynced.inc();
+                    let st = topic.read();
                     // The skipped backlog may hold the `Close`: the state still has it.
                     if let Some(last) = st.closed.clone() {
                         self.ended = Some(last);
                         continue;
                     }
-                    self.last_seq = st.seq;
+                    self.last_seq = st.seq();
                     // Skip the rest of the backlog too: it is older than the snapshot.
-                    self.rx = self.topic.tx.subscribe();
-                    if let Some(snapshot) = st.snapshot.clone() {
-                        self.have_doc = true;
+                    self.rx = topic.tx.subscribe();
+                    if let Some(snapshot) = st.snapshot() {
                         return Delivery::Send(snapshot);
                     }
                 }
@@ -480,7 +489,8 @@ impl Subscription {
     /// The bytes for event `seq`, the one after `last_seq`: from the ring, or the current
     /// snapshot when the ring no longer holds it (this client fell behind the replay bounds).
     fn event(&mut self, seq: u64) -> Option<Bytes> {
-        let st = self.topic.read();
+        let topic = &self.member.0;
+        let st = topic.read();
         let frame = st
             .ring
             .front()
@@ -488,20 +498,17 @@ impl Subscription {
             .and_then(|i| st.ring.get(usize::try_from(i).ok()?))
             .filter(|f| f.seq == seq && seq == self.last_seq + 1);
         let Some(frame) = frame else {
-            self.topic.metrics.clients_resynced.inc();
-            self.last_seq = st.seq;
-            let snapshot = st.snapshot.clone()?;
-            self.have_doc = true;
-            return Some(snapshot);
+            topic.metrics.clients_resynced.inc();
+            self.last_seq = st.seq();
+            return st.snapshot();
         };
-        self.last_seq = seq;
-        let format = self.chosen.unwrap_or_else(|| self.topic.spec.load().diff);
-        let bytes = if self.have_doc {
+        let format = self.chosen.unwrap_or_else(|| topic.spec.load().diff);
+        let bytes = if self.last_seq > 0 {
             frame.bytes_for(format)
         } else {
             &frame.snapshot
         };
-        self.have_doc = true;
+        self.last_seq = seq;
         Some(bytes.clone())
     }
 }
@@ -509,7 +516,7 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         if let Some(f) = self.chosen {
-            self.topic.formats[format_index(f)].fetch_sub(1, Ordering::AcqRel);
+            self.member.0.formats.get(f).fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
@@ -637,6 +644,65 @@ mod tests {
         assert_eq!(next(&mut sub).await, "snapshot 41");
         t.publish(frame(42));
         assert_eq!(next(&mut sub).await, "patch 42");
+    }
+
+    #[tokio::test]
+    async fn a_client_without_a_document_gets_the_first_one_whole() {
+        use futures_util::FutureExt;
+        // Patches that nothing could apply, even on the first frame: only a client that holds a
+        // document may be sent one.
+        let patched = |seq: u64| Frame {
+            json_patch: Some(Bytes::from(format!("patch {seq}\n"))),
+            ..frame(seq)
+        };
+        let t = topic(16);
+        // Its channel overflows with heartbeats before there is any document.
+        let mut lagged = t.join().attach(Some(DiffMode::JsonPatch), None);
+        assert!(lagged.take_start().is_empty());
+        for _ in 0..40 {
+            t.heartbeat();
+        }
+        assert!(
+            next(&mut lagged).now_or_never().is_none(),
+            "nothing to resync to"
+        );
+        let mut early = t.join().attach(Some(DiffMode::JsonPatch), None);
+        assert!(early.take_start().is_empty());
+        t.publish(patched(1));
+        assert_eq!(next(&mut early).await, "snapshot 1");
+        assert_eq!(next(&mut lagged).await, "snapshot 1");
+        t.publish(patched(2));
+        assert_eq!(next(&mut early).await, "patch 2");
+        assert_eq!(next(&mut lagged).await, "patch 2");
+    }
+
+    #[tokio::test]
+    async fn without_replay_the_ring_still_holds_the_current_document() {
+        let t = topic_with("replay: 0\n    replay_bytes: 1");
+        for seq in 1..=3 {
+            t.publish(frame(seq));
+        }
+        assert_eq!(t.read().ring.len(), 1);
+        assert_eq!(t.current_seq(), 3);
+        let resumed = t
+            .join()
+            .attach(Some(DiffMode::JsonPatch), Some(t.id(1)))
+            .take_start();
+        assert_eq!(text(&resumed), ["snapshot 3"]);
+        let mut sub = t.join().attach(Some(DiffMode::JsonPatch), None);
+        assert_eq!(text(&sub.take_start()), ["snapshot 3"]);
+        t.publish(frame(4));
+        assert_eq!(next(&mut sub).await, "patch 4");
+    }
+
+    #[test]
+    fn a_client_holds_its_topic_once() {
+        let t = topic(4);
+        let before = Arc::strong_count(&t);
+        let sub = t.join().attach(None, None);
+        assert_eq!(Arc::strong_count(&t), before + 1);
+        drop(sub);
+        assert_eq!(Arc::strong_count(&t), before);
     }
 
     #[tokio::test]

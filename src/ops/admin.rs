@@ -70,7 +70,7 @@ impl ServeHttp for Admin {
         let method = req.method.clone();
         let response = match (method, path.as_str()) {
             (Method::GET, "/metrics") => {
-                let body = self.shared.metrics.render(&self.shared.hub.instances());
+                let body = self.shared.metrics.render();
                 Response::builder()
                     .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
                     .body(body.into_bytes())
