@@ -11,8 +11,8 @@ use http::{HeaderName, HeaderValue};
 use super::file::{CorsFile, File, IdleFile, Size, StreamFile, UpstreamFile};
 use super::index::KeyIndex;
 use super::{
-    Admin, Config, ConfigError, ConfigErrors, Cors, Demo, DiffMode, Forwarding, Idle, Limits,
-    PathTemplate, StreamSpec, Tls, Upstream,
+    single_instance, Admin, Config, ConfigError, ConfigErrors, Cors, Demo, DiffMode, Forwarding,
+    Idle, Limits, PathTemplate, Pattern, StreamSpec, Tls, Upstream,
 };
 
 const DEFAULT_PARAM: &str = "^[A-Za-z0-9._~-]+$";
@@ -648,7 +648,7 @@ fn stream(
             let pattern = own
                 .get(name)
                 .map_or_else(|| DEFAULT_PARAM.to_string(), |p| format!("^(?:{p})$"));
-            match regex::Regex::new(&pattern) {
+            match Pattern::new(&pattern) {
                 Ok(re) => {
                     params.insert(name.to_string(), re);
                 }
@@ -656,10 +656,9 @@ fn stream(
             }
         }
     }
-    // A plain path with nothing forwarded has exactly one instance.
-    let single = path.as_ref().is_some_and(|p| !p.is_template())
-        && !forward_query
-        && forward_headers.is_empty();
+    let single = path
+        .as_ref()
+        .is_some_and(|p| single_instance(p, forward_query, &forward_headers));
     let max_instances = if single {
         1
     } else {
@@ -802,8 +801,13 @@ fn socket_addr_of(value: Option<&str>) -> SocketAddr {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::super::{parse, Config, ConfigErrors, DiffMode, Idle};
+    use super::super::{
+        parse, Config, ConfigErrors, Cors, DiffMode, Idle, PathTemplate, Pattern, StreamSpec,
+        Upstream,
+    };
+    use http::HeaderName;
     use std::net::SocketAddr;
+    use std::sync::Arc;
     use std::time::Duration;
 
     fn env(var: &str) -> Option<String> {
@@ -1179,5 +1183,107 @@ mod tests {
         ))
         .unwrap();
         assert!(!c.streams[0].follow_redirects);
+    }
+
+    /// Changes field number `n` of `spec`; false once there are no more. The pattern names
+    /// every field, so a new one fails to compile here, and stays unused until it is changed.
+    fn change_field(spec: &mut StreamSpec, n: usize) -> bool {
+        let StreamSpec {
+            path,
+            poll,
+            upstream,
+            interval,
+            timeout,
+            heartbeat,
+            retry,
+            backoff_max,
+            diff,
+            replay,
+            replay_bytes,
+            idle,
+            ignore,
+            forward_headers,
+            forward_query,
+            max_instances,
+            max_body,
+            params,
+            cors,
+            follow_redirects,
+            refresh_limit,
+        } = spec;
+        let ms = Duration::from_millis(1);
+        match n {
+            0 => *path = PathTemplate::parse("/b/{id}").unwrap(),
+            1 => *poll = PathTemplate::parse("/p/{id}").unwrap(),
+            2 => {
+                *upstream = Arc::new(Upstream {
+                    name: "other".into(),
+                    ..Upstream::clone(upstream)
+                })
+            }
+            3 => *interval += ms,
+            4 => *timeout += ms,
+            5 => *heartbeat += ms,
+            6 => *retry += ms,
+            7 => *backoff_max += ms,
+            8 => *diff = DiffMode::Snapshot,
+            9 => *replay += 1,
+            10 => *replay_bytes += 1,
+            11 => *idle = Idle::Never,
+            12 => ignore.push("/x".into()),
+            13 => forward_headers.push(HeaderName::from_static("x-user")),
+            14 => *forward_query = !*forward_query,
+            15 => *max_instances += 1,
+            16 => *max_body += 1,
+            17 => {
+                params.insert("id".into(), Pattern::new("^x$").unwrap());
+            }
+            18 => {
+                *cors = Some(Cors {
+                    origins: vec!["*".into()],
+                    credentials: false,
+                })
+            }
+            19 => *follow_redirects = !*follow_redirects,
+            20 => *refresh_limit += ms,
+            _ => return false,
+        }
+        true
+    }
+
+    /// A reload keeps a stream's instances when its spec is `==` to the running one
+    /// (`ops::reload::keep_unchanged`), so a change to any field must make it unequal.
+    #[test]
+    fn changing_any_field_of_a_stream_makes_its_spec_unequal() {
+        let fresh = || {
+            let mut c = load(&format!(
+                "{BASE}streams:\n  - path: /a/{{id}}\n    upstream: api\n"
+            ))
+            .unwrap();
+            Arc::try_unwrap(c.streams.remove(0)).unwrap()
+        };
+        assert_eq!(fresh(), fresh());
+        let mut n = 0;
+        loop {
+            let mut spec = fresh();
+            if !change_field(&mut spec, n) {
+                break;
+            }
+            assert_ne!(spec, fresh(), "field {n} changed");
+            n += 1;
+        }
+        assert_eq!(n, 21, "every field was changed");
+    }
+
+    #[test]
+    fn a_stream_has_one_instance_when_nothing_can_vary_its_key() {
+        let c = load(&format!(
+            "{BASE}streams:\n  - path: /a\n    upstream: api\n    max_instances: 0\n  - path: /q\n    upstream: api\n    forward_query: true\n  - path: /h\n    upstream: api\n    forward_headers: [x-user]\n  - path: /t/{{id}}\n    upstream: api\n"
+        ))
+        .unwrap();
+        let single: Vec<bool> = c.streams.iter().map(|s| s.is_single_instance()).collect();
+        assert_eq!(single, [true, false, false, false]);
+        let max: Vec<usize> = c.streams.iter().map(|s| s.max_instances).collect();
+        assert_eq!(max, [1, 1000, 1000, 1000]);
     }
 }
