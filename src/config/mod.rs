@@ -3,6 +3,7 @@
 //! `file.rs` mirrors gateway.yaml for serde, `validate.rs` turns it into these types and reports
 //! every problem with its line, `index.rs` finds those lines.
 
+mod defaults;
 mod error;
 mod file;
 mod index;

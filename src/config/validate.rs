@@ -8,28 +8,13 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 
+use super::defaults::{self, stream as sd, FORWARDING, LIMITS};
 use super::file::{CorsFile, File, IdleFile, Size, StreamFile, UpstreamFile};
 use super::index::KeyIndex;
 use super::{
-    single_instance, Admin, Config, ConfigError, ConfigErrors, Cors, Demo, DiffMode, Forwarding,
-    Idle, Limits, PathTemplate, Pattern, StreamSpec, Tls, Upstream,
+    single_instance, Admin, Config, ConfigError, ConfigErrors, Cors, Demo, Forwarding, Idle,
+    Limits, PathTemplate, Pattern, StreamSpec, Tls, Upstream,
 };
-
-const DEFAULT_PARAM: &str = "^[A-Za-z0-9._~-]+$";
-/// A client whose socket stays blocked this long is dropped.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// nginx's `client_header_timeout` is 60 s; a head is a few hundred bytes, so 10 s is ample
-/// even on a poor mobile link.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-/// Browsers keep an idle connection 60 s or less (nginx's `keepalive_timeout` is 75 s).
-const KEEPALIVE: Duration = Duration::from_secs(60);
-/// Shorter than nginx's 60 s: three SYN retransmissions fit, and a client learns of a dead
-/// upstream before it gives up itself.
-const PROXY_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// nginx's `proxy_read_timeout` and `proxy_send_timeout`.
-const PROXY_TIMEOUT: Duration = Duration::from_secs(60);
-/// nginx's `client_max_body_size`.
-const PROXY_MAX_BODY: u64 = 1 << 20;
 
 /// Collects errors with their place in the file.
 struct Errors<'a> {
@@ -67,7 +52,12 @@ pub fn validate(
         list: Vec::new(),
     };
 
-    let listen = socket_addr(&mut errs, "listen", file.listen.as_deref(), "0.0.0.0:8080");
+    let listen = socket_addr(
+        &mut errs,
+        "listen",
+        file.listen.as_deref(),
+        defaults::LISTEN,
+    );
     let threads = match file.threads {
         Some(0) => {
             errs.add("threads", "must be at least 1");
@@ -138,9 +128,9 @@ pub fn validate(
             &mut errs,
             "demo.listen",
             d.listen.as_deref(),
-            "127.0.0.1:3000",
+            defaults::DEMO_LISTEN,
         ),
-        page: d.page.unwrap_or(true),
+        page: d.page.unwrap_or(defaults::DEMO_PAGE),
     });
 
     let l = file.limits.unwrap_or_default();
@@ -151,48 +141,48 @@ pub fn validate(
         errs.add("limits.max_connections", "must be at least 1");
     }
     let limits = Limits {
-        max_clients: l.max_clients.unwrap_or(50_000),
+        max_clients: l.max_clients.unwrap_or(LIMITS.max_clients),
         write_timeout: positive(
             &mut errs,
             "limits.write_timeout",
             l.write_timeout,
-            WRITE_TIMEOUT,
+            LIMITS.write_timeout,
         ),
         max_connections: l.max_connections,
-        max_clients_per_ip: l.max_clients_per_ip.unwrap_or(0),
+        max_clients_per_ip: l.max_clients_per_ip.unwrap_or(LIMITS.max_clients_per_ip),
         head_timeout: positive(
             &mut errs,
             "limits.head_timeout",
             l.head_timeout,
-            HEAD_TIMEOUT,
+            LIMITS.head_timeout,
         ),
-        keepalive: positive(&mut errs, "limits.keepalive", l.keepalive, KEEPALIVE),
+        keepalive: positive(&mut errs, "limits.keepalive", l.keepalive, LIMITS.keepalive),
         proxy_connect_timeout: positive(
             &mut errs,
             "limits.proxy_connect_timeout",
             l.proxy_connect_timeout,
-            PROXY_CONNECT_TIMEOUT,
+            LIMITS.proxy_connect_timeout,
         ),
         proxy_timeout: positive(
             &mut errs,
             "limits.proxy_timeout",
             l.proxy_timeout,
-            PROXY_TIMEOUT,
+            LIMITS.proxy_timeout,
         ),
         proxy_max_body: l
             .proxy_max_body
             .as_ref()
             .and_then(|s| size(&mut errs, "limits.proxy_max_body", s))
-            .map_or(PROXY_MAX_BODY, |n| n as u64),
+            .map_or(LIMITS.proxy_max_body, |n| n as u64),
     };
     let forwarding = Forwarding {
-        trust: file.proxy_trust_forwarded.unwrap_or(false),
-        preserve_host: file.preserve_host.unwrap_or(false),
+        trust: file.proxy_trust_forwarded.unwrap_or(FORWARDING.trust),
+        preserve_host: file.preserve_host.unwrap_or(FORWARDING.preserve_host),
         resolve_interval: positive(
             &mut errs,
             "proxy_resolve_interval",
             file.proxy_resolve_interval,
-            Duration::from_secs(30),
+            FORWARDING.resolve_interval,
         ),
     };
 
@@ -202,7 +192,7 @@ pub fn validate(
             &mut errs,
             "admin.listen",
             a.and_then(|a| a.listen.as_deref()),
-            "127.0.0.1:9090",
+            defaults::ADMIN_LISTEN,
         );
         let token = a.and_then(|a| a.token.as_deref()).and_then(|t| {
             let t = expand(&mut errs, "admin.token", t, env)?;
@@ -242,7 +232,7 @@ pub fn validate(
         .shutdown
         .as_ref()
         .and_then(|s| s.grace)
-        .unwrap_or(Duration::from_secs(5));
+        .unwrap_or(defaults::SHUTDOWN_GRACE);
     let shutdown_grace = capped(&mut errs, "shutdown.grace", shutdown_grace);
     let upgrade_sock = file
         .shutdown
@@ -427,7 +417,7 @@ fn size(errs: &mut Errors, key: &str, s: &Size) -> Option<usize> {
     }
 }
 
-fn parse_size(t: &str) -> Option<u64> {
+pub(super) fn parse_size(t: &str) -> Option<u64> {
     let t = t.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
@@ -514,26 +504,40 @@ fn stream(
                field: &str,
                own: Option<Duration>,
                def: Option<Duration>,
-               fallback: u64,
+               fallback: Duration,
                nonzero: bool| {
-        let v = own.or(def).unwrap_or(Duration::from_millis(fallback));
+        let v = own.or(def).unwrap_or(fallback);
         if nonzero && v.is_zero() {
             errs.add(at(field, own.is_some()), "must be more than zero");
         }
         capped(errs, &at(field, own.is_some()), v)
     };
-    let interval = dur(errs, "interval", st.interval, d.interval, 2_000, true);
-    let timeout = dur(errs, "timeout", st.timeout, d.timeout, 5_000, true);
-    let heartbeat = dur(errs, "heartbeat", st.heartbeat, d.heartbeat, 15_000, true);
-    let retry = dur(errs, "retry", st.retry, d.retry, 3_000, false);
+    let interval = dur(
+        errs,
+        "interval",
+        st.interval,
+        d.interval,
+        sd::INTERVAL,
+        true,
+    );
+    let timeout = dur(errs, "timeout", st.timeout, d.timeout, sd::TIMEOUT, true);
+    let heartbeat = dur(
+        errs,
+        "heartbeat",
+        st.heartbeat,
+        d.heartbeat,
+        sd::HEARTBEAT,
+        true,
+    );
+    let retry = dur(errs, "retry", st.retry, d.retry, sd::RETRY, false);
     let refresh_limit = match st.refresh_limit.or(d.refresh_limit) {
-        None => interval / 4,
+        None => sd::refresh_limit(interval),
         Some(_) => dur(
             errs,
             "refresh_limit",
             st.refresh_limit,
             d.refresh_limit,
-            0,
+            Duration::ZERO,
             true,
         ),
     };
@@ -542,11 +546,11 @@ fn stream(
         "backoff_max",
         st.backoff_max,
         d.backoff_max,
-        60_000,
+        sd::BACKOFF_MAX,
         false,
     );
 
-    let replay = st.replay.or(d.replay).unwrap_or(256);
+    let replay = st.replay.or(d.replay).unwrap_or(sd::REPLAY);
     if replay > 100_000 {
         errs.add(k("replay"), "at most 100000");
     }
@@ -567,12 +571,12 @@ fn stream(
         "replay_bytes",
         &st.replay_bytes,
         &d.replay_bytes,
-        4 << 20,
+        sd::REPLAY_BYTES,
     );
-    let max_body = size_of(errs, "max_body", &st.max_body, &d.max_body, 8 << 20);
+    let max_body = size_of(errs, "max_body", &st.max_body, &d.max_body, sd::MAX_BODY);
 
     let idle = match st.idle.as_ref().or(d.idle.as_ref()) {
-        None => Idle::After(Duration::from_secs(30)),
+        None => sd::IDLE,
         Some(IdleFile::Never) => Idle::Never,
         Some(IdleFile::After(x)) => Idle::After(capped(errs, &at("idle", st.idle.is_some()), *x)),
     };
@@ -629,9 +633,15 @@ fn stream(
         }
         forward_headers.push(name);
     }
-    let forward_query = st.forward_query.or(d.forward_query).unwrap_or(false);
-    let diff = st.diff.or(d.diff).unwrap_or(DiffMode::JsonPatch);
-    let follow_redirects = st.follow_redirects.or(d.follow_redirects).unwrap_or(false);
+    let forward_query = st
+        .forward_query
+        .or(d.forward_query)
+        .unwrap_or(sd::FORWARD_QUERY);
+    let diff = st.diff.or(d.diff).unwrap_or(sd::DIFF);
+    let follow_redirects = st
+        .follow_redirects
+        .or(d.follow_redirects)
+        .unwrap_or(sd::FOLLOW_REDIRECTS);
 
     let mut params = BTreeMap::new();
     if let Some(path) = &path {
@@ -647,7 +657,7 @@ fn stream(
         for name in path.params() {
             let pattern = own
                 .get(name)
-                .map_or_else(|| DEFAULT_PARAM.to_string(), |p| format!("^(?:{p})$"));
+                .map_or_else(|| sd::PARAM.to_string(), |p| format!("^(?:{p})$"));
             match Pattern::new(&pattern) {
                 Ok(re) => {
                     params.insert(name.to_string(), re);
@@ -662,7 +672,9 @@ fn stream(
     let max_instances = if single {
         1
     } else {
-        st.max_instances.or(d.max_instances).unwrap_or(1000)
+        st.max_instances
+            .or(d.max_instances)
+            .unwrap_or(sd::MAX_INSTANCES)
     };
     if max_instances == 0 {
         errs.add(k("max_instances"), "must be at least 1");
@@ -793,7 +805,7 @@ fn not_forwardable(name: &HeaderName) -> Option<&'static str> {
 /// The client listener's address as configured, for comparisons (parse errors are reported elsewhere).
 fn socket_addr_of(value: Option<&str>) -> SocketAddr {
     value
-        .unwrap_or("0.0.0.0:8080")
+        .unwrap_or(defaults::LISTEN)
         .parse()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
 }
