@@ -544,3 +544,20 @@ fn an_ignore_pointer_with_a_bad_escape_is_refused_at_its_line() {
         "g.yaml:10:7: streams[0].ignore[1]: `/a~2` is not a JSON pointer (RFC 6901): a `~` must be followed by `0` or `1`"
     );
 }
+
+#[test]
+fn a_diff_mode_parses_from_the_name_it_shows() {
+    for mode in [
+        DiffMode::JsonPatch,
+        DiffMode::MergePatch,
+        DiffMode::Snapshot,
+    ] {
+        // A new mode fails to compile here until it is listed above.
+        match mode {
+            DiffMode::JsonPatch | DiffMode::MergePatch | DiffMode::Snapshot => {}
+        }
+        assert_eq!(DiffMode::parse(mode.as_str()), Some(mode));
+    }
+    assert_eq!(DiffMode::parse("json_patch"), None);
+    assert_eq!(DiffMode::parse(""), None);
+}
