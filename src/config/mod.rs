@@ -1,7 +1,8 @@
 //! The gateway's configuration: validated and immutable once loaded.
 //!
-//! `file.rs` mirrors gateway.yaml for serde, `validate.rs` turns it into these types and reports
-//! every problem with its line, `index.rs` finds those lines.
+//! `file.rs` mirrors gateway.yaml for serde, `validate/` turns it into these types and reports
+//! every problem with its line (`index.rs` finds those lines), filling unset keys from
+//! `defaults.rs`.
 
 mod defaults;
 mod error;
