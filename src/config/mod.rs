@@ -1,8 +1,10 @@
 //! The gateway's configuration: validated and immutable once loaded.
 //!
-//! `file.rs` mirrors gateway.yaml for serde, `validate.rs` turns it into these types and reports
-//! every problem with its line, `index.rs` finds those lines.
+//! `file.rs` mirrors gateway.yaml for serde, `validate/` turns it into these types and reports
+//! every problem with its line (`index.rs` finds those lines), filling unset keys from
+//! `defaults.rs`.
 
+mod defaults;
 mod error;
 mod file;
 mod index;
@@ -150,7 +152,9 @@ impl fmt::Debug for Upstream {
     }
 }
 
-#[derive(Debug)]
+/// Compared whole by a reload (`ops::reload::keep_unchanged`): an equal spec keeps its running
+/// instances, so every field takes part in the derived `==`.
+#[derive(Debug, PartialEq, Eq)]
 pub struct StreamSpec {
     pub path: PathTemplate,
     pub poll: PathTemplate,
@@ -170,7 +174,7 @@ pub struct StreamSpec {
     pub max_instances: usize,
     pub max_body: usize,
     /// A full-match pattern for every parameter of `path`.
-    pub params: BTreeMap<String, regex::Regex>,
+    pub params: BTreeMap<String, Pattern>,
     /// The stream's own `cors`, or the global one.
     pub cors: Option<Cors>,
     /// Follow a redirect to the same scheme, host and port; never to another origin, which would
@@ -190,41 +194,57 @@ pub struct Cors {
     pub credentials: bool,
 }
 
-impl PartialEq for StreamSpec {
-    fn eq(&self, o: &Self) -> bool {
-        self.path == o.path
-            && self.poll == o.poll
-            && self.upstream == o.upstream
-            && self.interval == o.interval
-            && self.timeout == o.timeout
-            && self.heartbeat == o.heartbeat
-            && self.retry == o.retry
-            && self.backoff_max == o.backoff_max
-            && self.diff == o.diff
-            && self.replay == o.replay
-            && self.replay_bytes == o.replay_bytes
-            && self.idle == o.idle
-            && self.ignore == o.ignore
-            && self.forward_headers == o.forward_headers
-            && self.forward_query == o.forward_query
-            && self.max_instances == o.max_instances
-            && self.max_body == o.max_body
-            && self.cors == o.cors
-            && self.follow_redirects == o.follow_redirects
-            && self.refresh_limit == o.refresh_limit
-            && self.same_params(o)
+impl StreamSpec {
+    /// The same parameter names with the same patterns.
+    pub fn same_params(&self, o: &StreamSpec) -> bool {
+        self.params == o.params
+    }
+
+    /// A stream whose instance key can never vary (no path parameters, no forwarded query, no
+    /// forwarded headers) has exactly one instance, whatever `max_instances` says.
+    pub fn is_single_instance(&self) -> bool {
+        single_instance(&self.path, self.forward_query, &self.forward_headers)
     }
 }
 
-impl StreamSpec {
-    /// The same parameter names with the same patterns (`Regex` has no equality of its own).
-    pub fn same_params(&self, o: &StreamSpec) -> bool {
-        self.params.len() == o.params.len()
-            && self
-                .params
-                .iter()
-                .zip(&o.params)
-                .all(|((a, ra), (b, rb))| a == b && ra.as_str() == rb.as_str())
+/// `StreamSpec::is_single_instance` for validation, which decides it before the spec exists.
+fn single_instance(
+    path: &PathTemplate,
+    forward_query: bool,
+    forward_headers: &[HeaderName],
+) -> bool {
+    !path.is_template() && !forward_query && forward_headers.is_empty()
+}
+
+/// A full-match regex for a path parameter, equal to another when their sources are: `Regex`
+/// has no equality of its own, and a reload compares specs to keep the unchanged ones.
+#[derive(Clone)]
+pub struct Pattern(regex::Regex);
+
+impl Pattern {
+    pub fn new(source: &str) -> Result<Pattern, regex::Error> {
+        regex::Regex::new(source).map(Pattern)
+    }
+}
+
+impl std::ops::Deref for Pattern {
+    type Target = regex::Regex;
+    fn deref(&self) -> &regex::Regex {
+        &self.0
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, o: &Pattern) -> bool {
+        self.0.as_str() == o.0.as_str()
+    }
+}
+
+impl Eq for Pattern {}
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.0.as_str(), f)
     }
 }
 
@@ -238,6 +258,8 @@ pub enum DiffMode {
 }
 
 impl DiffMode {
+    /// The name gateway.yaml and `?format=` use; serde derives the parsing side, and a test
+    /// holds the two together.
     pub fn as_str(self) -> &'static str {
         match self {
             DiffMode::JsonPatch => "json-patch",
@@ -246,14 +268,10 @@ impl DiffMode {
         }
     }
 
+    /// A `?format=` value, by the names gateway.yaml takes.
     pub fn parse(s: &str) -> Option<DiffMode> {
-        [
-            DiffMode::JsonPatch,
-            DiffMode::MergePatch,
-            DiffMode::Snapshot,
-        ]
-        .into_iter()
-        .find(|m| m.as_str() == s)
+        use serde::de::value::{Error, StrDeserializer};
+        DiffMode::deserialize(StrDeserializer::<Error>::new(s)).ok()
     }
 }
 

@@ -1,0 +1,276 @@
+//! File structs → `Config`: every semantic check, every error reported. No I/O: the
+//! environment and name resolution come in as functions.
+
+mod cors;
+mod env;
+mod limits;
+mod size;
+mod stream;
+#[cfg(test)]
+mod tests;
+mod upstream;
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::defaults;
+use super::file::{AdminFile, DemoFile, File, StreamFile};
+use super::index::KeyIndex;
+use super::{Admin, Config, ConfigError, ConfigErrors, Cors, Demo, StreamSpec, Tls, Upstream};
+use cors::cors;
+#[cfg(test)]
+pub(super) use size::parse_size;
+use stream::{stream, Upstreams};
+
+/// Collects errors with their place in the file.
+struct Errors {
+    source: Arc<str>,
+    index: KeyIndex,
+    list: Vec<ConfigError>,
+}
+
+impl Errors {
+    fn add(&mut self, key: impl Into<String>, msg: impl Into<String>) {
+        let key = key.into();
+        let (line, col) = self.index.locate(&key);
+        self.list.push(ConfigError {
+            file: self.source.clone(),
+            line,
+            col,
+            key,
+            msg: msg.into(),
+        });
+    }
+}
+
+pub fn validate(
+    source: Arc<str>,
+    text: &str,
+    file: File,
+    env: &dyn Fn(&str) -> Option<String>,
+    resolve: &dyn Fn(&str, u16) -> Option<SocketAddr>,
+) -> Result<Config, ConfigErrors> {
+    let mut errs = Errors {
+        source: source.clone(),
+        index: KeyIndex::build(text),
+        list: Vec::new(),
+    };
+    let errs = &mut errs;
+    let listen_set = file.listen.as_deref().unwrap_or(defaults::LISTEN);
+    let listen = socket_addr(errs, "listen", listen_set);
+    let threads = threads(errs, file.threads);
+    let mut upstreams = BTreeMap::new();
+    for (name, up) in &file.upstreams {
+        if let Some(u) = upstream::upstream(errs, name, up, env, resolve) {
+            upstreams.insert(name.clone(), Arc::new(u));
+        }
+    }
+    let ups = Upstreams {
+        declared: &file.upstreams,
+        valid: &upstreams,
+    };
+    let streams = streams(errs, &file, &ups);
+    let proxy = file.proxy.as_ref().and_then(|name| proxy(errs, name, &ups));
+    let demo = file.demo.as_ref().map(|d| demo(errs, d));
+    let limits = limits::limits(errs, file.limits.as_ref());
+    let forwarding = limits::forwarding(errs, &file);
+    let admin = admin(errs, file.admin.as_ref(), listen_set, env);
+    // Relative paths are relative to the config file, like every path in it.
+    let base = Path::new(&*source)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let tls = file.tls.as_ref().map(|t| Tls {
+        cert: base.join(&t.cert),
+        key: base.join(&t.key),
+    });
+    let shutdown = file.shutdown.as_ref();
+    let grace = shutdown.and_then(|s| s.grace);
+    let shutdown_grace = capped(
+        errs,
+        "shutdown.grace",
+        grace.unwrap_or(defaults::SHUTDOWN_GRACE),
+    );
+    let upgrade_sock: Option<PathBuf> = shutdown
+        .and_then(|s| s.upgrade_sock.as_ref())
+        .map(|p| base.join(p));
+    // An empty or cut-short file is valid YAML: refusing it keeps a half-written reload from
+    // closing every stream and the proxy (security review F7).
+    if file.streams.is_empty() && file.proxy.is_none() {
+        errs.add(
+            "streams",
+            "nothing to serve: no `streams` and no `proxy` (is the file empty or cut short?)",
+        );
+    }
+    if !errs.list.is_empty() {
+        return Err(ConfigErrors(std::mem::take(&mut errs.list)));
+    }
+    Ok(Config {
+        source,
+        listen,
+        threads,
+        upstreams,
+        streams,
+        proxy,
+        demo,
+        limits,
+        shutdown_grace,
+        upgrade_sock,
+        admin,
+        tls,
+        forwarding,
+    })
+}
+
+fn proxy(errs: &mut Errors, name: &str, ups: &Upstreams) -> Option<Arc<Upstream>> {
+    let found = ups.valid.get(name).cloned();
+    // A declared upstream that failed validation has its own error already.
+    if found.is_none() && !ups.declared.contains_key(name) {
+        errs.add("proxy", format!("no upstream named `{name}`"));
+    }
+    found
+}
+
+fn threads(errs: &mut Errors, set: Option<usize>) -> usize {
+    match set {
+        Some(0) => {
+            errs.add("threads", "must be at least 1");
+            1
+        }
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    }
+}
+
+fn demo(errs: &mut Errors, d: &DemoFile) -> Demo {
+    Demo {
+        listen: socket_addr(
+            errs,
+            "demo.listen",
+            d.listen.as_deref().unwrap_or(defaults::DEMO_LISTEN),
+        ),
+        page: d.page.unwrap_or(defaults::DEMO_PAGE),
+    }
+}
+
+/// Every stream, merged with `defaults` (which may not set what belongs to one stream).
+fn streams(errs: &mut Errors, file: &File, ups: &Upstreams) -> Vec<Arc<StreamSpec>> {
+    let no_defaults = StreamFile::default();
+    let defaults = file.defaults.as_ref().unwrap_or(&no_defaults);
+    for (key, set) in [
+        ("path", defaults.path.is_some()),
+        ("poll", defaults.poll.is_some()),
+        ("params", defaults.params.is_some()),
+    ] {
+        if set {
+            errs.add(
+                format!("defaults.{key}"),
+                "belongs to each stream, not to defaults",
+            );
+        }
+    }
+    let global_cors: Option<Cors> = file.cors.as_ref().and_then(|c| cors(errs, "cors", c));
+    if defaults.cors.is_some() {
+        errs.add(
+            "defaults.cors",
+            "set `cors` at the top level, or per stream",
+        );
+    }
+    let mut streams = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, st) in file.streams.iter().enumerate() {
+        let key = format!("streams[{i}]");
+        let Some(mut spec) = stream(errs, &key, st, defaults, ups) else {
+            continue;
+        };
+        spec.cors = match &st.cors {
+            Some(c) => cors(errs, &format!("{key}.cors"), c),
+            None => global_cors.clone(),
+        };
+        if !seen.insert(spec.path.as_str().to_string()) {
+            errs.add(
+                format!("{key}.path"),
+                format!("two streams have the path `{}`", spec.path.as_str()),
+            );
+        }
+        streams.push(Arc::new(spec));
+    }
+    streams
+}
+
+/// `admin`: `listen_set` is the client listener's address as written, which it must not be.
+fn admin(
+    errs: &mut Errors,
+    a: Option<&AdminFile>,
+    listen_set: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Admin {
+    let listen = socket_addr(
+        errs,
+        "admin.listen",
+        a.and_then(|a| a.listen.as_deref())
+            .unwrap_or(defaults::ADMIN_LISTEN),
+    );
+    let token = a.and_then(|a| a.token.as_deref()).and_then(|t| {
+        let t = env::expand(errs, "admin.token", t, env)?;
+        if t.is_empty() {
+            errs.add(
+                "admin.token",
+                "is empty: omit `token` to serve admin without one",
+            );
+        }
+        Some(t)
+    });
+    if listen_set.parse().ok() == Some(listen) {
+        errs.add("admin.listen", "must differ from `listen`");
+    }
+    // Anyone who reaches it can read every instance and trigger polls (security review F8).
+    if !listen.ip().is_loopback() && a.and_then(|a| a.token.as_ref()).is_none() {
+        errs.add(
+            "admin.listen",
+            format!(
+                "`{listen}` is not a loopback address: set `admin.token` (e.g. \"${{ADMIN_TOKEN}}\") \
+                 so that only operators reach /metrics, /streams and refresh"
+            ),
+        );
+    }
+    Admin { listen, token }
+}
+
+/// The address written at `key`; an error (and a placeholder) if it is not one.
+fn socket_addr(errs: &mut Errors, key: &str, value: &str) -> SocketAddr {
+    value.parse().unwrap_or_else(|_| {
+        errs.add(
+            key,
+            format!("`{value}` is not an address like 0.0.0.0:8080"),
+        );
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    })
+}
+
+/// The longest duration any key accepts: `1y` as humantime reads it (365.25 days). Far beyond
+/// any useful interval or timeout, and small enough that `Instant + d` and the jitter multiples
+/// (`retry * 5`) can never overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(31_557_600);
+
+/// `d`, or an error at `key` when it is past `MAX_DURATION` (then the maximum, so later checks
+/// run on a value that can't overflow).
+/// A duration that must be more than zero and at most a year: `own` if set, else `default`.
+fn positive(errs: &mut Errors, key: &str, own: Option<Duration>, default: Duration) -> Duration {
+    let d = own.unwrap_or(default);
+    if d.is_zero() {
+        errs.add(key, "must be more than zero");
+    }
+    capped(errs, key, d)
+}
+
+fn capped(errs: &mut Errors, key: &str, d: Duration) -> Duration {
+    if d > MAX_DURATION {
+        errs.add(key, "at most a year (1y)");
+        return MAX_DURATION;
+    }
+    d
+}
