@@ -17,7 +17,6 @@ use crate::codec::sse;
 use crate::config::{Idle, StreamSpec};
 use crate::hub::poller::Poller;
 use crate::metrics::Metrics;
-use crate::routes::{self, Routes};
 use crate::upstream;
 
 /// How long past the stream's `timeout` a new client waits for the first poll.
@@ -110,7 +109,8 @@ impl Topics {
     }
 }
 
-/// Whether instances of `a` and `b` are keyed and polled the same way (see `routes::instance`).
+/// Whether instances of `a` and `b` are keyed and polled the same way: by the same `poll`
+/// template, with the same parameters, query and forwarded headers.
 fn keyed_alike(a: &StreamSpec, b: &StreamSpec) -> bool {
     a.poll == b.poll
         && a.forward_headers == b.forward_headers
@@ -312,8 +312,7 @@ impl Hub for LocalHub {
         done
     }
 
-    fn reconcile(&self, routes: &Routes) {
-        let streams = &routes.config.streams;
+    fn reconcile(&self, streams: &[Arc<StreamSpec>]) {
         let mut topics = self.inner.topics();
         let specs = streams
             .iter()
@@ -365,9 +364,7 @@ impl Hub for LocalHub {
             if !always {
                 continue;
             }
-            let Ok(key) = routes::instance(spec, &[], None, &http::HeaderMap::new()) else {
-                continue;
-            };
+            let key = StreamKey::plain(spec);
             let jitter = rand::rng().random_range(Duration::ZERO..=spec.interval);
             // The member is dropped at once: `idle: never` keeps the poller without clients.
             let _ = self.inner.join(spec, key, jitter);
@@ -382,11 +379,11 @@ mod tests {
     use crate::config;
     use crate::hub::Delivery;
 
-    fn routes(streams: &str) -> Routes {
+    fn parse(streams: &str) -> config::Config {
         let yaml = format!(
             "upstreams:\n  api:\n    url: http://127.0.0.1:1\nproxy: api\nstreams:\n{streams}"
         );
-        Routes::new(config::parse("t.yaml", &yaml, &|_| None, &|_, _| None).unwrap())
+        config::parse("t.yaml", &yaml, &|_| None, &|_, _| None).unwrap()
     }
 
     const ORDERS: &str = "  - path: /o/{id}\n    upstream: api\n    poll: /orders/{id}\n";
@@ -397,16 +394,21 @@ mod tests {
         LocalHub::new(clients, Arc::new(Metrics::new().unwrap())).unwrap()
     }
 
-    fn key(routes: &Routes, id: &str) -> StreamKey {
-        let spec = &routes.config.streams[0];
-        routes::instance(spec, &[("id", id)], None, &http::HeaderMap::new()).unwrap()
+    /// The key a request for `id` routes to: the poll template with `id` in it.
+    fn key(cfg: &config::Config, id: &str) -> StreamKey {
+        let spec = &cfg.streams[0];
+        StreamKey {
+            stream: Arc::from(spec.path.as_str()),
+            target: spec.poll.render(&[("id", id.to_string())]),
+            forwarded: Vec::new(),
+        }
     }
 
-    async fn last_event(hub: &LocalHub, routes: &Routes, id: &str) -> String {
+    async fn last_event(hub: &LocalHub, cfg: &config::Config, id: &str) -> String {
         let mut sub = hub
             .subscribe(SubscribeRequest {
-                spec: routes.config.streams[0].clone(),
-                key: key(routes, id),
+                spec: cfg.streams[0].clone(),
+                key: key(cfg, id),
                 format: None,
                 resume: None,
             })
@@ -422,47 +424,44 @@ mod tests {
     #[tokio::test]
     async fn a_client_routed_before_a_reload_joins_as_the_reload_left_its_stream() {
         let hub = hub();
-        let v1 = routes(ORDERS);
-        hub.reconcile(&v1);
+        let v1 = parse(ORDERS);
+        hub.reconcile(&v1.streams);
         // Removed: the end that the removed stream's clients got.
-        hub.reconcile(&routes(""));
+        hub.reconcile(&parse("").streams);
         let end = last_event(&hub, &v1, "1").await;
         assert!(
             end.starts_with("retry: 30000\n") && end.contains("removed"),
             "{end}"
         );
         // Polled elsewhere now: come back soon and be keyed afresh.
-        let v3 = routes("  - path: /o/{id}\n    upstream: api\n    poll: /v2/orders/{id}\n");
-        hub.reconcile(&v3);
-        let v4 = routes(&format!("{ORDERS}    interval: 2s\n"));
-        hub.reconcile(&v4);
+        let v3 = parse("  - path: /o/{id}\n    upstream: api\n    poll: /v2/orders/{id}\n");
+        hub.reconcile(&v3.streams);
+        let v4 = parse(&format!("{ORDERS}    interval: 2s\n"));
+        hub.reconcile(&v4.streams);
         let end = last_event(&hub, &v3, "1").await;
         assert!(end.contains("\"reconnect\":true"), "{end}");
         assert!(hub.instances().is_empty(), "no instance ran the old spec");
         // Retuned only: it joins an instance running the current spec.
-        let v5 = routes(&format!("{ORDERS}    interval: 3s\n"));
-        hub.reconcile(&v5);
-        let member = hub.inner.join(
-            &v4.config.streams[0],
-            key(&v4, "1"),
-            Duration::from_secs(3600),
-        );
+        let v5 = parse(&format!("{ORDERS}    interval: 3s\n"));
+        hub.reconcile(&v5.streams);
+        let member = hub
+            .inner
+            .join(&v4.streams[0], key(&v4, "1"), Duration::from_secs(3600));
         let topic = member.unwrap().topic().clone();
-        assert!(Arc::ptr_eq(&topic.spec.load(), &v5.config.streams[0]));
+        assert!(Arc::ptr_eq(&topic.spec.load(), &v5.streams[0]));
     }
 
     #[tokio::test]
     async fn a_reload_that_polls_elsewhere_closes_the_running_instances() {
         let hub = hub();
-        let v1 = routes(ORDERS);
-        hub.reconcile(&v1);
+        let v1 = parse(ORDERS);
+        hub.reconcile(&v1.streams);
         // Its first poll is not due before the reload.
         let later = Duration::from_secs(3600);
-        let member = hub.inner.join(&v1.config.streams[0], key(&v1, "1"), later);
+        let member = hub.inner.join(&v1.streams[0], key(&v1, "1"), later);
         let mut sub = member.unwrap().attach(None, None);
-        hub.reconcile(&routes(
-            "  - path: /o/{id}\n    upstream: api\n    poll: /v2/{id}\n",
-        ));
+        let v2 = parse("  - path: /o/{id}\n    upstream: api\n    poll: /v2/{id}\n");
+        hub.reconcile(&v2.streams);
         match sub.next().await {
             Delivery::Close(b) => assert!(b.starts_with(b"retry: "), "{b:?}"),
             Delivery::Send(b) => panic!("not the end: {b:?}"),
@@ -473,9 +472,9 @@ mod tests {
     #[tokio::test]
     async fn at_max_instances_the_one_idle_longest_makes_room() {
         let hub = hub();
-        let v1 = routes(&format!("{ORDERS}    max_instances: 2\n"));
-        hub.reconcile(&v1);
-        let spec = &v1.config.streams[0];
+        let v1 = parse(&format!("{ORDERS}    max_instances: 2\n"));
+        hub.reconcile(&v1.streams);
+        let spec = &v1.streams[0];
         let join = |id| {
             hub.inner
                 .join(spec, key(&v1, id), Duration::from_secs(3600))

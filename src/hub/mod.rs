@@ -16,7 +16,6 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
 use crate::config::{DiffMode, StreamSpec};
-use crate::routes::Routes;
 
 pub use local::LocalHub;
 pub use topic::Subscription;
@@ -29,8 +28,9 @@ pub trait Hub: Send + Sync + 'static {
     /// Dropping the `Subscription` leaves; there is no unsubscribe to forget.
     async fn subscribe(&self, request: SubscribeRequest) -> Result<Subscription, HubError>;
 
-    /// Applies a validated config: starts `idle: never` pollers, stops those of removed streams.
-    fn reconcile(&self, routes: &Routes);
+    /// Applies a validated config's streams: starts `idle: never` pollers, retunes running
+    /// instances, closes those of removed or re-keyed streams.
+    fn reconcile(&self, streams: &[Arc<StreamSpec>]);
 
     /// What runs now, for the admin listener and the metrics.
     fn instances(&self) -> Vec<InstanceInfo>;
@@ -99,6 +99,19 @@ pub struct StreamKey {
     pub target: String,
     /// Forwarded request headers, in the stream's `forward_headers` order.
     pub forwarded: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl StreamKey {
+    /// The key of a stream's only instance when it has no parameters, forwards no query and no
+    /// header: its poll template rendered as is. The same key a request without any of those
+    /// routes to, so that request joins the instance `idle: never` started.
+    pub fn plain(spec: &StreamSpec) -> StreamKey {
+        StreamKey {
+            stream: Arc::from(spec.path.as_str()),
+            target: spec.poll.render(&[]),
+            forwarded: Vec::new(),
+        }
+    }
 }
 
 impl fmt::Debug for StreamKey {
