@@ -45,8 +45,8 @@ struct Inner {
 
 #[derive(Default)]
 struct Topics {
-    by_key: HashMap<StreamKey, Arc<Topic>>,
-    per_stream: HashMap<Arc<str>, usize>,
+    /// The running instances, by stream, so a stream's count and its refreshes look at it alone.
+    streams: HashMap<Arc<str>, HashMap<StreamKey, Arc<Topic>>>,
     /// Each stream's spec as the last reconcile applied it.
     specs: HashMap<Arc<str>, Arc<StreamSpec>>,
     /// Specs a reconcile replaced or removed, while a request routed before it may still hold
@@ -79,13 +79,11 @@ impl Topics {
     /// one idle longest, to make room for another. Returns whether there was one.
     fn evict_idle(&mut self, stream: &str) -> bool {
         let oldest = self
-            .by_key
-            .iter()
-            .filter(|(k, t)| {
-                &*k.stream == stream
-                    && t.clients() == 0
-                    && matches!(t.spec.load().idle, Idle::After(_))
-            })
+            .streams
+            .get(stream)
+            .into_iter()
+            .flatten()
+            .filter(|(_, t)| t.clients() == 0 && matches!(t.spec.load().idle, Idle::After(_)))
             .min_by_key(|(_, t)| t.last_left())
             .map(|(k, _)| k.clone());
         let Some(topic) = oldest.and_then(|k| self.take(&k)) else {
@@ -96,16 +94,32 @@ impl Topics {
         true
     }
 
-    /// Removes an instance from the table, and from its stream's count.
+    fn get(&self, key: &StreamKey) -> Option<&Arc<Topic>> {
+        self.streams.get(&key.stream)?.get(key)
+    }
+
+    /// How many instances of `stream` run.
+    fn count(&self, stream: &str) -> usize {
+        self.streams.get(stream).map_or(0, HashMap::len)
+    }
+
+    fn insert(&mut self, key: StreamKey, topic: Arc<Topic>) {
+        let stream = self.streams.entry(key.stream.clone()).or_default();
+        stream.insert(key, topic);
+    }
+
+    /// Removes an instance from the table, and its stream once it has none.
     fn take(&mut self, key: &StreamKey) -> Option<Arc<Topic>> {
-        let topic = self.by_key.remove(key)?;
-        if let Some(n) = self.per_stream.get_mut(&key.stream) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.per_stream.remove(&key.stream);
-            }
+        let instances = self.streams.get_mut(&key.stream)?;
+        let topic = instances.remove(key)?;
+        if instances.is_empty() {
+            self.streams.remove(&key.stream);
         }
         Some(topic)
+    }
+
+    fn all(&self) -> impl Iterator<Item = (&StreamKey, &Arc<Topic>)> {
+        self.streams.values().flatten()
     }
 }
 
@@ -195,21 +209,19 @@ impl Inner {
                 return Ok(topic.join());
             }
         };
-        if let Some(topic) = topics.by_key.get(&key) {
+        if let Some(topic) = topics.get(&key) {
             return Ok(topic.join());
         }
-        let count = topics.per_stream.get(&key.stream).copied().unwrap_or(0);
-        if count >= spec.max_instances && !topics.evict_idle(&key.stream) {
+        if topics.count(&key.stream) >= spec.max_instances && !topics.evict_idle(&key.stream) {
             return Err(HubError::TooManyInstances {
                 stream: key.stream.to_string(),
                 max: spec.max_instances,
             });
         }
-        *topics.per_stream.entry(key.stream.clone()).or_default() += 1;
         let label = self.fingerprint.label(&key);
         let topic = Arc::new(Topic::new(spec, key.clone(), label, self.metrics.clone()));
         let member = topic.join();
-        topics.by_key.insert(key, topic.clone());
+        topics.insert(key, topic.clone());
         drop(topics);
         self.start(topic, first_delay);
         Ok(member)
@@ -265,7 +277,6 @@ fn release(hub: &Weak<Inner>, topic: &Arc<Topic>, force: bool) -> bool {
     };
     let mut topics = hub.topics();
     let current = topics
-        .by_key
         .get(&topic.key)
         .is_some_and(|t| Arc::ptr_eq(t, topic));
     if !current || (!force && topic.clients() > 0) {
@@ -291,16 +302,18 @@ impl Hub for LocalHub {
     }
 
     fn instances(&self) -> Vec<InstanceInfo> {
-        let topics: Vec<Arc<Topic>> = self.inner.topics().by_key.values().cloned().collect();
+        let topics: Vec<Arc<Topic>> = self.inner.topics().all().map(|(_, t)| t.clone()).collect();
         topics.iter().map(|t| t.info()).collect()
     }
 
     fn refresh(&self, stream: &str, target: &str) -> Refreshed {
         let topics = self.inner.topics();
         let matching = topics
-            .by_key
-            .iter()
-            .filter(|(k, _)| &*k.stream == stream && k.target == target);
+            .streams
+            .get(stream)
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| k.target == target);
         let mut done = Refreshed::default();
         for (_, topic) in matching {
             if topic.request_refresh() {
@@ -330,7 +343,7 @@ impl Hub for LocalHub {
         }
         // Retune or close what is running.
         let mut closed = Vec::new();
-        for (key, topic) in &topics.by_key {
+        for (key, topic) in topics.all() {
             match topics.specs.get(&key.stream) {
                 None => closed.push((key.clone(), false)),
                 // Polled or keyed another way now (another `poll`, tighter `forward_headers`,
