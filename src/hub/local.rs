@@ -7,15 +7,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use rand::Rng;
 use tokio::runtime::Runtime;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
 
+use super::instance::{count_down_idle, Instance};
+use super::poller::{Exit, Poller};
 use super::topic::{Member, Readiness, Topic};
 use super::{
     Fingerprint, Hub, HubError, InstanceInfo, Refreshed, StreamKey, SubscribeRequest, Subscription,
 };
 use crate::codec::sse;
 use crate::config::{Idle, StreamSpec};
-use crate::hub::poller::Poller;
 use crate::metrics::Metrics;
 use crate::upstream;
 
@@ -46,7 +48,7 @@ struct Inner {
 #[derive(Default)]
 struct Topics {
     /// The running instances, by stream, so a stream's count and its refreshes look at it alone.
-    streams: HashMap<Arc<str>, HashMap<StreamKey, Arc<Topic>>>,
+    streams: HashMap<Arc<str>, HashMap<StreamKey, Instance>>,
     /// Each stream's spec as the last reconcile applied it.
     specs: HashMap<Arc<str>, Arc<StreamSpec>>,
     /// Specs a reconcile replaced or removed, while a request routed before it may still hold
@@ -83,19 +85,26 @@ impl Topics {
             .get(stream)
             .into_iter()
             .flatten()
-            .filter(|(_, t)| t.clients() == 0 && matches!(t.spec.load().idle, Idle::After(_)))
-            .min_by_key(|(_, t)| t.last_left())
-            .map(|(k, _)| k.clone());
-        let Some(topic) = oldest.and_then(|k| self.take(&k)) else {
+            .map(|(k, i)| (k, i.topic.occupancy(), i.topic.spec.load().idle))
+            .filter(|(_, o, idle)| o.clients == 0 && matches!(idle, Idle::After(_)))
+            .min_by_key(|(_, o, _)| o.since)
+            .map(|(k, _, _)| k.clone());
+        let Some(instance) = oldest.and_then(|k| self.take(&k)) else {
             return false;
         };
-        info!(stream, instance = %topic.label, "idle instance evicted to make room");
-        topic.stop.notify_one();
+        info!(stream, instance = %instance.topic.label, "idle instance evicted to make room");
+        instance.cancel.cancel();
         true
     }
 
-    fn get(&self, key: &StreamKey) -> Option<&Arc<Topic>> {
+    fn get(&self, key: &StreamKey) -> Option<&Instance> {
         self.streams.get(&key.stream)?.get(key)
+    }
+
+    /// Whether `topic` is the instance the table holds for its key.
+    fn holds(&self, topic: &Arc<Topic>) -> bool {
+        self.get(&topic.key)
+            .is_some_and(|i| Arc::ptr_eq(&i.topic, topic))
     }
 
     /// How many instances of `stream` run.
@@ -103,22 +112,22 @@ impl Topics {
         self.streams.get(stream).map_or(0, HashMap::len)
     }
 
-    fn insert(&mut self, key: StreamKey, topic: Arc<Topic>) {
+    fn insert(&mut self, key: StreamKey, instance: Instance) {
         let stream = self.streams.entry(key.stream.clone()).or_default();
-        stream.insert(key, topic);
+        stream.insert(key, instance);
     }
 
     /// Removes an instance from the table, and its stream once it has none.
-    fn take(&mut self, key: &StreamKey) -> Option<Arc<Topic>> {
+    fn take(&mut self, key: &StreamKey) -> Option<Instance> {
         let instances = self.streams.get_mut(&key.stream)?;
-        let topic = instances.remove(key)?;
+        let instance = instances.remove(key)?;
         if instances.is_empty() {
             self.streams.remove(&key.stream);
         }
-        Some(topic)
+        Some(instance)
     }
 
-    fn all(&self) -> impl Iterator<Item = (&StreamKey, &Arc<Topic>)> {
+    fn all(&self) -> impl Iterator<Item = (&StreamKey, &Instance)> {
         self.streams.values().flatten()
     }
 }
@@ -187,8 +196,8 @@ impl Inner {
         self.topics.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Finds or creates the instance and counts the client in, under one lock so an idle poller
-    /// can't remove the instance between the two.
+    /// Finds or creates the instance and counts the client in, under one lock so the idle
+    /// countdown can't remove the instance between the two.
     fn join(
         self: &Arc<Self>,
         spec: &Arc<StreamSpec>,
@@ -209,8 +218,8 @@ impl Inner {
                 return Ok(topic.join());
             }
         };
-        if let Some(topic) = topics.get(&key) {
-            return Ok(topic.join());
+        if let Some(instance) = topics.get(&key) {
+            return Ok(instance.topic.join());
         }
         if topics.count(&key.stream) >= spec.max_instances && !topics.evict_idle(&key.stream) {
             return Err(HubError::TooManyInstances {
@@ -221,68 +230,99 @@ impl Inner {
         let label = self.fingerprint.label(&key);
         let topic = Arc::new(Topic::new(spec, key.clone(), label, self.metrics.clone()));
         let member = topic.join();
-        topics.insert(key, topic.clone());
+        let instance = Instance::new(topic);
+        topics.insert(key, instance.clone());
+        // Spawned unlocked: a runtime shutting down drops the task at once, and its guard locks.
         drop(topics);
-        self.start(topic, first_delay);
+        self.start(&instance, first_delay);
         Ok(member)
     }
 
-    fn start(self: &Arc<Self>, topic: Arc<Topic>, first_delay: Duration) {
+    /// Spawns the instance's poller and its idle countdown; both end with its token.
+    fn start(self: &Arc<Self>, instance: &Instance, first_delay: Duration) {
+        let topic = &instance.topic;
         let span = info_span!("poller", stream = %topic.key.stream, instance = %topic.label);
-        let hub = Arc::downgrade(self);
         let ended = Ended {
             topic: topic.clone(),
-            hub: hub.clone(),
+            cancel: instance.cancel.clone(),
+            hub: Arc::downgrade(self),
         };
-        let released = topic.clone();
         let poller = Poller {
-            topic,
+            topic: topic.clone(),
             client: self.client.clone(),
-            release: Box::new(move |force| release(&hub, &released, force)),
             first_delay,
         };
+        let cancel = instance.cancel.clone();
         self.handle.spawn(
             async move {
-                let _ended = ended;
                 info!("poller started");
-                poller.run().await;
+                let exit = poller.run(cancel).await;
+                ended.exit(exit);
             }
-            .instrument(span),
+            .instrument(span.clone()),
         );
+        let hub = Arc::downgrade(self);
+        let idle = topic.clone();
+        let take_if_idle = move || take_if_idle(&hub, &idle);
+        let countdown = count_down_idle(
+            topic.clone(),
+            instance.cancel.clone(),
+            instance.retuned.clone(),
+            take_if_idle,
+        );
+        self.handle.spawn(countdown.instrument(span));
     }
 }
 
-/// Ends an instance's clients and takes it out of the table however its poller stops: a return,
-/// a panic, or the runtime dropping it. Without it, a client would wait forever on an instance
-/// that nothing writes to, not even a heartbeat, holding its client slot.
+/// Ends an instance's clients, takes it out of the table and cancels its token however its
+/// poller stops: a return, a panic, or the runtime dropping it. Without it, a client would wait
+/// forever on an instance that nothing writes to, not even a heartbeat, holding its client slot.
 struct Ended {
     topic: Arc<Topic>,
+    cancel: CancellationToken,
     hub: Weak<Inner>,
+}
+
+impl Ended {
+    /// The poller returned: says why, then ends the instance.
+    fn exit(self, exit: Exit) {
+        match exit {
+            Exit::Cancelled => info!("poller stopped: taken out of the hub"),
+            Exit::Denied(status) => info!(status, "poller stopped: access refused"),
+        }
+    }
 }
 
 impl Drop for Ended {
     fn drop(&mut self) {
-        // Both are no-ops when the poller already closed and released it.
+        // No-ops when the hub already closed it and took it out.
         let last = reconnect_event("stream instance stopped", self.topic.epoch);
         self.topic.close(last);
-        release(&self.hub, &self.topic, true);
+        if let Some(hub) = self.hub.upgrade() {
+            let mut topics = hub.topics();
+            if topics.holds(&self.topic) {
+                topics.take(&self.topic.key);
+            }
+        }
+        self.cancel.cancel();
     }
 }
 
-/// Removes `topic` from the hub if it is still the registered instance for its key and, unless
-/// forced, has no client.
-fn release(hub: &Weak<Inner>, topic: &Arc<Topic>, force: bool) -> bool {
+/// Takes `topic` out of the hub if it is still there and has no client; returns whether it is
+/// gone. Decided under the lock clients join under.
+fn take_if_idle(hub: &Weak<Inner>, topic: &Arc<Topic>) -> bool {
     let Some(hub) = hub.upgrade() else {
         return true;
     };
     let mut topics = hub.topics();
-    let current = topics
-        .get(&topic.key)
-        .is_some_and(|t| Arc::ptr_eq(t, topic));
-    if !current || (!force && topic.clients() > 0) {
-        return !current;
+    if !topics.holds(topic) {
+        return true;
+    }
+    if topic.clients() > 0 {
+        return false;
     }
     topics.take(&topic.key);
+    info!(stream = %topic.key.stream, instance = %topic.label, "no client for idle; instance stopped");
     true
 }
 
@@ -302,7 +342,12 @@ impl Hub for LocalHub {
     }
 
     fn instances(&self) -> Vec<InstanceInfo> {
-        let topics: Vec<Arc<Topic>> = self.inner.topics().all().map(|(_, t)| t.clone()).collect();
+        let topics: Vec<Arc<Topic>> = self
+            .inner
+            .topics()
+            .all()
+            .map(|(_, i)| i.topic.clone())
+            .collect();
         topics.iter().map(|t| t.info()).collect()
     }
 
@@ -315,8 +360,8 @@ impl Hub for LocalHub {
             .flatten()
             .filter(|(k, _)| k.target == target);
         let mut done = Refreshed::default();
-        for (_, topic) in matching {
-            if topic.request_refresh() {
+        for (_, instance) in matching {
+            if instance.topic.request_refresh() {
                 done.now += 1;
             } else {
                 done.deferred += 1;
@@ -343,7 +388,8 @@ impl Hub for LocalHub {
         }
         // Retune or close what is running.
         let mut closed = Vec::new();
-        for (key, topic) in topics.all() {
+        for (key, instance) in topics.all() {
+            let topic = &instance.topic;
             match topics.specs.get(&key.stream) {
                 None => closed.push((key.clone(), false)),
                 // Polled or keyed another way now (another `poll`, tighter `forward_headers`,
@@ -351,11 +397,14 @@ impl Hub for LocalHub {
                 Some(spec) if !keyed_alike(spec, &topic.spec.load()) => {
                     closed.push((key.clone(), true))
                 }
-                Some(spec) => topic.spec.store(spec.clone()),
+                Some(spec) => {
+                    topic.spec.store(spec.clone());
+                    instance.retuned.notify_one();
+                }
             }
         }
         for (key, rekeyed) in closed {
-            let Some(topic) = topics.take(&key) else {
+            let Some(Instance { topic, cancel, .. }) = topics.take(&key) else {
                 continue;
             };
             if rekeyed {
@@ -365,12 +414,13 @@ impl Hub for LocalHub {
                 warn!(stream = %key.stream, "stream removed; closing its clients");
                 topic.close(removed_event());
             }
-            topic.stop.notify_one();
+            cancel.cancel();
         }
         topics.retired.retain(|w| w.strong_count() > 0);
         drop(topics);
         // `idle: never` streams poll from start-up on, spread over one interval.
         for spec in streams {
+            // The single-instance check: H2's `StreamSpec::is_single_instance()` replaces it.
             let always = spec.idle == Idle::Never
                 && !spec.path.is_template()
                 && spec.forward_headers.is_empty();

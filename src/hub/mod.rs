@@ -3,6 +3,7 @@
 //! Sessions reach it only through `Arc<dyn Hub>`, so cluster mode can add a Redis-backed hub
 //! beside `local.rs` and leave `edge/` alone.
 
+mod instance;
 mod local;
 pub(crate) mod poller;
 pub(crate) mod topic;

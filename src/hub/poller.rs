@@ -7,11 +7,12 @@ use bytes::Bytes;
 use rand::Rng;
 use serde_json::{json, Value};
 use tokio::time::{sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::codec::diff;
 use crate::codec::sse;
-use crate::config::{DiffMode, Idle, StreamSpec};
+use crate::config::{DiffMode, StreamSpec};
 use crate::hub::topic::{Frame, Readiness, Topic};
 use crate::upstream::{self, FetchError, Fetched, Validators};
 
@@ -20,26 +21,19 @@ const DIFF_TIME: Duration = Duration::from_millis(500);
 /// However long an upstream asks us to wait, we look again after this.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
-/// Why a poller stopped.
+/// Why a poller stopped; the hub, which spawned it, ends the instance either way.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Exit {
-    /// No client for `idle`; the hub removed the instance.
-    Idle,
+    /// The hub took the instance out and cancelled its token: no client for `idle`, its stream
+    /// left or was re-keyed by a reload, or it was evicted to make room for another.
+    Cancelled,
     /// The upstream refused these credentials: clients were told and closed.
     Denied(u16),
-    /// The hub took the instance out: its stream left or was re-keyed by a reload, or it was
-    /// evicted without clients to make room for another.
-    Removed,
 }
-
-/// Takes the instance out of the hub: `force` even with clients attached. Returns whether it was
-/// removed (an idle removal fails when a client joined meanwhile).
-pub type Release = Box<dyn Fn(bool) -> bool + Send + Sync>;
 
 pub struct Poller {
     pub topic: Arc<Topic>,
     pub client: upstream::Clients,
-    pub release: Release,
     /// Delay before the first poll, so instances started together don't poll in one burst.
     pub first_delay: Duration,
 }
@@ -67,7 +61,8 @@ enum Health {
 }
 
 impl Poller {
-    pub async fn run(self) -> Exit {
+    /// Polls until `cancel` or a refusal; never counts clients: the hub decides when to stop.
+    pub async fn run(self, cancel: CancellationToken) -> Exit {
         let topic = self.topic.clone();
         let mut doc: Option<Arc<Doc>> = None;
         let mut validators = Validators::default();
@@ -95,39 +90,22 @@ impl Poller {
                 info!("stream retuned by a reload");
                 running = spec.clone();
             }
-            let idle_at = match spec.idle {
-                Idle::After(d) if topic.clients() == 0 => {
-                    Some(Instant::from_std(topic.last_left() + d))
-                }
-                _ => None,
-            };
             let due = next_poll;
             tokio::select! {
+                biased;
+                () = cancel.cancelled() => return Exit::Cancelled,
                 _ = sleep_until(next_poll) => {}
                 _ = sleep_until(next_heartbeat) => {
                     topic.heartbeat();
                     next_heartbeat = Instant::now() + spec.heartbeat;
                     continue;
                 }
-                _ = sleep_until(idle_at.unwrap_or(next_poll)), if idle_at.is_some() => {
-                    if (self.release)(false) {
-                        info!("poller stopped: idle");
-                        return Exit::Idle;
-                    }
-                    continue;
-                }
-                // The last client left: recompute the idle deadline.
-                _ = topic.emptied.notified() => continue,
                 // POST /streams/refresh: poll when the hub allowed it (`Topic::request_refresh`).
                 _ = topic.refresh.notified() => {
                     if let Some(at) = topic.pending_refresh() {
                         next_poll = next_poll.min(at);
                     }
                     continue;
-                }
-                _ = topic.stop.notified() => {
-                    info!("poller stopped: removed from the hub");
-                    return Exit::Removed;
                 }
             }
             topic.refresh_polling();
@@ -217,7 +195,6 @@ impl Poller {
                             let data =
                                 json!({ "reason": "upstream refused access", "status": status });
                             topic.close(sse::event(Some("end"), None, &data.to_string()));
-                            (self.release)(true);
                             return Exit::Denied(status);
                         }
                         Refusal::Confirm => {
