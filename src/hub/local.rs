@@ -8,10 +8,11 @@ use bytes::Bytes;
 use rand::Rng;
 use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::instance::{count_down_idle, Instance};
 use super::poller::{Exit, Poller};
+use super::source::{Source, Upstream};
 use super::topic::{Member, Readiness, Topic};
 use super::{
     Fingerprint, Hub, HubError, InstanceInfo, Refreshed, StreamKey, SubscribeRequest, Subscription,
@@ -39,7 +40,7 @@ pub struct LocalHub {
 
 struct Inner {
     topics: Mutex<Topics>,
-    client: upstream::Clients,
+    source: Arc<dyn Source>,
     metrics: Arc<Metrics>,
     handle: tokio::runtime::Handle,
     fingerprint: Fingerprint,
@@ -169,16 +170,29 @@ impl LocalHub {
             .thread_name("sse-pollers")
             .enable_all()
             .build()?;
-        Ok(LocalHub {
+        let source = Arc::new(Upstream(client));
+        let mut hub = LocalHub::on(runtime.handle().clone(), source, metrics);
+        hub.runtime = Some(runtime);
+        Ok(hub)
+    }
+
+    /// A hub whose pollers run on `handle` and poll `source`: tests run it on their own
+    /// runtime, under paused time, with a scripted source.
+    fn on(
+        handle: tokio::runtime::Handle,
+        source: Arc<dyn Source>,
+        metrics: Arc<Metrics>,
+    ) -> LocalHub {
+        LocalHub {
             inner: Arc::new(Inner {
                 topics: Mutex::new(Topics::default()),
-                client,
+                source,
                 metrics,
-                handle: runtime.handle().clone(),
+                handle,
                 fingerprint: Fingerprint::random(),
             }),
-            runtime: Some(runtime),
-        })
+            runtime: None,
+        }
     }
 }
 
@@ -249,14 +263,15 @@ impl Inner {
         };
         let poller = Poller {
             topic: topic.clone(),
-            client: self.client.clone(),
+            source: self.source.clone(),
             first_delay,
         };
         let cancel = instance.cancel.clone();
+        let out = topic.clone();
         self.handle.spawn(
             async move {
                 info!("poller started");
-                let exit = poller.run(cancel).await;
+                let exit = poller.run(&*out, cancel).await;
                 ended.exit(exit);
             }
             .instrument(span.clone()),
@@ -287,7 +302,8 @@ impl Ended {
     /// The poller returned: says why, then ends the instance.
     fn exit(self, exit: Exit) {
         match exit {
-            Exit::Cancelled => info!("poller stopped: taken out of the hub"),
+            // Whoever took it out said why: idle, reload or eviction.
+            Exit::Cancelled => debug!("poller cancelled"),
             Exit::Denied(status) => info!(status, "poller stopped: access refused"),
         }
     }
@@ -322,7 +338,8 @@ fn take_if_idle(hub: &Weak<Inner>, topic: &Arc<Topic>) -> bool {
         return false;
     }
     topics.take(&topic.key);
-    info!(stream = %topic.key.stream, instance = %topic.label, "no client for idle; instance stopped");
+    // Logged in the poller's span, which the countdown runs in.
+    info!("poller stopped: idle");
     true
 }
 

@@ -6,6 +6,9 @@
 mod instance;
 mod local;
 pub(crate) mod poller;
+mod publish;
+mod schedule;
+pub(crate) mod source;
 pub(crate) mod topic;
 
 use std::collections::hash_map::RandomState;
