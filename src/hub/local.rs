@@ -178,7 +178,7 @@ impl LocalHub {
 
     /// A hub whose pollers run on `handle` and poll `source`: tests run it on their own
     /// runtime, under paused time, with a scripted source.
-    fn on(
+    pub(super) fn on(
         handle: tokio::runtime::Handle,
         source: Arc<dyn Source>,
         metrics: Arc<Metrics>,
@@ -577,5 +577,62 @@ mod tests {
             Err(HubError::TooManyInstances { max: 2, .. })
         ));
         drop((busy, three));
+    }
+
+    /// A hub on the test's runtime, under paused time, polling a scripted source.
+    fn paused_hub(script: &Arc<crate::hub::script::Script>) -> LocalHub {
+        let metrics = Arc::new(Metrics::new().unwrap());
+        LocalHub::on(tokio::runtime::Handle::current(), script.clone(), metrics)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_client_for_idle_stops_the_instance_and_one_within_idle_keeps_it() {
+        use crate::hub::script::{body, Script};
+        use tokio::time::sleep;
+        let s = Duration::from_secs(1);
+        let script = Script::new(|_| body("{}"));
+        let hub = paused_hub(&script);
+        let cfg = parse(&format!("{ORDERS}    interval: 1s\n    idle: 10s\n"));
+        hub.reconcile(&cfg.streams);
+        let spec = &cfg.streams[0];
+        let join = || {
+            hub.inner
+                .join(spec, key(&cfg, "1"), Duration::ZERO)
+                .unwrap()
+        };
+        let first = join();
+        let topic = first.topic().clone();
+        sleep(s * 5).await;
+        drop(first);
+        sleep(s * 9).await;
+        // A client within `idle` joins the same instance, and keeps it past the first `idle`.
+        let second = join();
+        assert!(Arc::ptr_eq(second.topic(), &topic));
+        sleep(s * 20).await;
+        assert_eq!(hub.instances().len(), 1);
+        drop(second);
+        sleep(s * 10 - s / 10).await;
+        assert_eq!(hub.instances().len(), 1, "not before `idle`");
+        sleep(s / 5).await;
+        assert!(hub.instances().is_empty(), "taken out after `idle`");
+        // Its poller was cancelled: no poll since.
+        let polls = script.asked().len();
+        sleep(s * 30).await;
+        assert_eq!(script.asked().len(), polls);
+        // The next client starts a new instance.
+        let third = join();
+        assert!(!Arc::ptr_eq(third.topic(), &topic));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_never_keeps_polling_without_clients() {
+        use crate::hub::script::{body, Script};
+        let script = Script::new(|_| body("{}"));
+        let hub = paused_hub(&script);
+        let cfg = parse("  - path: /o\n    upstream: api\n    interval: 1s\n    idle: never\n");
+        hub.reconcile(&cfg.streams);
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert_eq!(hub.instances().len(), 1);
+        assert!(script.asked().len() > 500);
     }
 }

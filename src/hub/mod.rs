@@ -8,6 +8,9 @@ mod local;
 pub(crate) mod poller;
 mod publish;
 mod schedule;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod script;
 pub(crate) mod source;
 pub(crate) mod topic;
 

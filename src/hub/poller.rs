@@ -475,3 +475,234 @@ mod tests {
         assert_eq!(e.to_string(), "invalid JSON at line 1 column 11");
     }
 }
+
+/// The poller's clock under paused time, with a scripted source and the real `Topic`: each test
+/// covers minutes or hours of schedule in milliseconds.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod timing {
+    use std::time::Duration;
+
+    use tokio::task::JoinHandle;
+    use tokio::time::sleep;
+
+    use super::*;
+    use crate::codec::sse::HEARTBEAT;
+    use crate::hub::script::{body, Script};
+    use crate::hub::topic::Readiness;
+    use crate::hub::{Delivery, StreamKey, Subscription};
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn spec(extra: &str) -> Arc<StreamSpec> {
+        let yaml = format!(
+            "upstreams:\n  api:\n    url: http://127.0.0.1:1\nstreams:\n  - path: /s\n    upstream: api\n{extra}"
+        );
+        crate::config::parse("p.yaml", &yaml, &|_| None, &|_, _| None)
+            .unwrap()
+            .streams[0]
+            .clone()
+    }
+
+    /// Starts a poller on a new topic, polling at once.
+    fn start(spec: Arc<StreamSpec>, script: &Arc<Script>) -> (Arc<Topic>, JoinHandle<Exit>) {
+        let key = StreamKey {
+            stream: Arc::from("/s"),
+            target: "/s".into(),
+            forwarded: vec![],
+        };
+        let metrics = Arc::new(crate::metrics::Metrics::new().unwrap());
+        let topic = Arc::new(Topic::new(spec, key, "/s".into(), metrics));
+        let poller = Poller {
+            topic: topic.clone(),
+            source: script.clone(),
+            first_delay: Duration::ZERO,
+        };
+        let out = topic.clone();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(async move { poller.run(&*out, cancel).await });
+        (topic, task)
+    }
+
+    /// What a client has been sent so far, without waiting.
+    async fn drain(sub: &mut Subscription) -> Vec<Bytes> {
+        let mut out = sub.take_start();
+        loop {
+            tokio::select! {
+                biased;
+                d = sub.next() => match d {
+                    Delivery::Send(b) | Delivery::Close(b) => out.push(b),
+                },
+                () = std::future::ready(()) => return out,
+            }
+        }
+    }
+
+    fn between(d: Duration, lo: Duration, hi: Duration) -> bool {
+        lo <= d && d <= hi
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn polls_keep_the_interval_and_heartbeats_their_own() {
+        let script = Script::new(|n| body(&format!("{{\"n\": {n}}}")));
+        let (topic, _task) = start(spec("    interval: 1s\n    heartbeat: 2500ms\n"), &script);
+        let mut sub = topic.join().attach(None, None);
+        sleep(S * 10 + S / 2).await;
+        let gaps = script.gaps();
+        // The first success sets the phase (0.5..1.5 interval); then one interval exactly.
+        assert!(between(gaps[0], S / 2, S * 3 / 2), "{gaps:?}");
+        assert!(gaps[1..].iter().all(|g| *g == S), "{gaps:?}");
+        let sent = drain(&mut sub).await;
+        let beats = sent.iter().filter(|b| b.as_ref() == HEARTBEAT).count();
+        assert_eq!(beats, 4, "at 2.5, 5, 7.5 and 10 s");
+        assert_eq!(
+            sent.len() - beats,
+            script.asked().len(),
+            "one event per change"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_back_off_exponentially_up_to_the_cap_then_recover() {
+        let script = Script::new(|n| {
+            if n < 6 {
+                Err(FetchError::Timeout)
+            } else {
+                body("{}")
+            }
+        });
+        let (topic, _task) = start(spec("    interval: 1s\n    backoff_max: 8s\n"), &script);
+        let mut sub = topic.join().attach(None, None);
+        sleep(S * 60).await;
+        let gaps = script.gaps();
+        // Jittered within the upper half of 2, 4, 8, then capped at 8 s.
+        for (i, cap) in [2, 4, 8, 8, 8, 8].into_iter().enumerate() {
+            assert!(between(gaps[i], S * cap / 2, S * cap), "{i}: {gaps:?}");
+        }
+        assert!(
+            gaps[7..].iter().all(|g| *g == S),
+            "back to the cadence: {gaps:?}"
+        );
+        let statuses: Vec<String> = drain(&mut sub)
+            .await
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .filter(|e| e.starts_with("event: upstream-status"))
+            .collect();
+        assert_eq!(
+            statuses.len(),
+            2,
+            "failing once, healthy once: {statuses:?}"
+        );
+        assert!(statuses[0].contains("\"failing\"") && statuses[1].contains("\"healthy\""));
+        assert!(topic.info().upstream_healthy);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_honoured_and_capped() {
+        // Retry-After arrives as a duration, whether the upstream sent seconds or an HTTP date
+        // (`upstream::retry_after` turns one into the other).
+        let script = Script::new(|n| match n {
+            0 => Err(FetchError::Status {
+                status: 429,
+                retry_after: Some(S * 120),
+            }),
+            1 => Err(FetchError::Status {
+                status: 503,
+                retry_after: Some(S * 86_400),
+            }),
+            _ => body("{}"),
+        });
+        let (_topic, _task) = start(spec("    interval: 1s\n    backoff_max: 30s\n"), &script);
+        sleep(S * 3800).await;
+        let gaps = script.gaps();
+        assert_eq!(gaps[0], S * 120, "longer than the backoff: honoured");
+        assert_eq!(gaps[1], S * 3600, "a day is capped at an hour");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refresh_polls_early_once_per_window_and_a_later_one_is_deferred() {
+        let script = Script::new(|_| body("{}"));
+        let (topic, _task) = start(spec("    interval: 60s\n    refresh_limit: 15s\n"), &script);
+        let t0 = tokio::time::Instant::now();
+        sleep(S * 5).await;
+        assert!(topic.request_refresh(), "the first polls at once");
+        sleep(S).await;
+        assert!(!topic.request_refresh(), "inside the window: deferred");
+        sleep(S).await;
+        assert!(!topic.request_refresh(), "joins the deferred one");
+        sleep(S * 14).await;
+        let at: Vec<Duration> = script.asked().iter().map(|t| *t - t0).collect();
+        assert_eq!(at, [Duration::ZERO, S * 5, S * 20], "deferred, not dropped");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refresh_never_polls_inside_a_backoff() {
+        let script = Script::new(|n| match n {
+            0 => Err(FetchError::Status {
+                status: 503,
+                retry_after: Some(S * 100),
+            }),
+            _ => body("{}"),
+        });
+        let (topic, _task) = start(spec("    interval: 1s\n    refresh_limit: 1s\n"), &script);
+        let t0 = tokio::time::Instant::now();
+        sleep(S * 10).await;
+        assert!(
+            !topic.request_refresh(),
+            "deferred to the end of the Retry-After"
+        );
+        sleep(S * 95).await;
+        let at: Vec<Duration> = script.asked().iter().map(|t| *t - t0).collect();
+        assert_eq!(at[..2], [Duration::ZERO, S * 100], "{at:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_304_keeps_the_document_and_counts_what_it_stands_for() {
+        let doc = "{\"price\": 1}";
+        let script = Script::new(move |n| {
+            if n == 0 {
+                body(doc)
+            } else {
+                Ok(Fetched::NotModified)
+            }
+        });
+        let (topic, _task) = start(spec("    interval: 1s\n"), &script);
+        let _a = topic.join();
+        let _b = topic.join();
+        sleep(S * 5 + S / 2).await;
+        let polls = script.asked().len() as u64;
+        assert!(polls >= 5, "{polls}");
+        let info = topic.info();
+        assert_eq!(info.last_result, Some("not_modified"));
+        assert_eq!(
+            info.event_id,
+            Some(topic.id(1).to_string()),
+            "still the first document"
+        );
+        let m = &topic.metrics;
+        let counted = m.polls.with_label_values(&["not_modified"]).get();
+        assert_eq!(counted, polls - 1);
+        // Each poll stands for the first body, for each of the two clients.
+        let equivalent = m.polling_equivalent_bytes.get();
+        assert_eq!(equivalent, polls * doc.len() as u64 * 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_closes_the_clients_and_ends_the_poller() {
+        let script = Script::new(|_| {
+            Err(FetchError::Status {
+                status: 401,
+                retry_after: None,
+            })
+        });
+        let (topic, task) = start(spec("    interval: 1s\n"), &script);
+        let mut sub = topic.join().attach(None, None);
+        assert_eq!(task.await.unwrap(), Exit::Denied(401));
+        assert_eq!(*topic.readiness().borrow(), Readiness::Denied(401));
+        match sub.next().await {
+            Delivery::Close(b) => assert!(String::from_utf8_lossy(&b).contains("401")),
+            Delivery::Send(b) => panic!("not the end: {b:?}"),
+        }
+    }
+}
