@@ -437,7 +437,6 @@ impl Hub for LocalHub {
         drop(topics);
         // `idle: never` streams poll from start-up on, spread over one interval.
         for spec in streams {
-            // The single-instance check: H2's `StreamSpec::is_single_instance()` replaces it.
             let always = spec.idle == Idle::Never
                 && !spec.path.is_template()
                 && spec.forward_headers.is_empty();
