@@ -94,7 +94,7 @@ pub fn run(config: Config, path: PathBuf, upgrade: bool) -> Result<(), AppError>
     // pingora counts whole seconds; round up so a grace of 500ms is not none.
     let grace = config.shutdown_grace.as_millis().div_ceil(1000) as u64;
     let routes = Routes::new(config);
-    hub.reconcile(&routes);
+    hub.reconcile(&routes.config.streams);
     let shared = Arc::new(Shared {
         routes: ArcSwap::from_pointee(routes),
         hub,

@@ -165,4 +165,37 @@ mod tests {
         assert_eq!(query_param(Some("a=1"), "b"), None);
         assert_eq!(query_param(None, "b"), None);
     }
+
+    /// What a request routes to stays under the upstream's base path once the poller appends it.
+    #[test]
+    fn a_poll_cannot_leave_the_base_path() {
+        let yaml = "upstreams:\n  api:\n    url: http://127.0.0.1:1/v1\nstreams:\n  - path: /s/{id}\n    upstream: api\n    poll: /o/{id}\n    params: { id: \".+\" }\n";
+        let spec = config::parse("p.yaml", yaml, &|_| None, &|_, _| None)
+            .unwrap()
+            .streams[0]
+            .clone();
+        let headers = http::HeaderMap::new();
+        for raw in [
+            "..",
+            "%2e%2e",
+            ".%2E",
+            "%2E",
+            "..%2F..%2Fadmin",
+            "..%5C..",
+            "%252e%252e",
+            "..;",
+            "a%00b",
+            "%C3%A9",
+        ] {
+            let Ok(key) = instance(&spec, &[("id", raw)], None, &headers) else {
+                continue;
+            };
+            let url = crate::hub::source::target_url(&spec, &key.target);
+            let path = url.path();
+            assert!(
+                path.starts_with("/v1/o/") && path.matches('/').count() == 3,
+                "{raw} => {url}"
+            );
+        }
+    }
 }

@@ -195,11 +195,6 @@ pub struct Cors {
 }
 
 impl StreamSpec {
-    /// The same parameter names with the same patterns.
-    pub fn same_params(&self, o: &StreamSpec) -> bool {
-        self.params == o.params
-    }
-
     /// A stream whose instance key can never vary (no path parameters, no forwarded query, no
     /// forwarded headers) has exactly one instance, whatever `max_instances` says.
     pub fn is_single_instance(&self) -> bool {

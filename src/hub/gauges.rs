@@ -91,9 +91,9 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
+    use crate::config::StreamSpec;
     use crate::hub::{HubError, InstanceInfo, Refreshed, SubscribeRequest, Subscription};
     use crate::metrics::Metrics;
-    use crate::routes::Routes;
 
     /// A hub that only answers `instances`.
     struct Running(Mutex<Vec<InstanceInfo>>);
@@ -103,7 +103,7 @@ mod tests {
         async fn subscribe(&self, _: SubscribeRequest) -> Result<Subscription, HubError> {
             Err(HubError::Denied(404))
         }
-        fn reconcile(&self, _: &Routes) {}
+        fn reconcile(&self, _: &[Arc<StreamSpec>]) {}
         fn instances(&self) -> Vec<InstanceInfo> {
             self.0.lock().unwrap().clone()
         }

@@ -7,17 +7,19 @@ use std::time::Duration;
 use bytes::Bytes;
 use rand::Rng;
 use tokio::runtime::Runtime;
-use tracing::{info, info_span, warn, Instrument};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, info_span, warn, Instrument};
 
+use super::instance::{count_down_idle, Instance};
+use super::poller::{Exit, Poller};
+use super::source::{Source, Upstream};
 use super::topic::{Member, Readiness, Topic};
 use super::{
     Fingerprint, Hub, HubError, InstanceInfo, Refreshed, StreamKey, SubscribeRequest, Subscription,
 };
 use crate::codec::sse;
 use crate::config::{Idle, StreamSpec};
-use crate::hub::poller::Poller;
 use crate::metrics::Metrics;
-use crate::routes::{self, Routes};
 use crate::upstream;
 
 /// How long past the stream's `timeout` a new client waits for the first poll.
@@ -38,7 +40,7 @@ pub struct LocalHub {
 
 struct Inner {
     topics: Mutex<Topics>,
-    client: upstream::Clients,
+    source: Arc<dyn Source>,
     metrics: Arc<Metrics>,
     handle: tokio::runtime::Handle,
     fingerprint: Fingerprint,
@@ -46,8 +48,8 @@ struct Inner {
 
 #[derive(Default)]
 struct Topics {
-    by_key: HashMap<StreamKey, Arc<Topic>>,
-    per_stream: HashMap<Arc<str>, usize>,
+    /// The running instances, by stream, so a stream's count and its refreshes look at it alone.
+    streams: HashMap<Arc<str>, HashMap<StreamKey, Instance>>,
     /// Each stream's spec as the last reconcile applied it.
     specs: HashMap<Arc<str>, Arc<StreamSpec>>,
     /// Specs a reconcile replaced or removed, while a request routed before it may still hold
@@ -80,42 +82,64 @@ impl Topics {
     /// one idle longest, to make room for another. Returns whether there was one.
     fn evict_idle(&mut self, stream: &str) -> bool {
         let oldest = self
-            .by_key
-            .iter()
-            .filter(|(k, t)| {
-                &*k.stream == stream
-                    && t.clients() == 0
-                    && matches!(t.spec.load().idle, Idle::After(_))
-            })
-            .min_by_key(|(_, t)| t.last_left())
-            .map(|(k, _)| k.clone());
-        let Some(topic) = oldest.and_then(|k| self.take(&k)) else {
+            .streams
+            .get(stream)
+            .into_iter()
+            .flatten()
+            .map(|(k, i)| (k, i.topic.occupancy(), i.topic.spec.load().idle))
+            .filter(|(_, o, idle)| o.clients == 0 && matches!(idle, Idle::After(_)))
+            .min_by_key(|(_, o, _)| o.since)
+            .map(|(k, _, _)| k.clone());
+        let Some(instance) = oldest.and_then(|k| self.take(&k)) else {
             return false;
         };
-        info!(stream, instance = %topic.label, "idle instance evicted to make room");
-        topic.stop.notify_one();
+        info!(stream, instance = %instance.topic.label, "idle instance evicted to make room");
+        instance.cancel.cancel();
         true
     }
 
-    /// Removes an instance from the table, and from its stream's count.
-    fn take(&mut self, key: &StreamKey) -> Option<Arc<Topic>> {
-        let topic = self.by_key.remove(key)?;
-        if let Some(n) = self.per_stream.get_mut(&key.stream) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.per_stream.remove(&key.stream);
-            }
+    fn get(&self, key: &StreamKey) -> Option<&Instance> {
+        self.streams.get(&key.stream)?.get(key)
+    }
+
+    /// Whether `topic` is the instance the table holds for its key.
+    fn holds(&self, topic: &Arc<Topic>) -> bool {
+        self.get(&topic.key)
+            .is_some_and(|i| Arc::ptr_eq(&i.topic, topic))
+    }
+
+    /// How many instances of `stream` run.
+    fn count(&self, stream: &str) -> usize {
+        self.streams.get(stream).map_or(0, HashMap::len)
+    }
+
+    fn insert(&mut self, key: StreamKey, instance: Instance) {
+        let stream = self.streams.entry(key.stream.clone()).or_default();
+        stream.insert(key, instance);
+    }
+
+    /// Removes an instance from the table, and its stream once it has none.
+    fn take(&mut self, key: &StreamKey) -> Option<Instance> {
+        let instances = self.streams.get_mut(&key.stream)?;
+        let instance = instances.remove(key)?;
+        if instances.is_empty() {
+            self.streams.remove(&key.stream);
         }
-        Some(topic)
+        Some(instance)
+    }
+
+    fn all(&self) -> impl Iterator<Item = (&StreamKey, &Instance)> {
+        self.streams.values().flatten()
     }
 }
 
-/// Whether instances of `a` and `b` are keyed and polled the same way (see `routes::instance`).
+/// Whether instances of `a` and `b` are keyed and polled the same way: by the same `poll`
+/// template, with the same parameters, query and forwarded headers.
 fn keyed_alike(a: &StreamSpec, b: &StreamSpec) -> bool {
     a.poll == b.poll
         && a.forward_headers == b.forward_headers
         && a.forward_query == b.forward_query
-        && a.same_params(b)
+        && a.params == b.params
 }
 
 /// The last event of a stream that left the config: a long retry, so the browser comes back
@@ -146,16 +170,29 @@ impl LocalHub {
             .thread_name("sse-pollers")
             .enable_all()
             .build()?;
-        Ok(LocalHub {
+        let source = Arc::new(Upstream(client));
+        let mut hub = LocalHub::on(runtime.handle().clone(), source, metrics);
+        hub.runtime = Some(runtime);
+        Ok(hub)
+    }
+
+    /// A hub whose pollers run on `handle` and poll `source`: tests run it on their own
+    /// runtime, under paused time, with a scripted source.
+    pub(super) fn on(
+        handle: tokio::runtime::Handle,
+        source: Arc<dyn Source>,
+        metrics: Arc<Metrics>,
+    ) -> LocalHub {
+        LocalHub {
             inner: Arc::new(Inner {
                 topics: Mutex::new(Topics::default()),
-                client,
+                source,
                 metrics,
-                handle: runtime.handle().clone(),
+                handle,
                 fingerprint: Fingerprint::random(),
             }),
-            runtime: Some(runtime),
-        })
+            runtime: None,
+        }
     }
 }
 
@@ -173,8 +210,8 @@ impl Inner {
         self.topics.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Finds or creates the instance and counts the client in, under one lock so an idle poller
-    /// can't remove the instance between the two.
+    /// Finds or creates the instance and counts the client in, under one lock so the idle
+    /// countdown can't remove the instance between the two.
     fn join(
         self: &Arc<Self>,
         spec: &Arc<StreamSpec>,
@@ -195,83 +232,114 @@ impl Inner {
                 return Ok(topic.join());
             }
         };
-        if let Some(topic) = topics.by_key.get(&key) {
-            return Ok(topic.join());
+        if let Some(instance) = topics.get(&key) {
+            return Ok(instance.topic.join());
         }
-        let count = topics.per_stream.get(&key.stream).copied().unwrap_or(0);
-        if count >= spec.max_instances && !topics.evict_idle(&key.stream) {
+        if topics.count(&key.stream) >= spec.max_instances && !topics.evict_idle(&key.stream) {
             return Err(HubError::TooManyInstances {
                 stream: key.stream.to_string(),
                 max: spec.max_instances,
             });
         }
-        *topics.per_stream.entry(key.stream.clone()).or_default() += 1;
         let label = self.fingerprint.label(&key);
         let topic = Arc::new(Topic::new(spec, key.clone(), label, self.metrics.clone()));
         let member = topic.join();
-        topics.by_key.insert(key, topic.clone());
+        let instance = Instance::new(topic);
+        topics.insert(key, instance.clone());
+        // Spawned unlocked: a runtime shutting down drops the task at once, and its guard locks.
         drop(topics);
-        self.start(topic, first_delay);
+        self.start(&instance, first_delay);
         Ok(member)
     }
 
-    fn start(self: &Arc<Self>, topic: Arc<Topic>, first_delay: Duration) {
+    /// Spawns the instance's poller and its idle countdown; both end with its token.
+    fn start(self: &Arc<Self>, instance: &Instance, first_delay: Duration) {
+        let topic = &instance.topic;
         let span = info_span!("poller", stream = %topic.key.stream, instance = %topic.label);
-        let hub = Arc::downgrade(self);
         let ended = Ended {
             topic: topic.clone(),
-            hub: hub.clone(),
+            cancel: instance.cancel.clone(),
+            hub: Arc::downgrade(self),
         };
-        let released = topic.clone();
         let poller = Poller {
-            topic,
-            client: self.client.clone(),
-            release: Box::new(move |force| release(&hub, &released, force)),
+            topic: topic.clone(),
+            source: self.source.clone(),
             first_delay,
         };
+        let cancel = instance.cancel.clone();
+        let out = topic.clone();
         self.handle.spawn(
             async move {
-                let _ended = ended;
                 info!("poller started");
-                poller.run().await;
+                let exit = poller.run(&*out, cancel).await;
+                ended.exit(exit);
             }
-            .instrument(span),
+            .instrument(span.clone()),
         );
+        let hub = Arc::downgrade(self);
+        let idle = topic.clone();
+        let take_if_idle = move || take_if_idle(&hub, &idle);
+        let countdown = count_down_idle(
+            topic.clone(),
+            instance.cancel.clone(),
+            instance.retuned.clone(),
+            take_if_idle,
+        );
+        self.handle.spawn(countdown.instrument(span));
     }
 }
 
-/// Ends an instance's clients and takes it out of the table however its poller stops: a return,
-/// a panic, or the runtime dropping it. Without it, a client would wait forever on an instance
-/// that nothing writes to, not even a heartbeat, holding its client slot.
+/// Ends an instance's clients, takes it out of the table and cancels its token however its
+/// poller stops: a return, a panic, or the runtime dropping it. Without it, a client would wait
+/// forever on an instance that nothing writes to, not even a heartbeat, holding its client slot.
 struct Ended {
     topic: Arc<Topic>,
+    cancel: CancellationToken,
     hub: Weak<Inner>,
+}
+
+impl Ended {
+    /// The poller returned: says why, then ends the instance.
+    fn exit(self, exit: Exit) {
+        match exit {
+            // Whoever took it out said why: idle, reload or eviction.
+            Exit::Cancelled => debug!("poller cancelled"),
+            Exit::Denied(status) => info!(status, "poller stopped: access refused"),
+        }
+    }
 }
 
 impl Drop for Ended {
     fn drop(&mut self) {
-        // Both are no-ops when the poller already closed and released it.
+        // No-ops when the hub already closed it and took it out.
         let last = reconnect_event("stream instance stopped", self.topic.epoch);
         self.topic.close(last);
-        release(&self.hub, &self.topic, true);
+        if let Some(hub) = self.hub.upgrade() {
+            let mut topics = hub.topics();
+            if topics.holds(&self.topic) {
+                topics.take(&self.topic.key);
+            }
+        }
+        self.cancel.cancel();
     }
 }
 
-/// Removes `topic` from the hub if it is still the registered instance for its key and, unless
-/// forced, has no client.
-fn release(hub: &Weak<Inner>, topic: &Arc<Topic>, force: bool) -> bool {
+/// Takes `topic` out of the hub if it is still there and has no client; returns whether it is
+/// gone. Decided under the lock clients join under.
+fn take_if_idle(hub: &Weak<Inner>, topic: &Arc<Topic>) -> bool {
     let Some(hub) = hub.upgrade() else {
         return true;
     };
     let mut topics = hub.topics();
-    let current = topics
-        .by_key
-        .get(&topic.key)
-        .is_some_and(|t| Arc::ptr_eq(t, topic));
-    if !current || (!force && topic.clients() > 0) {
-        return !current;
+    if !topics.holds(topic) {
+        return true;
+    }
+    if topic.clients() > 0 {
+        return false;
     }
     topics.take(&topic.key);
+    // Logged in the poller's span, which the countdown runs in.
+    info!("poller stopped: idle");
     true
 }
 
@@ -291,19 +359,26 @@ impl Hub for LocalHub {
     }
 
     fn instances(&self) -> Vec<InstanceInfo> {
-        let topics: Vec<Arc<Topic>> = self.inner.topics().by_key.values().cloned().collect();
+        let topics: Vec<Arc<Topic>> = self
+            .inner
+            .topics()
+            .all()
+            .map(|(_, i)| i.topic.clone())
+            .collect();
         topics.iter().map(|t| t.info()).collect()
     }
 
     fn refresh(&self, stream: &str, target: &str) -> Refreshed {
         let topics = self.inner.topics();
         let matching = topics
-            .by_key
-            .iter()
-            .filter(|(k, _)| &*k.stream == stream && k.target == target);
+            .streams
+            .get(stream)
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| k.target == target);
         let mut done = Refreshed::default();
-        for (_, topic) in matching {
-            if topic.request_refresh() {
+        for (_, instance) in matching {
+            if instance.topic.request_refresh() {
                 done.now += 1;
             } else {
                 done.deferred += 1;
@@ -312,8 +387,7 @@ impl Hub for LocalHub {
         done
     }
 
-    fn reconcile(&self, routes: &Routes) {
-        let streams = &routes.config.streams;
+    fn reconcile(&self, streams: &[Arc<StreamSpec>]) {
         let mut topics = self.inner.topics();
         let specs = streams
             .iter()
@@ -331,7 +405,8 @@ impl Hub for LocalHub {
         }
         // Retune or close what is running.
         let mut closed = Vec::new();
-        for (key, topic) in &topics.by_key {
+        for (key, instance) in topics.all() {
+            let topic = &instance.topic;
             match topics.specs.get(&key.stream) {
                 None => closed.push((key.clone(), false)),
                 // Polled or keyed another way now (another `poll`, tighter `forward_headers`,
@@ -339,11 +414,14 @@ impl Hub for LocalHub {
                 Some(spec) if !keyed_alike(spec, &topic.spec.load()) => {
                     closed.push((key.clone(), true))
                 }
-                Some(spec) => topic.spec.store(spec.clone()),
+                Some(spec) => {
+                    topic.spec.store(spec.clone());
+                    instance.retuned.notify_one();
+                }
             }
         }
         for (key, rekeyed) in closed {
-            let Some(topic) = topics.take(&key) else {
+            let Some(Instance { topic, cancel, .. }) = topics.take(&key) else {
                 continue;
             };
             if rekeyed {
@@ -353,21 +431,17 @@ impl Hub for LocalHub {
                 warn!(stream = %key.stream, "stream removed; closing its clients");
                 topic.close(removed_event());
             }
-            topic.stop.notify_one();
+            cancel.cancel();
         }
         topics.retired.retain(|w| w.strong_count() > 0);
         drop(topics);
         // `idle: never` streams poll from start-up on, spread over one interval.
         for spec in streams {
-            let always = spec.idle == Idle::Never
-                && !spec.path.is_template()
-                && spec.forward_headers.is_empty();
+            let always = spec.idle == Idle::Never && spec.is_single_instance();
             if !always {
                 continue;
             }
-            let Ok(key) = routes::instance(spec, &[], None, &http::HeaderMap::new()) else {
-                continue;
-            };
+            let key = StreamKey::plain(spec);
             let jitter = rand::rng().random_range(Duration::ZERO..=spec.interval);
             // The member is dropped at once: `idle: never` keeps the poller without clients.
             let _ = self.inner.join(spec, key, jitter);
@@ -382,11 +456,11 @@ mod tests {
     use crate::config;
     use crate::hub::Delivery;
 
-    fn routes(streams: &str) -> Routes {
+    fn parse(streams: &str) -> config::Config {
         let yaml = format!(
             "upstreams:\n  api:\n    url: http://127.0.0.1:1\nproxy: api\nstreams:\n{streams}"
         );
-        Routes::new(config::parse("t.yaml", &yaml, &|_| None, &|_, _| None).unwrap())
+        config::parse("t.yaml", &yaml, &|_| None, &|_, _| None).unwrap()
     }
 
     const ORDERS: &str = "  - path: /o/{id}\n    upstream: api\n    poll: /orders/{id}\n";
@@ -397,16 +471,21 @@ mod tests {
         LocalHub::new(clients, Arc::new(Metrics::new().unwrap())).unwrap()
     }
 
-    fn key(routes: &Routes, id: &str) -> StreamKey {
-        let spec = &routes.config.streams[0];
-        routes::instance(spec, &[("id", id)], None, &http::HeaderMap::new()).unwrap()
+    /// The key a request for `id` routes to: the poll template with `id` in it.
+    fn key(cfg: &config::Config, id: &str) -> StreamKey {
+        let spec = &cfg.streams[0];
+        StreamKey {
+            stream: Arc::from(spec.path.as_str()),
+            target: spec.poll.render(&[("id", id.to_string())]),
+            forwarded: Vec::new(),
+        }
     }
 
-    async fn last_event(hub: &LocalHub, routes: &Routes, id: &str) -> String {
+    async fn last_event(hub: &LocalHub, cfg: &config::Config, id: &str) -> String {
         let mut sub = hub
             .subscribe(SubscribeRequest {
-                spec: routes.config.streams[0].clone(),
-                key: key(routes, id),
+                spec: cfg.streams[0].clone(),
+                key: key(cfg, id),
                 format: None,
                 resume: None,
             })
@@ -422,47 +501,44 @@ mod tests {
     #[tokio::test]
     async fn a_client_routed_before_a_reload_joins_as_the_reload_left_its_stream() {
         let hub = hub();
-        let v1 = routes(ORDERS);
-        hub.reconcile(&v1);
+        let v1 = parse(ORDERS);
+        hub.reconcile(&v1.streams);
         // Removed: the end that the removed stream's clients got.
-        hub.reconcile(&routes(""));
+        hub.reconcile(&parse("").streams);
         let end = last_event(&hub, &v1, "1").await;
         assert!(
             end.starts_with("retry: 30000\n") && end.contains("removed"),
             "{end}"
         );
         // Polled elsewhere now: come back soon and be keyed afresh.
-        let v3 = routes("  - path: /o/{id}\n    upstream: api\n    poll: /v2/orders/{id}\n");
-        hub.reconcile(&v3);
-        let v4 = routes(&format!("{ORDERS}    interval: 2s\n"));
-        hub.reconcile(&v4);
+        let v3 = parse("  - path: /o/{id}\n    upstream: api\n    poll: /v2/orders/{id}\n");
+        hub.reconcile(&v3.streams);
+        let v4 = parse(&format!("{ORDERS}    interval: 2s\n"));
+        hub.reconcile(&v4.streams);
         let end = last_event(&hub, &v3, "1").await;
         assert!(end.contains("\"reconnect\":true"), "{end}");
         assert!(hub.instances().is_empty(), "no instance ran the old spec");
         // Retuned only: it joins an instance running the current spec.
-        let v5 = routes(&format!("{ORDERS}    interval: 3s\n"));
-        hub.reconcile(&v5);
-        let member = hub.inner.join(
-            &v4.config.streams[0],
-            key(&v4, "1"),
-            Duration::from_secs(3600),
-        );
+        let v5 = parse(&format!("{ORDERS}    interval: 3s\n"));
+        hub.reconcile(&v5.streams);
+        let member = hub
+            .inner
+            .join(&v4.streams[0], key(&v4, "1"), Duration::from_secs(3600));
         let topic = member.unwrap().topic().clone();
-        assert!(Arc::ptr_eq(&topic.spec.load(), &v5.config.streams[0]));
+        assert!(Arc::ptr_eq(&topic.spec.load(), &v5.streams[0]));
     }
 
     #[tokio::test]
     async fn a_reload_that_polls_elsewhere_closes_the_running_instances() {
         let hub = hub();
-        let v1 = routes(ORDERS);
-        hub.reconcile(&v1);
+        let v1 = parse(ORDERS);
+        hub.reconcile(&v1.streams);
         // Its first poll is not due before the reload.
         let later = Duration::from_secs(3600);
-        let member = hub.inner.join(&v1.config.streams[0], key(&v1, "1"), later);
+        let member = hub.inner.join(&v1.streams[0], key(&v1, "1"), later);
         let mut sub = member.unwrap().attach(None, None);
-        hub.reconcile(&routes(
-            "  - path: /o/{id}\n    upstream: api\n    poll: /v2/{id}\n",
-        ));
+        let v2 = parse("  - path: /o/{id}\n    upstream: api\n    poll: /v2/{id}\n");
+        hub.reconcile(&v2.streams);
         match sub.next().await {
             Delivery::Close(b) => assert!(b.starts_with(b"retry: "), "{b:?}"),
             Delivery::Send(b) => panic!("not the end: {b:?}"),
@@ -473,9 +549,9 @@ mod tests {
     #[tokio::test]
     async fn at_max_instances_the_one_idle_longest_makes_room() {
         let hub = hub();
-        let v1 = routes(&format!("{ORDERS}    max_instances: 2\n"));
-        hub.reconcile(&v1);
-        let spec = &v1.config.streams[0];
+        let v1 = parse(&format!("{ORDERS}    max_instances: 2\n"));
+        hub.reconcile(&v1.streams);
+        let spec = &v1.streams[0];
         let join = |id| {
             hub.inner
                 .join(spec, key(&v1, id), Duration::from_secs(3600))
@@ -498,5 +574,62 @@ mod tests {
             Err(HubError::TooManyInstances { max: 2, .. })
         ));
         drop((busy, three));
+    }
+
+    /// A hub on the test's runtime, under paused time, polling a scripted source.
+    fn paused_hub(script: &Arc<crate::hub::script::Script>) -> LocalHub {
+        let metrics = Arc::new(Metrics::new().unwrap());
+        LocalHub::on(tokio::runtime::Handle::current(), script.clone(), metrics)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_client_for_idle_stops_the_instance_and_one_within_idle_keeps_it() {
+        use crate::hub::script::{body, Script};
+        use tokio::time::sleep;
+        let s = Duration::from_secs(1);
+        let script = Script::new(|_| body("{}"));
+        let hub = paused_hub(&script);
+        let cfg = parse(&format!("{ORDERS}    interval: 1s\n    idle: 10s\n"));
+        hub.reconcile(&cfg.streams);
+        let spec = &cfg.streams[0];
+        let join = || {
+            hub.inner
+                .join(spec, key(&cfg, "1"), Duration::ZERO)
+                .unwrap()
+        };
+        let first = join();
+        let topic = first.topic().clone();
+        sleep(s * 5).await;
+        drop(first);
+        sleep(s * 9).await;
+        // A client within `idle` joins the same instance, and keeps it past the first `idle`.
+        let second = join();
+        assert!(Arc::ptr_eq(second.topic(), &topic));
+        sleep(s * 20).await;
+        assert_eq!(hub.instances().len(), 1);
+        drop(second);
+        sleep(s * 10 - s / 10).await;
+        assert_eq!(hub.instances().len(), 1, "not before `idle`");
+        sleep(s / 5).await;
+        assert!(hub.instances().is_empty(), "taken out after `idle`");
+        // Its poller was cancelled: no poll since.
+        let polls = script.asked().len();
+        sleep(s * 30).await;
+        assert_eq!(script.asked().len(), polls);
+        // The next client starts a new instance.
+        let third = join();
+        assert!(!Arc::ptr_eq(third.topic(), &topic));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_never_keeps_polling_without_clients() {
+        use crate::hub::script::{body, Script};
+        let script = Script::new(|_| body("{}"));
+        let hub = paused_hub(&script);
+        let cfg = parse("  - path: /o\n    upstream: api\n    interval: 1s\n    idle: never\n");
+        hub.reconcile(&cfg.streams);
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert_eq!(hub.instances().len(), 1);
+        assert!(script.asked().len() > 500);
     }
 }

@@ -4,8 +4,15 @@
 //! beside `local.rs` and leave `edge/` alone.
 
 mod gauges;
+mod instance;
 mod local;
 pub(crate) mod poller;
+mod publish;
+mod schedule;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod script;
+pub(crate) mod source;
 pub(crate) mod topic;
 
 use std::collections::hash_map::RandomState;
@@ -17,7 +24,6 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
 use crate::config::{DiffMode, StreamSpec};
-use crate::routes::Routes;
 
 pub(crate) use gauges::Gauges;
 pub use local::LocalHub;
@@ -31,8 +37,9 @@ pub trait Hub: Send + Sync + 'static {
     /// Dropping the `Subscription` leaves; there is no unsubscribe to forget.
     async fn subscribe(&self, request: SubscribeRequest) -> Result<Subscription, HubError>;
 
-    /// Applies a validated config: starts `idle: never` pollers, stops those of removed streams.
-    fn reconcile(&self, routes: &Routes);
+    /// Applies a validated config's streams: starts `idle: never` pollers, retunes running
+    /// instances, closes those of removed or re-keyed streams.
+    fn reconcile(&self, streams: &[Arc<StreamSpec>]);
 
     /// What runs now, for the admin listener and the metrics.
     fn instances(&self) -> Vec<InstanceInfo>;
@@ -101,6 +108,19 @@ pub struct StreamKey {
     pub target: String,
     /// Forwarded request headers, in the stream's `forward_headers` order.
     pub forwarded: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl StreamKey {
+    /// The key of a stream's only instance when it has no parameters, forwards no query and no
+    /// header: its poll template rendered as is. The same key a request without any of those
+    /// routes to, so that request joins the instance `idle: never` started.
+    pub fn plain(spec: &StreamSpec) -> StreamKey {
+        StreamKey {
+            stream: Arc::from(spec.path.as_str()),
+            target: spec.poll.render(&[]),
+            forwarded: Vec::new(),
+        }
+    }
 }
 
 impl fmt::Debug for StreamKey {

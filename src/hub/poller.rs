@@ -1,45 +1,41 @@
-//! One stream instance's schedule: poll, detect change, publish; jitter, backoff, Retry-After.
+//! One stream instance's poller: poll, detect change, publish, on the `Schedule`'s clock.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use rand::Rng;
 use serde_json::{json, Value};
 use tokio::time::{sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::publish::{PollResult, Publish};
+use super::schedule::{backoff, Schedule, Step};
+use super::source::Source;
 use crate::codec::diff;
 use crate::codec::sse;
-use crate::config::{DiffMode, Idle, StreamSpec};
-use crate::hub::topic::{Frame, Readiness, Topic};
-use crate::upstream::{self, FetchError, Fetched, Validators};
+use crate::config::{DiffMode, StreamSpec};
+use crate::hub::topic::{Frame, Topic};
+use crate::metrics::Metrics;
+use crate::upstream::{FetchError, Fetched, Validators};
 
 /// A diff that takes longer gives way to a snapshot, which is always a valid next event.
 const DIFF_TIME: Duration = Duration::from_millis(500);
-/// However long an upstream asks us to wait, we look again after this.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
-/// Why a poller stopped.
+/// Why a poller stopped; the hub, which spawned it, ends the instance either way.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Exit {
-    /// No client for `idle`; the hub removed the instance.
-    Idle,
+    /// The hub took the instance out and cancelled its token: no client for `idle`, its stream
+    /// left or was re-keyed by a reload, or it was evicted to make room for another.
+    Cancelled,
     /// The upstream refused these credentials: clients were told and closed.
     Denied(u16),
-    /// The hub took the instance out: its stream left or was re-keyed by a reload, or it was
-    /// evicted without clients to make room for another.
-    Removed,
 }
 
-/// Takes the instance out of the hub: `force` even with clients attached. Returns whether it was
-/// removed (an idle removal fails when a client joined meanwhile).
-pub type Release = Box<dyn Fn(bool) -> bool + Send + Sync>;
-
 pub struct Poller {
+    /// The instance polled: its key, its spec (which a reload may swap) and refresh window.
     pub topic: Arc<Topic>,
-    pub client: upstream::Clients,
-    pub release: Release,
+    pub source: Arc<dyn Source>,
     /// Delay before the first poll, so instances started together don't poll in one burst.
     pub first_delay: Duration,
 }
@@ -61,195 +57,182 @@ enum Polled {
     Forgotten,
 }
 
-enum Health {
-    Healthy,
-    Failing,
+/// What the last good answer left.
+#[derive(Default)]
+struct Last {
+    doc: Option<Arc<Doc>>,
+    validators: Validators,
+    /// The body's size, which a 304 stands for.
+    len: u64,
+}
+
+impl Last {
+    /// Another diff mode or another source: what clients hold can't be patched into it, so the
+    /// next poll publishes a fresh snapshot. (A changed `poll` never gets here: the hub closes
+    /// the instance and its clients come back re-keyed.)
+    fn retune(&mut self, old: &StreamSpec, new: &StreamSpec) {
+        if new.diff != old.diff || new.upstream.url != old.upstream.url {
+            self.doc = None;
+            self.validators = Validators::default();
+        }
+        info!("stream retuned by a reload");
+    }
 }
 
 impl Poller {
-    pub async fn run(self) -> Exit {
-        let topic = self.topic.clone();
-        let mut doc: Option<Arc<Doc>> = None;
-        let mut validators = Validators::default();
-        let mut failures: u32 = 0;
-        // Size of the last body, which a 304 stands for.
-        let mut last_len: u64 = 0;
-        let mut health = Health::Healthy;
-        // The last poll was refused access and this one is to confirm it (see `refusal`).
-        let mut confirming = false;
-        let mut next_poll = Instant::now() + self.first_delay;
-        // Whether this poller's cadence has its own phase yet (see the end of the loop).
-        let mut phase_set = false;
-        let mut next_heartbeat = Instant::now() + topic.spec.load().heartbeat;
+    /// Polls until the hub cancels it or the upstream refuses access. Never counts clients:
+    /// whether anyone still listens is the hub's business.
+    pub async fn run(self, out: &dyn Publish, cancel: CancellationToken) -> Exit {
+        let topic = &self.topic;
         let mut running = topic.spec.load_full();
+        let mut at = Schedule::new(Instant::now(), self.first_delay, running.heartbeat);
+        let mut last = Last::default();
         loop {
             let spec = topic.spec.load_full();
             if !Arc::ptr_eq(&spec, &running) {
-                // Another diff mode or another source: what clients hold can't be patched into
-                // it, so the next poll publishes a fresh snapshot. (A changed `poll` never gets
-                // here: the hub closes the instance and its clients come back re-keyed.)
-                if spec.diff != running.diff || spec.upstream.url != running.upstream.url {
-                    doc = None;
-                    validators = Validators::default();
-                }
-                info!("stream retuned by a reload");
+                last.retune(&running, &spec);
                 running = spec.clone();
             }
-            let idle_at = match spec.idle {
-                Idle::After(d) if topic.clients() == 0 => {
-                    Some(Instant::from_std(topic.last_left() + d))
-                }
-                _ => None,
-            };
-            let due = next_poll;
+            let due = at.next_poll;
             tokio::select! {
-                _ = sleep_until(next_poll) => {}
-                _ = sleep_until(next_heartbeat) => {
-                    topic.heartbeat();
-                    next_heartbeat = Instant::now() + spec.heartbeat;
+                biased;
+                () = cancel.cancelled() => return Exit::Cancelled,
+                () = sleep_until(at.next_poll) => {}
+                () = sleep_until(at.next_heartbeat) => {
+                    out.heartbeat();
+                    at.beat(Instant::now(), spec.heartbeat);
                     continue;
                 }
-                _ = sleep_until(idle_at.unwrap_or(next_poll)), if idle_at.is_some() => {
-                    if (self.release)(false) {
-                        info!("poller stopped: idle");
-                        return Exit::Idle;
-                    }
-                    continue;
-                }
-                // The last client left: recompute the idle deadline.
-                _ = topic.emptied.notified() => continue,
                 // POST /streams/refresh: poll when the hub allowed it (`Topic::request_refresh`).
-                _ = topic.refresh.notified() => {
-                    if let Some(at) = topic.pending_refresh() {
-                        next_poll = next_poll.min(at);
-                    }
+                () = topic.refresh.notified() => {
+                    at.refresh(topic.pending_refresh());
                     continue;
-                }
-                _ = topic.stop.notified() => {
-                    info!("poller stopped: removed from the hub");
-                    return Exit::Removed;
                 }
             }
             topic.refresh_polling();
-
-            let started = std::time::Instant::now();
-            let result = upstream::fetch(
-                self.client.get(spec.follow_redirects),
-                upstream::Request {
-                    url: target_url(&spec, &topic.key.target),
-                    headers: &spec.upstream.headers,
-                    forwarded: &topic.key.forwarded,
-                    timeout: spec.timeout,
-                    max_body: spec.max_body,
-                    validators: &validators,
-                },
-            )
-            .await;
-            let metrics = &topic.metrics;
-            metrics
-                .upstream_latency
-                .observe(started.elapsed().as_secs_f64());
-
-            let outcome = match result {
-                Ok(Fetched::NotModified) => Ok(Polled::NotModified),
-                Ok(Fetched::Body {
-                    body,
-                    validators: v,
-                    json,
-                }) => {
-                    let len = body.len() as u64;
-                    metrics.upstream_bytes.inc_by(len);
-                    let polled = examine(&topic, &spec, doc.clone(), body, json).await;
-                    // A broken body keeps the last validators: a 304 must not stand for it.
-                    if polled.is_ok() {
-                        validators = v;
-                        last_len = len;
-                    }
-                    polled
-                }
-                Err(e) => Err(e),
+            let step = match self.poll(out, &spec, &mut last).await {
+                Ok(polled) => self.on_fetched(out, &spec, &at, &mut last, polled),
+                Err(e) => self.on_failed(out, &spec, &at, last.doc.is_some(), &e),
             };
-            let delay = match outcome {
-                Ok(polled) => {
-                    confirming = false;
-                    failures = 0;
-                    if let Health::Failing = health {
-                        health = Health::Healthy;
-                        info!("upstream back");
-                        let ev = status_event("healthy", None, None);
-                        topic.set_status(None, ev);
-                    }
-                    let result = match polled {
-                        Polled::NotModified => {
-                            debug!("poll: not modified");
-                            "not_modified"
-                        }
-                        Polled::Unchanged => {
-                            debug!("poll: unchanged");
-                            "unchanged"
-                        }
-                        Polled::Forgotten => {
-                            doc = None;
-                            "unchanged"
-                        }
-                        Polled::Changed(new, frame) => {
-                            doc = Some(new);
-                            publish(&topic, &spec, frame);
-                            "changed"
-                        }
-                    };
-                    // What each attached client would have downloaded polling on its own.
-                    metrics
-                        .polling_equivalent_bytes
-                        .inc_by(last_len * topic.clients() as u64);
-                    metrics.polls.with_label_values(&[result]).inc();
-                    topic.record_poll(result);
-                    spec.interval
-                }
-                Err(e) => {
-                    metrics.polls.with_label_values(&["error"]).inc();
-                    topic.record_poll("error");
-                    let status = e.status();
-                    match refusal(status, doc.is_some(), std::mem::take(&mut confirming)) {
-                        Refusal::Deny(status) => {
-                            warn!(status, "upstream refused credentials; closing instance");
-                            topic.set_ready(Readiness::Denied(status));
-                            let data =
-                                json!({ "reason": "upstream refused access", "status": status });
-                            topic.close(sse::event(Some("end"), None, &data.to_string()));
-                            (self.release)(true);
-                            return Exit::Denied(status);
-                        }
-                        Refusal::Confirm => {
-                            info!(status, "upstream refused access; polling again to confirm");
-                            confirming = true;
-                            next_poll = Instant::now();
-                            continue;
-                        }
-                        Refusal::No => {}
-                    }
-                    failures = failures.saturating_add(1);
-                    if let Health::Healthy = health {
-                        health = Health::Failing;
-                        warn!(error = %e, cause = %e.causes(), "upstream failing");
-                        let ev = status_event("failing", status, Some(&e));
-                        topic.set_status(Some(ev.clone()), ev);
-                    } else {
-                        debug!(error = %e, cause = %e.causes(), failures, "poll failed");
-                    }
-                    backoff(&spec, failures, &e)
-                }
-            };
-            // The first success sets this poller's phase; later ones keep to it.
-            let spread = (!phase_set && failures == 0).then(|| {
-                phase_set = true;
-                rand::rng().random_range(0.5..1.5)
-            });
-            next_poll = next_due(due, Instant::now(), delay, failures > 0, spread);
-            if failures > 0 {
-                topic.hold_refreshes_until(next_poll);
+            if let Step::Stop(status) = step {
+                return Exit::Denied(status);
+            }
+            at.next(&step, due, Instant::now(), spec.interval);
+            if at.failing() {
+                topic.hold_refreshes_until(at.next_poll);
             }
         }
+    }
+
+    /// One GET, and its body examined. A broken body keeps the last validators: a 304 must not
+    /// stand for it.
+    async fn poll(
+        &self,
+        out: &dyn Publish,
+        spec: &Arc<StreamSpec>,
+        last: &mut Last,
+    ) -> Result<Polled, FetchError> {
+        let metrics = &self.topic.metrics;
+        let started = std::time::Instant::now();
+        let fetched = self
+            .source
+            .get(spec, &self.topic.key, &last.validators)
+            .await;
+        metrics
+            .upstream_latency
+            .observe(started.elapsed().as_secs_f64());
+        let (body, validators, json) = match fetched? {
+            Fetched::NotModified => return Ok(Polled::NotModified),
+            Fetched::Body {
+                body,
+                validators,
+                json,
+            } => (body, validators, json),
+        };
+        let len = body.len() as u64;
+        metrics.upstream_bytes.inc_by(len);
+        let polled = examine(out, spec, last.doc.clone(), body, json).await?;
+        last.validators = validators;
+        last.len = len;
+        Ok(polled)
+    }
+
+    fn on_fetched(
+        &self,
+        out: &dyn Publish,
+        spec: &StreamSpec,
+        at: &Schedule,
+        last: &mut Last,
+        polled: Polled,
+    ) -> Step {
+        if at.failing() {
+            info!("upstream back");
+            out.set_status(None, status_event("healthy", None, None));
+        }
+        let result = self.publish_if_changed(out, spec, last, polled);
+        out.record_poll(result, last.len);
+        Step::Cadence
+    }
+
+    /// Publishes what changed; the result says whether it did (`Changed`).
+    fn publish_if_changed(
+        &self,
+        out: &dyn Publish,
+        spec: &StreamSpec,
+        last: &mut Last,
+        polled: Polled,
+    ) -> PollResult {
+        let result = match polled {
+            Polled::NotModified => PollResult::NotModified,
+            Polled::Unchanged => PollResult::Unchanged,
+            Polled::Forgotten => {
+                last.doc = None;
+                PollResult::Unchanged
+            }
+            Polled::Changed(new, frame) => {
+                last.doc = Some(new);
+                debug!(seq = frame.seq, "poll: changed");
+                count_bytes(&self.topic.metrics, spec, &frame);
+                out.publish(frame);
+                return PollResult::Changed;
+            }
+        };
+        debug!(result = result.as_str(), "poll");
+        result
+    }
+
+    fn on_failed(
+        &self,
+        out: &dyn Publish,
+        spec: &StreamSpec,
+        at: &Schedule,
+        had_doc: bool,
+        e: &FetchError,
+    ) -> Step {
+        out.record_poll(PollResult::Error, 0);
+        let status = e.status();
+        match refusal(status, had_doc, at.confirming) {
+            Refusal::Deny(status) => {
+                warn!(status, "upstream refused credentials; closing instance");
+                let data = json!({ "reason": "upstream refused access", "status": status });
+                out.deny(status, sse::event(Some("end"), None, &data.to_string()));
+                return Step::Stop(status);
+            }
+            Refusal::Confirm => {
+                info!(status, "upstream refused access; polling again to confirm");
+                return Step::Confirm;
+            }
+            Refusal::No => {}
+        }
+        let failures = at.failures.saturating_add(1);
+        if at.failing() {
+            debug!(error = %e, cause = %e.causes(), failures, "poll failed");
+        } else {
+            warn!(error = %e, cause = %e.causes(), "upstream failing");
+            let ev = status_event("failing", status, Some(e));
+            out.set_status(Some(ev.clone()), ev);
+        }
+        Step::Backoff(backoff(spec, failures, e))
     }
 }
 
@@ -276,29 +259,6 @@ fn refusal(status: Option<u16>, had_doc: bool, confirming: bool) -> Refusal {
     }
 }
 
-/// `base` + the instance's path and query; config validation guarantees the base has neither
-/// query nor fragment, so concatenation is exact.
-fn target_url(spec: &StreamSpec, target: &str) -> url::Url {
-    let base = spec.upstream.url.as_str().trim_end_matches('/');
-    url::Url::parse(&format!("{base}{target}")).unwrap_or_else(|_| spec.upstream.url.clone())
-}
-
-/// Capped exponential backoff with jitter, or longer when the upstream asked for it.
-fn backoff(spec: &StreamSpec, failures: u32, e: &FetchError) -> Duration {
-    let exp = spec
-        .interval
-        .saturating_mul(1u32 << failures.min(16))
-        .min(spec.backoff_max.max(spec.interval));
-    let jittered = rand::rng().random_range(exp / 2..=exp);
-    match e {
-        FetchError::Status {
-            retry_after: Some(ra),
-            ..
-        } => jittered.max((*ra).min(MAX_RETRY_AFTER)),
-        _ => jittered,
-    }
-}
-
 fn status_event(state: &str, status: Option<u16>, error: Option<&FetchError>) -> Bytes {
     let since = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     let data = json!({
@@ -310,30 +270,11 @@ fn status_event(state: &str, status: Option<u16>, error: Option<&FetchError>) ->
     sse::event(Some("upstream-status"), None, &data.to_string())
 }
 
-/// When the next poll is due, after one that was due at `due` and ended at `now`.
-///
-/// A poll that kept its appointment keeps the cadence: the next is due `delay` after this one
-/// was due, not after it finished. Otherwise polls that one busy moment delayed together stay
-/// bunched in every later round, and the bunch grows (the Streamdata benchmark's 100 streams of
-/// 50 KB did: p99 12-28 ms instead of ~5). A failure (`delay` is then the backoff), a refresh
-/// ahead of time, or a poll late by a whole interval restarts the cadence from now.
-///
-/// `spread` (0.5..1.5) scales the delay once, after the first poll: instances that clients
-/// started together poll first within a moment, and a fixed cadence would keep them together.
-fn next_due(
-    due: Instant,
-    now: Instant,
-    delay: Duration,
-    failed: bool,
-    spread: Option<f64>,
-) -> Instant {
-    if let Some(factor) = spread {
-        return now + delay.mul_f64(factor);
-    }
-    if !failed && due <= now && now < due + delay {
-        due + delay
-    } else {
-        now + delay
+/// What the stream's own format saves over snapshots.
+fn count_bytes(metrics: &Metrics, spec: &StreamSpec, frame: &Frame) {
+    if let Some(p) = frame.patch(spec.diff) {
+        metrics.patch_bytes.inc_by(p.len() as u64);
+        metrics.snapshot_bytes.inc_by(frame.snapshot.len() as u64);
     }
 }
 
@@ -342,16 +283,19 @@ fn next_due(
 /// Always on a blocking thread: parsing and diffing cost time in proportion to the document, and
 /// the hub's runtime has one thread that every other poller and heartbeat needs.
 async fn examine(
-    topic: &Arc<Topic>,
+    out: &dyn Publish,
     spec: &Arc<StreamSpec>,
     old: Option<Arc<Doc>>,
     body: Bytes,
     json: bool,
 ) -> Result<Polled, FetchError> {
-    let seq = topic.current_seq() + 1;
-    let id = topic.id(seq).to_string();
-    let wanted = [DiffMode::JsonPatch, DiffMode::MergePatch]
-        .map(|m| spec.diff == m || topic.format_in_use(m));
+    let next = out.next_id();
+    let (seq, id) = (next.seq, next.to_string());
+    let wants = |m| spec.diff == m || out.wants(m);
+    let wanted = Wanted {
+        json_patch: wants(DiffMode::JsonPatch),
+        merge_patch: wants(DiffMode::MergePatch),
+    };
     let ignore = spec.ignore.clone();
     let work = move || -> Result<Polled, FetchError> {
         let new = match serde_json::from_slice::<Value>(&body) {
@@ -377,26 +321,16 @@ async fn examine(
     }
 }
 
-fn publish(topic: &Topic, spec: &StreamSpec, frame: Frame) {
-    debug!(seq = frame.seq, "poll: changed");
-    let patch = match spec.diff {
-        DiffMode::JsonPatch => frame.json_patch.as_ref(),
-        DiffMode::MergePatch => frame.merge_patch.as_ref(),
-        DiffMode::Snapshot => None,
-    };
-    if let Some(p) = patch {
-        topic.metrics.patch_bytes.inc_by(p.len() as u64);
-        topic
-            .metrics
-            .snapshot_bytes
-            .inc_by(frame.snapshot.len() as u64);
-    }
-    topic.publish(frame);
+/// The patch formats a change is encoded in: the stream's own, and those clients chose.
+#[derive(Clone, Copy)]
+struct Wanted {
+    json_patch: bool,
+    merge_patch: bool,
 }
 
-/// Encodes the change in every wanted format; `wanted` is [json-patch, merge-patch]. A patch
-/// that would cost more than the snapshot is left out: its clients get the snapshot.
-fn encode(seq: u64, id: &str, old: Option<&Doc>, new: &Doc, wanted: [bool; 2]) -> Frame {
+/// Encodes the change in every wanted format. A patch that would cost more than the snapshot
+/// is left out: its clients get the snapshot.
+fn encode(seq: u64, id: &str, old: Option<&Doc>, new: &Doc, wanted: Wanted) -> Frame {
     let text = match new {
         Doc::Json(v) => v.to_string(),
         Doc::Other(b) => String::from_utf8_lossy(b).into_owned(),
@@ -404,11 +338,13 @@ fn encode(seq: u64, id: &str, old: Option<&Doc>, new: &Doc, wanted: [bool; 2]) -
     let snapshot = sse::event(Some("snapshot"), Some(id), &text);
     let (json_patch, merge_patch) = match (old, new) {
         (Some(Doc::Json(old)), Doc::Json(new)) => {
-            let jp = wanted[0]
+            let jp = wanted
+                .json_patch
                 .then(|| diff::json_patch(old, new, text.len(), DIFF_TIME))
                 .flatten()
                 .map(|p| sse::event(Some("patch"), Some(id), &p));
-            let mp = wanted[1]
+            let mp = wanted
+                .merge_patch
                 .then(|| diff::merge_patch(old, new))
                 .flatten()
                 .map(|p| sse::event(Some("merge-patch"), Some(id), &p.to_string()));
@@ -431,37 +367,6 @@ fn encode(seq: u64, id: &str, old: Option<&Doc>, new: &Doc, wanted: [bool; 2]) -
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_poll_on_time_keeps_the_cadence_of_its_due_time() {
-        let due = Instant::now();
-        let s = Duration::from_secs(1);
-        // Finished 300 ms late: the next is still one interval after this one was due.
-        let next = next_due(due, due + s * 3 / 10, s, false, None);
-        assert_eq!(next, due + s);
-    }
-
-    #[test]
-    fn a_failure_an_early_refresh_or_a_whole_interval_late_restart_from_now() {
-        let due = Instant::now();
-        let s = Duration::from_secs(1);
-        let now = due + Duration::from_millis(10);
-        assert_eq!(next_due(due, now, s * 4, true, None), now + s * 4);
-        let early = due - Duration::from_millis(400);
-        assert_eq!(next_due(due, early, s, false, None), early + s);
-        let late = due + s * 2;
-        assert_eq!(next_due(due, late, s, false, None), late + s);
-    }
-
-    #[test]
-    fn the_first_spread_scales_the_delay_from_now() {
-        let due = Instant::now();
-        let s = Duration::from_secs(1);
-        let now = due + Duration::from_millis(5);
-        assert_eq!(
-            next_due(due, now, s, false, Some(1.25)),
-            now + s.mul_f64(1.25)
-        );
-    }
     use crate::config;
 
     fn spec() -> Arc<StreamSpec> {
@@ -473,79 +378,35 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_with_jitter_up_to_its_cap() {
-        let s = spec();
-        let e = FetchError::Timeout;
-        for (failures, lo, hi) in [(1, 1, 2), (2, 2, 4), (3, 4, 8), (10, 15, 30), (40, 15, 30)] {
-            for _ in 0..50 {
-                let d = backoff(&s, failures, &e);
-                assert!(
-                    d >= Duration::from_secs(lo) && d <= Duration::from_secs(hi),
-                    "{failures}: {d:?}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn retry_after_wins_when_longer() {
-        let s = spec();
-        let e = FetchError::Status {
-            status: 429,
-            retry_after: Some(Duration::from_secs(120)),
-        };
-        assert_eq!(backoff(&s, 1, &e), Duration::from_secs(120));
-        let e = FetchError::Status {
-            status: 503,
-            retry_after: Some(Duration::from_secs(86_400)),
-        };
-        assert_eq!(backoff(&s, 1, &e), MAX_RETRY_AFTER);
-    }
-
-    #[test]
     fn a_change_is_encoded_in_each_wanted_format() {
         let old = Doc::Json(json!({"a": 2, "b": 1}));
         let new = Doc::Json(json!({"a": 3, "b": 1}));
-        let f = encode(3, "x-3", Some(&old), &new, [false, true]);
+        let f = encode(
+            3,
+            "x-3",
+            Some(&old),
+            &new,
+            Wanted {
+                json_patch: false,
+                merge_patch: true,
+            },
+        );
         assert!(f.json_patch.is_none());
         assert!(f.merge_patch.unwrap().ends_with(b"data: {\"a\":3}\n\n"));
-        let f = encode(3, "x-3", None, &new, [true, true]);
+        let f = encode(
+            3,
+            "x-3",
+            None,
+            &new,
+            Wanted {
+                json_patch: true,
+                merge_patch: true,
+            },
+        );
         assert!(
             f.json_patch.is_none() && f.merge_patch.is_none(),
             "no document to patch"
         );
-    }
-
-    #[test]
-    fn a_poll_cannot_leave_the_base_path() {
-        let yaml = "upstreams:\n  api:\n    url: http://127.0.0.1:1/v1\nstreams:\n  - path: /s/{id}\n    upstream: api\n    poll: /o/{id}\n    params: { id: \".+\" }\n";
-        let spec = config::parse("p.yaml", yaml, &|_| None, &|_, _| None)
-            .unwrap()
-            .streams[0]
-            .clone();
-        let headers = http::HeaderMap::new();
-        for raw in [
-            "..",
-            "%2e%2e",
-            ".%2E",
-            "%2E",
-            "..%2F..%2Fadmin",
-            "..%5C..",
-            "%252e%252e",
-            "..;",
-            "a%00b",
-            "%C3%A9",
-        ] {
-            let Ok(key) = crate::routes::instance(&spec, &[("id", raw)], None, &headers) else {
-                continue;
-            };
-            let url = target_url(&spec, &key.target);
-            let path = url.path();
-            assert!(
-                path.starts_with("/v1/o/") && path.matches('/').count() == 3,
-                "{raw} => {url}"
-            );
-        }
     }
 
     #[test]
@@ -557,14 +418,6 @@ mod tests {
         assert_eq!(refusal(Some(404), true, false), Refusal::No);
         assert_eq!(refusal(Some(500), true, true), Refusal::No);
         assert_eq!(refusal(None, true, false), Refusal::No);
-    }
-
-    #[test]
-    fn the_target_is_appended_to_the_base_path() {
-        assert_eq!(
-            target_url(&spec(), "/a/b?x=1").as_str(),
-            "http://127.0.0.1:1/base/a/b?x=1"
-        );
     }
 
     /// The data of one SSE event, as a client reads it.
@@ -586,7 +439,7 @@ mod tests {
             old in json_doc(),
             new in json_doc(),
         ) {
-            let f = encode(2, "e-2", Some(&Doc::Json(old.clone())), &Doc::Json(new.clone()), [true, true]);
+            let f = encode(2, "e-2", Some(&Doc::Json(old.clone())), &Doc::Json(new.clone()), Wanted { json_patch: true, merge_patch: true });
             let snapshot: Value = serde_json::from_str(&data(&f.snapshot)).unwrap();
             prop_assert_eq!(&snapshot, &wire(&new));
             if let Some(p) = &f.json_patch {
@@ -607,11 +460,29 @@ mod tests {
         let key = "k".repeat(100_000);
         let old = Doc::Json(json!({ key.clone(): vec![0; 50_000] }));
         let new = Doc::Json(json!({ key: vec![1; 50_000] }));
-        let f = encode(2, "e-2", Some(&old), &new, [true, true]);
+        let f = encode(
+            2,
+            "e-2",
+            Some(&old),
+            &new,
+            Wanted {
+                json_patch: true,
+                merge_patch: true,
+            },
+        );
         assert!(f.json_patch.is_none() && f.merge_patch.is_none());
         let small = Doc::Json(json!({"n": 1, "about": "long enough for a patch to be cheaper"}));
         let smaller = Doc::Json(json!({"n": 2, "about": "long enough for a patch to be cheaper"}));
-        let f = encode(2, "e-2", Some(&small), &smaller, [true, true]);
+        let f = encode(
+            2,
+            "e-2",
+            Some(&small),
+            &smaller,
+            Wanted {
+                json_patch: true,
+                merge_patch: true,
+            },
+        );
         assert!(f.json_patch.is_some() && f.merge_patch.is_some());
     }
 
@@ -633,7 +504,7 @@ mod tests {
         let items: Vec<Value> = (0..100_000).map(|i| json!({"id": i, "v": "x"})).collect();
         let old = Arc::new(Doc::Json(json!({ "items": items })));
         let body = Bytes::from(json!({ "items": items, "more": true }).to_string());
-        let mut work = std::pin::pin!(examine(&t, &s, Some(old), body, true));
+        let mut work = std::pin::pin!(examine(&*t, &s, Some(old), body, true));
         let mut others_ran = false;
         tokio::select! {
             biased;
@@ -643,7 +514,238 @@ mod tests {
         assert!(others_ran, "the examination ran on the poller's thread");
         assert!(matches!(work.await, Ok(Polled::Changed(..))));
         let broken = Bytes::from_static(b"{\"items\": [");
-        let e = examine(&t, &s, None, broken, true).await.err().unwrap();
+        let e = examine(&*t, &s, None, broken, true).await.err().unwrap();
         assert_eq!(e.to_string(), "invalid JSON at line 1 column 11");
+    }
+}
+
+/// The poller's clock under paused time, with a scripted source and the real `Topic`: each test
+/// covers minutes or hours of schedule in milliseconds.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod timing {
+    use std::time::Duration;
+
+    use tokio::task::JoinHandle;
+    use tokio::time::sleep;
+
+    use super::*;
+    use crate::codec::sse::HEARTBEAT;
+    use crate::hub::script::{body, Script};
+    use crate::hub::topic::Readiness;
+    use crate::hub::{Delivery, StreamKey, Subscription};
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn spec(extra: &str) -> Arc<StreamSpec> {
+        let yaml = format!(
+            "upstreams:\n  api:\n    url: http://127.0.0.1:1\nstreams:\n  - path: /s\n    upstream: api\n{extra}"
+        );
+        crate::config::parse("p.yaml", &yaml, &|_| None, &|_, _| None)
+            .unwrap()
+            .streams[0]
+            .clone()
+    }
+
+    /// Starts a poller on a new topic, polling at once.
+    fn start(spec: Arc<StreamSpec>, script: &Arc<Script>) -> (Arc<Topic>, JoinHandle<Exit>) {
+        let key = StreamKey {
+            stream: Arc::from("/s"),
+            target: "/s".into(),
+            forwarded: vec![],
+        };
+        let metrics = Arc::new(crate::metrics::Metrics::new().unwrap());
+        let topic = Arc::new(Topic::new(spec, key, "/s".into(), metrics));
+        let poller = Poller {
+            topic: topic.clone(),
+            source: script.clone(),
+            first_delay: Duration::ZERO,
+        };
+        let out = topic.clone();
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(async move { poller.run(&*out, cancel).await });
+        (topic, task)
+    }
+
+    /// What a client has been sent so far, without waiting.
+    async fn drain(sub: &mut Subscription) -> Vec<Bytes> {
+        let mut out = sub.take_start();
+        loop {
+            tokio::select! {
+                biased;
+                d = sub.next() => match d {
+                    Delivery::Send(b) | Delivery::Close(b) => out.push(b),
+                },
+                () = std::future::ready(()) => return out,
+            }
+        }
+    }
+
+    fn between(d: Duration, lo: Duration, hi: Duration) -> bool {
+        lo <= d && d <= hi
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn polls_keep_the_interval_and_heartbeats_their_own() {
+        let script = Script::new(|n| body(&format!("{{\"n\": {n}}}")));
+        let (topic, _task) = start(spec("    interval: 1s\n    heartbeat: 2500ms\n"), &script);
+        let mut sub = topic.join().attach(None, None);
+        sleep(S * 10 + S / 2).await;
+        let gaps = script.gaps();
+        // The first success sets the phase (0.5..1.5 interval); then one interval exactly.
+        assert!(between(gaps[0], S / 2, S * 3 / 2), "{gaps:?}");
+        assert!(gaps[1..].iter().all(|g| *g == S), "{gaps:?}");
+        let sent = drain(&mut sub).await;
+        let beats = sent.iter().filter(|b| b.as_ref() == HEARTBEAT).count();
+        assert_eq!(beats, 4, "at 2.5, 5, 7.5 and 10 s");
+        assert_eq!(
+            sent.len() - beats,
+            script.asked().len(),
+            "one event per change"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_back_off_exponentially_up_to_the_cap_then_recover() {
+        let script = Script::new(|n| {
+            if n < 6 {
+                Err(FetchError::Timeout)
+            } else {
+                body("{}")
+            }
+        });
+        let (topic, _task) = start(spec("    interval: 1s\n    backoff_max: 8s\n"), &script);
+        let mut sub = topic.join().attach(None, None);
+        sleep(S * 60).await;
+        let gaps = script.gaps();
+        // Jittered within the upper half of 2, 4, 8, then capped at 8 s.
+        for (i, cap) in [2, 4, 8, 8, 8, 8].into_iter().enumerate() {
+            assert!(between(gaps[i], S * cap / 2, S * cap), "{i}: {gaps:?}");
+        }
+        assert!(
+            gaps[7..].iter().all(|g| *g == S),
+            "back to the cadence: {gaps:?}"
+        );
+        let statuses: Vec<String> = drain(&mut sub)
+            .await
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .filter(|e| e.starts_with("event: upstream-status"))
+            .collect();
+        assert_eq!(
+            statuses.len(),
+            2,
+            "failing once, healthy once: {statuses:?}"
+        );
+        assert!(statuses[0].contains("\"failing\"") && statuses[1].contains("\"healthy\""));
+        assert!(topic.info().upstream_healthy);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_honoured_and_capped() {
+        // Retry-After arrives as a duration, whether the upstream sent seconds or an HTTP date
+        // (`upstream::retry_after` turns one into the other).
+        let script = Script::new(|n| match n {
+            0 => Err(FetchError::Status {
+                status: 429,
+                retry_after: Some(S * 120),
+            }),
+            1 => Err(FetchError::Status {
+                status: 503,
+                retry_after: Some(S * 86_400),
+            }),
+            _ => body("{}"),
+        });
+        let (_topic, _task) = start(spec("    interval: 1s\n    backoff_max: 30s\n"), &script);
+        sleep(S * 3800).await;
+        let gaps = script.gaps();
+        assert_eq!(gaps[0], S * 120, "longer than the backoff: honoured");
+        assert_eq!(gaps[1], S * 3600, "a day is capped at an hour");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refresh_polls_early_once_per_window_and_a_later_one_is_deferred() {
+        let script = Script::new(|_| body("{}"));
+        let (topic, _task) = start(spec("    interval: 60s\n    refresh_limit: 15s\n"), &script);
+        let t0 = tokio::time::Instant::now();
+        sleep(S * 5).await;
+        assert!(topic.request_refresh(), "the first polls at once");
+        sleep(S).await;
+        assert!(!topic.request_refresh(), "inside the window: deferred");
+        sleep(S).await;
+        assert!(!topic.request_refresh(), "joins the deferred one");
+        sleep(S * 14).await;
+        let at: Vec<Duration> = script.asked().iter().map(|t| *t - t0).collect();
+        assert_eq!(at, [Duration::ZERO, S * 5, S * 20], "deferred, not dropped");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refresh_never_polls_inside_a_backoff() {
+        let script = Script::new(|n| match n {
+            0 => Err(FetchError::Status {
+                status: 503,
+                retry_after: Some(S * 100),
+            }),
+            _ => body("{}"),
+        });
+        let (topic, _task) = start(spec("    interval: 1s\n    refresh_limit: 1s\n"), &script);
+        let t0 = tokio::time::Instant::now();
+        sleep(S * 10).await;
+        assert!(
+            !topic.request_refresh(),
+            "deferred to the end of the Retry-After"
+        );
+        sleep(S * 95).await;
+        let at: Vec<Duration> = script.asked().iter().map(|t| *t - t0).collect();
+        assert_eq!(at[..2], [Duration::ZERO, S * 100], "{at:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_304_keeps_the_document_and_counts_what_it_stands_for() {
+        let doc = "{\"price\": 1}";
+        let script = Script::new(move |n| {
+            if n == 0 {
+                body(doc)
+            } else {
+                Ok(Fetched::NotModified)
+            }
+        });
+        let (topic, _task) = start(spec("    interval: 1s\n"), &script);
+        let _a = topic.join();
+        let _b = topic.join();
+        sleep(S * 5 + S / 2).await;
+        let polls = script.asked().len() as u64;
+        assert!(polls >= 5, "{polls}");
+        let info = topic.info();
+        assert_eq!(info.last_result, Some("not_modified"));
+        assert_eq!(
+            info.event_id,
+            Some(topic.id(1).to_string()),
+            "still the first document"
+        );
+        let m = &topic.metrics;
+        let counted = m.polls.with_label_values(&["not_modified"]).get();
+        assert_eq!(counted, polls - 1);
+        // Each poll stands for the first body, for each of the two clients.
+        let equivalent = m.polling_equivalent_bytes.get();
+        assert_eq!(equivalent, polls * doc.len() as u64 * 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_closes_the_clients_and_ends_the_poller() {
+        let script = Script::new(|_| {
+            Err(FetchError::Status {
+                status: 401,
+                retry_after: None,
+            })
+        });
+        let (topic, task) = start(spec("    interval: 1s\n"), &script);
+        let mut sub = topic.join().attach(None, None);
+        assert_eq!(task.await.unwrap(), Exit::Denied(401));
+        assert_eq!(*topic.readiness().borrow(), Readiness::Denied(401));
+        match sub.next().await {
+            Delivery::Close(b) => assert!(String::from_utf8_lossy(&b).contains("401")),
+            Delivery::Send(b) => panic!("not the end: {b:?}"),
+        }
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -128,20 +128,32 @@ pub struct Topic {
     state: RwLock<State>,
     tx: broadcast::Sender<Message>,
     ready: watch::Sender<Readiness>,
-    clients: AtomicUsize,
+    /// The clients counted in, watched by the hub, which stops the instance after `idle` at 0.
+    clients: watch::Sender<Occupancy>,
     /// Clients per format they chose, so only formats in use are encoded.
     formats: PerFormat<AtomicUsize>,
-    /// Signalled when the last client leaves, so the poller can start its idle countdown.
-    pub emptied: Notify,
-    /// Tells the poller to stop: its stream left the config.
-    pub stop: Notify,
     /// Tells the poller a refresh is pending (`request_refresh`).
     pub refresh: Notify,
     refresh_window: parking_lot::Mutex<RefreshWindow>,
     pub metrics: Arc<Metrics>,
     /// When the last poll ended, and its result.
     last_poll: Mutex<Option<(std::time::SystemTime, &'static str)>>,
-    last_left: Mutex<Instant>,
+}
+
+/// How many clients an instance has, and since when: the hub stops an instance that has had
+/// none for its stream's `idle`, and evicts the one idle longest to make room.
+#[derive(Clone, Copy, Debug)]
+pub struct Occupancy {
+    pub clients: usize,
+    /// When the count last changed.
+    pub since: tokio::time::Instant,
+}
+
+impl Occupancy {
+    fn count(&mut self, delta: isize) {
+        self.clients = self.clients.saturating_add_signed(delta);
+        self.since = tokio::time::Instant::now();
+    }
 }
 
 impl Topic {
@@ -162,10 +174,12 @@ impl Topic {
             state: RwLock::new(State::default()),
             tx,
             ready: watch::channel(Readiness::Pending).0,
-            clients: AtomicUsize::new(0),
+            clients: watch::channel(Occupancy {
+                clients: 0,
+                since: tokio::time::Instant::now(),
+            })
+            .0,
             formats: Default::default(),
-            emptied: Notify::new(),
-            stop: Notify::new(),
             refresh: Notify::new(),
             refresh_window: parking_lot::Mutex::new(RefreshWindow {
                 from: tokio::time::Instant::now(),
@@ -173,7 +187,6 @@ impl Topic {
             }),
             metrics,
             last_poll: Mutex::new(None),
-            last_left: Mutex::new(Instant::now()),
         }
     }
 
@@ -188,17 +201,23 @@ impl Topic {
     }
 
     pub fn clients(&self) -> usize {
-        self.clients.load(Ordering::Acquire)
+        self.clients.borrow().clients
     }
 
-    pub fn last_left(&self) -> Instant {
-        *self.last_left.lock().unwrap_or_else(|e| e.into_inner())
+    pub fn occupancy(&self) -> Occupancy {
+        *self.clients.borrow()
     }
 
-    /// Counts a client in; called under the hub's map lock so the poller's idle check can't race
-    /// it. Dropping the `Member` counts it out.
+    /// Follows the client count: the hub's idle countdown starts when it reaches 0.
+    pub fn watch_clients(&self) -> watch::Receiver<Occupancy> {
+        self.clients.subscribe()
+    }
+
+    /// Counts a client in; called under the hub's map lock, where the hub also decides that an
+    /// instance is idle, so a joining client can't lose its instance. Dropping the `Member`
+    /// counts it out.
     pub fn join(self: &Arc<Self>) -> Member {
-        self.clients.fetch_add(1, Ordering::AcqRel);
+        self.clients.send_modify(|o| o.count(1));
         Member(self.clone())
     }
 
@@ -523,11 +542,7 @@ impl Drop for Subscription {
 
 impl Drop for Member {
     fn drop(&mut self) {
-        let topic = &self.0;
-        if topic.clients.fetch_sub(1, Ordering::AcqRel) == 1 {
-            *topic.last_left.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-            topic.emptied.notify_one();
-        }
+        self.0.clients.send_modify(|o| o.count(-1));
     }
 }
 
@@ -711,13 +726,18 @@ mod tests {
         let a = t.join();
         let b = t.join().attach(Some(DiffMode::Snapshot), None);
         assert_eq!(t.clients(), 2);
+        let mut clients = t.watch_clients();
         drop(a);
         drop(b);
         assert_eq!(t.clients(), 0);
-        // The poller's idle countdown wakes on this.
-        tokio::time::timeout(std::time::Duration::from_secs(1), t.emptied.notified())
-            .await
-            .unwrap();
+        // The hub's idle countdown wakes on this.
+        tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            clients.wait_for(|o| o.clients == 0),
+        )
+        .await
+        .unwrap()
+        .unwrap();
     }
 
     #[tokio::test]

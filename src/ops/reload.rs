@@ -110,7 +110,7 @@ impl Reloader {
         let routes = Arc::new(routes);
         // Stored first, so no request can reach a stream that reconcile is about to close.
         self.shared.routes.store(routes.clone());
-        self.shared.hub.reconcile(&routes);
+        self.shared.hub.reconcile(&routes.config.streams);
         self.shared
             .metrics
             .reloads
