@@ -112,6 +112,11 @@ fn check(text: &str, outcome: &Result<Config, ConfigErrors>) -> Result<(), TestC
                 // A place from 1, or none at all (line 0) for a key in no line of the file.
                 let placed = e.line >= 1 && e.line <= lines.max(1) && e.col >= 1;
                 prop_assert!(placed || (e.line, e.col) == (0, 0), "{e}\n{text:?}");
+                if e.line == 0 {
+                    let top = e.key.split(['.', '[']).next().unwrap_or_default();
+                    let written = text.lines().any(|l| l.starts_with(&format!("{top}:")));
+                    prop_assert!(!written, "`{top}` is in the file: {e}\n{text:?}");
+                }
                 prop_assert!(!e.key.is_empty(), "{e}\n{text:?}");
                 prop_assert!(!e.msg.is_empty(), "{e}\n{text:?}");
                 let parent = e
