@@ -4,8 +4,8 @@
 //!
 //! The graph comes from paths the compiler would resolve: `use` items and every path in
 //! expressions, types and patterns (`crate::…`, `super::…`, `self::…`, and a child module's
-//! name). Paths inside macro calls are not seen; `#[cfg(test)]` code counts too, since a test
-//! that reaches back up the layers is a circle all the same.
+//! name), also inside macros whose arguments are expressions (`format!`, `assert_eq!`).
+//! `#[cfg(test)]` code counts too: a test that reaches back up the layers is a circle all the same.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -299,6 +299,17 @@ impl<'ast> Visit<'ast> for References<'_> {
             self.record(&path, line, public && own_mod_rs && child);
         }
         self.in_test = was_test;
+    }
+
+    /// `format!`, `assert!`, `vec!` and the like take expressions: read them as such.
+    fn visit_macro(&mut self, m: &'ast syn::Macro) {
+        let parser = syn::punctuated::Punctuated::<syn::Expr, syn::Token![,]>::parse_terminated;
+        if let Ok(args) = m.parse_body_with(parser) {
+            for arg in &args {
+                self.visit_expr(arg);
+            }
+        }
+        syn::visit::visit_macro(self, m);
     }
 
     fn visit_path(&mut self, p: &'ast syn::Path) {
