@@ -3,8 +3,10 @@
 use std::fmt;
 use std::sync::Arc;
 
+/// Printed without `line:col` when `line` is 0: the key is in no line of the file, and a
+/// wrong line would send the operator to the wrong place.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}:{col}: {key}: {msg}")]
+#[error("{file}:{}{key}: {msg}", place(*.line, *.col))]
 pub struct ConfigError {
     pub file: Arc<str>,
     pub line: usize,
@@ -12,6 +14,13 @@ pub struct ConfigError {
     /// The key path, like `streams[1].upstream`.
     pub key: String,
     pub msg: String,
+}
+
+fn place(line: usize, col: usize) -> String {
+    match line {
+        0 => " ".to_string(),
+        _ => format!("{line}:{col}: "),
+    }
 }
 
 /// Every error found in one config, so an operator fixes them in one pass.

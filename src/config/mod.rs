@@ -5,6 +5,7 @@
 //! `defaults.rs`.
 
 mod defaults;
+mod describe;
 mod error;
 mod file;
 mod index;
@@ -12,7 +13,7 @@ mod template;
 mod validate;
 
 use std::collections::BTreeMap;
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::sync::Arc;
@@ -317,125 +318,4 @@ pub fn parse(
 /// Resolves a host name once, at load time.
 pub fn resolve(host: &str, port: u16) -> Option<SocketAddr> {
     (host, port).to_socket_addrs().ok()?.next()
-}
-
-impl Config {
-    /// What `sse-gateway check` prints: everything the gateway would serve, without secrets.
-    pub fn describe(&self) -> String {
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "listen: {} ({} threads), shutdown grace {}",
-            self.listen,
-            self.threads,
-            humantime::format_duration(self.shutdown_grace)
-        );
-        let _ = writeln!(
-            s,
-            "limits: max_clients {}, write_timeout {}",
-            self.limits.max_clients,
-            humantime::format_duration(self.limits.write_timeout)
-        );
-        let _ = writeln!(
-            s,
-            "connections: max_connections {}, max_clients_per_ip {}, head_timeout {}, keepalive {}",
-            self.limits
-                .max_connections
-                .map_or("from the open-file limit".into(), |n| n.to_string()),
-            match self.limits.max_clients_per_ip {
-                0 => "off".into(),
-                n => n.to_string(),
-            },
-            humantime::format_duration(self.limits.head_timeout),
-            humantime::format_duration(self.limits.keepalive)
-        );
-        for up in self.upstreams.values() {
-            let names: Vec<&str> = up.headers.iter().map(|(n, _)| n.as_str()).collect();
-            let _ = writeln!(
-                s,
-                "upstream {}: {} ({}), headers [{}]",
-                up.name,
-                up.shown_url(),
-                up.addr,
-                names.join(", ")
-            );
-        }
-        for st in &self.streams {
-            let d = |d: Duration| humantime::format_duration(d).to_string();
-            let idle = match st.idle {
-                Idle::Never => "never".to_string(),
-                Idle::After(x) => d(x),
-            };
-            let _ = writeln!(
-                s,
-                "stream {} -> {} {}: every {}, timeout {}, diff {}, heartbeat {}, replay {}, idle {}, max_instances {}, max_body {} B{}{}{}",
-                st.path.as_str(),
-                st.upstream.name,
-                st.poll.as_str(),
-                d(st.interval),
-                d(st.timeout),
-                st.diff.as_str(),
-                d(st.heartbeat),
-                st.replay,
-                idle,
-                st.max_instances,
-                st.max_body,
-                if st.ignore.is_empty() { String::new() } else { format!(", ignore {:?}", st.ignore) },
-                if st.forward_headers.is_empty() {
-                    String::new()
-                } else {
-                    let h: Vec<&str> = st.forward_headers.iter().map(|h| h.as_str()).collect();
-                    format!(", forwards [{}]", h.join(", "))
-                },
-                if st.forward_query { ", forwards query" } else { "" },
-            );
-        }
-        match &self.proxy {
-            Some(p) => {
-                let (l, f) = (&self.limits, &self.forwarding);
-                let _ = writeln!(
-                    s,
-                    "proxy: every other request to {} ({}), connect timeout {}, timeout {}, max body {} B, Host {}, X-Forwarded-* {}, re-resolved every {}",
-                    p.name,
-                    p.shown_url(),
-                    humantime::format_duration(l.proxy_connect_timeout),
-                    humantime::format_duration(l.proxy_timeout),
-                    l.proxy_max_body,
-                    if f.preserve_host { "the client's" } else { "the upstream's" },
-                    if f.trust { "trusted and appended to" } else { "set fresh" },
-                    humantime::format_duration(f.resolve_interval),
-                );
-            }
-            None => {
-                let _ = writeln!(s, "proxy: none (other paths get 404)");
-            }
-        }
-        if let Some(tls) = &self.tls {
-            let _ = writeln!(
-                s,
-                "tls: cert {}, key {} (HTTP/2 by ALPN)",
-                tls.cert.display(),
-                tls.key.display()
-            );
-        }
-        let _ = writeln!(
-            s,
-            "admin: {}{}",
-            self.admin.listen,
-            if self.admin.token.is_some() {
-                " (bearer token required)"
-            } else {
-                ""
-            }
-        );
-        if let Some(demo) = &self.demo {
-            let _ = writeln!(
-                s,
-                "demo: API on {}{}",
-                demo.listen,
-                if demo.page { ", page at /" } else { "" }
-            );
-        }
-        s
-    }
 }

@@ -92,7 +92,8 @@ fn parse(text: &str) -> Result<Config, ConfigErrors> {
 }
 
 /// The laws of any outcome: a config that can be described, or errors that each name a key and
-/// a place (line and column from 1) and print as `file:line:col: key: msg`.
+/// a place (line and column from 1, or none for a key in no line of the file) and print as
+/// `file:line:col: key: msg` (`file: key: msg` without a place).
 fn check(text: &str, outcome: &Result<Config, ConfigErrors>) -> Result<(), TestCaseError> {
     match outcome {
         Ok(c) => {
@@ -108,8 +109,14 @@ fn check(text: &str, outcome: &Result<Config, ConfigErrors>) -> Result<(), TestC
             // serde_yaml may point one line past the end, at the end of input.
             let lines = text.lines().count() + 1;
             for e in &errs.0 {
-                prop_assert!(e.line >= 1 && e.line <= lines.max(1), "{e}\n{text:?}");
-                prop_assert!(e.col >= 1, "{e}\n{text:?}");
+                // A place from 1, or none at all (line 0) for a key in no line of the file.
+                let placed = e.line >= 1 && e.line <= lines.max(1) && e.col >= 1;
+                prop_assert!(placed || (e.line, e.col) == (0, 0), "{e}\n{text:?}");
+                if e.line == 0 {
+                    let top = e.key.split(['.', '[']).next().unwrap_or_default();
+                    let written = text.lines().any(|l| l.starts_with(&format!("{top}:")));
+                    prop_assert!(!written, "`{top}` is in the file: {e}\n{text:?}");
+                }
                 prop_assert!(!e.key.is_empty(), "{e}\n{text:?}");
                 prop_assert!(!e.msg.is_empty(), "{e}\n{text:?}");
                 let parent = e
@@ -120,7 +127,10 @@ fn check(text: &str, outcome: &Result<Config, ConfigErrors>) -> Result<(), TestC
                     !e.msg.starts_with(&format!("{parent}: ")),
                     "key said twice: {e}"
                 );
-                let head = format!("fuzz.yaml:{}:{}: {}: ", e.line, e.col, e.key);
+                let head = match e.line {
+                    0 => format!("fuzz.yaml: {}: ", e.key),
+                    _ => format!("fuzz.yaml:{}:{}: {}: ", e.line, e.col, e.key),
+                };
                 prop_assert!(e.to_string().starts_with(&head), "{e}");
             }
         }
@@ -346,7 +356,7 @@ proptest! {
     #![proptest_config(super::config(64))]
 
     /// `load` reads a file: bytes that are not UTF-8 are refused whole, at the fallback place
-    /// `line 0, key (file)`, the one error that points at no line.
+    /// `line 0, key (file)`, pointing at no line.
     #[test]
     fn fuzz_config_load_any_bytes(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
         let dir = tempfile::tempdir().unwrap();
@@ -359,7 +369,8 @@ proptest! {
                     let text = text.to_string();
                     // `load` names the file by its path; compare what follows.
                     for e in &errs.0 {
-                        prop_assert!(e.line >= 1 && e.col >= 1 && !e.key.is_empty(), "{e}");
+                        let placed = (e.line >= 1 && e.col >= 1) || (e.line, e.col) == (0, 0);
+                        prop_assert!(placed && !e.key.is_empty(), "{e}");
                     }
                     prop_assert!(parse(&text).is_err());
                 }

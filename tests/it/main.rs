@@ -19,4 +19,5 @@ mod resume;
 mod sharing;
 mod slow_clients;
 mod tls;
+mod tree;
 mod upstream_failures;
