@@ -491,18 +491,4 @@ mod tests {
         assert_eq!(idx.locate("streams"), (0, 0));
         assert_eq!(KeyIndex::build("").locate("streams"), (0, 0));
     }
-
-    #[test]
-    fn a_semantic_error_in_a_flow_stream_names_its_line() {
-        let text = "upstreams:\n  api:\n    url: http://127.0.0.1:1\nstreams: [\n  {path: /a, upstream: api},\n  {path: /b, upstream: nope},\n]\n";
-        let resolve = |_: &str, port| Some(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
-        let err = crate::config::parse("g.yaml", text, &|_| None, &resolve)
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(
-            err.starts_with("g.yaml:6:14: streams[1].upstream: "),
-            "{err}"
-        );
-    }
 }

@@ -40,8 +40,8 @@ fn src_dir() -> PathBuf {
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
+    for entry in std::fs::read_dir(dir).expect("src/ is readable") {
+        let path = entry.expect("src/ is readable").path();
         if path.is_dir() {
             rust_files(&path, out);
         } else if path.extension().is_some_and(|e| e == "rs") {
@@ -60,10 +60,10 @@ fn sources() -> Vec<SourceFile> {
         .map(|path| {
             let rel = path
                 .strip_prefix(&src)
-                .unwrap()
+                .expect("a path under src/")
                 .to_string_lossy()
                 .replace('\\', "/");
-            let text = std::fs::read_to_string(path).unwrap();
+            let text = std::fs::read_to_string(path).expect("a source file is UTF-8");
             let ast = syn::parse_file(&text).unwrap_or_else(|e| panic!("src/{rel}: {e}"));
             SourceFile {
                 module: module_of(&rel),
@@ -76,7 +76,7 @@ fn sources() -> Vec<SourceFile> {
 
 fn module_of(rel: &str) -> Vec<String> {
     let mut parts: Vec<String> = rel.split('/').map(str::to_string).collect();
-    let last = parts.pop().unwrap();
+    let last = parts.pop().expect("a path has a file name");
     match last.as_str() {
         "mod.rs" => {}
         "lib.rs" | "main.rs" if parts.is_empty() => {}
@@ -312,6 +312,9 @@ impl<'ast> Visit<'ast> for References<'_> {
         syn::visit::visit_macro(self, m);
     }
 
+    /// `pub(in super::super)` names where an item may be seen, not what it uses.
+    fn visit_visibility(&mut self, _: &'ast syn::Visibility) {}
+
     fn visit_path(&mut self, p: &'ast syn::Path) {
         let segments: Vec<String> = p.segments.iter().map(|s| s.ident.to_string()).collect();
         // A single segment is a local name or a type in scope, not a module.
@@ -381,13 +384,11 @@ fn folder_graphs(
 ) -> BTreeMap<String, Graph> {
     let mut folders: BTreeMap<String, Graph> = BTreeMap::new();
     for f in files {
-        if let Some((folder, _)) = f.rel.split_once('/') {
-            let node = node_in_folder(folder, &f.module);
-            folders
-                .entry(folder.to_string())
-                .or_default()
-                .entry(node)
-                .or_default();
+        let dirs: Vec<&str> = f.rel.split('/').collect();
+        for depth in 1..dirs.len() {
+            let folder = dirs[..depth].join("/");
+            let node = node_in_folder(&folder, &f.module);
+            folders.entry(folder).or_default().entry(node).or_default();
         }
     }
     let live = edges
@@ -414,11 +415,12 @@ fn folder_graphs(
 }
 
 /// The node of `module` inside `folder`: the child file or subfolder it lives in, or `mod.rs`.
+/// A subfolder is one node, its `mod.rs` included; an inline `mod` belongs to its file.
 fn node_in_folder(folder: &str, module: &[String]) -> String {
     let depth = folder.split('/').count();
     match module.get(depth) {
         None => "mod.rs".to_string(),
-        Some(child) if module.len() > depth + 1 => format!("{child}/"),
+        Some(child) if src_dir().join(folder).join(child).is_dir() => format!("{child}/"),
         Some(child) => format!("{child}.rs"),
     }
 }
@@ -441,7 +443,10 @@ fn find_cycle(graph: &Graph) -> Option<Vec<String>> {
         for next in graph.get(node).into_iter().flat_map(|d| d.keys()) {
             match marks.get(next.as_str()) {
                 Some(Mark::Open) => {
-                    let start = stack.iter().position(|n| n == next).unwrap();
+                    let start = stack
+                        .iter()
+                        .position(|n| n == next)
+                        .expect("a node on the stack");
                     let mut path: Vec<&String> = stack[start..].iter().collect();
                     path.push(next);
                     let steps = path
@@ -480,9 +485,15 @@ fn all_cycles(graph: &Graph) -> Vec<Vec<String>> {
     let mut found = Vec::new();
     while let Some(cycle) = find_cycle(&graph) {
         let first = &cycle[0];
-        let (from, rest) = first.split_once(" -> ").unwrap();
-        let to = rest.split_once(' ').unwrap().0;
-        graph.get_mut(from).unwrap().remove(to);
+        let (from, rest) = first.split_once(" -> ").expect("a step reads `a -> b`");
+        let to = rest
+            .split_once(' ')
+            .expect("a step reads `a -> b (where)`")
+            .0;
+        graph
+            .get_mut(from)
+            .expect("the step's node is in the graph")
+            .remove(to);
         found.push(cycle);
     }
     found
@@ -579,7 +590,7 @@ fn the_layers_can_be_read_from_the_unit_graph() {
     let mut out = String::new();
     for (unit, deps) in unit_graph(&edges, false) {
         let deps: Vec<&str> = deps.keys().map(String::as_str).collect();
-        writeln!(out, "{unit} -> {}", deps.join(" ")).unwrap();
+        writeln!(out, "{unit} -> {}", deps.join(" ")).expect("writing to a String");
     }
     println!("{out}");
     assert!(out.contains("hub ->"), "the walk found no hub: {out}");

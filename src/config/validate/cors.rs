@@ -2,7 +2,7 @@
 
 use super::super::file::CorsFile;
 use super::super::Cors;
-use super::Errors;
+use super::errors::Errors;
 
 pub(super) fn cors(errs: &mut Errors, key: &str, c: &CorsFile) -> Option<Cors> {
     let mut ok = true;

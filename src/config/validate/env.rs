@@ -1,6 +1,6 @@
 //! `${VAR}` expansion in upstream URLs, upstream headers and the admin token.
 
-use super::Errors;
+use super::errors::Errors;
 
 /// Expands `${VAR}` from the environment; `$${` is a literal `${`.
 pub(super) fn expand(

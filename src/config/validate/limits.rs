@@ -3,8 +3,8 @@
 use super::super::defaults::{FORWARDING, LIMITS};
 use super::super::file::{File, LimitsFile};
 use super::super::{Forwarding, Limits};
+use super::errors::{positive, Errors};
 use super::size::size;
-use super::{positive, Errors};
 
 pub(super) fn limits(errs: &mut Errors, l: Option<&LimitsFile>) -> Limits {
     let unset = LimitsFile::default();

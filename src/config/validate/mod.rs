@@ -3,48 +3,26 @@
 
 mod cors;
 mod env;
+mod errors;
 mod limits;
 mod size;
 mod stream;
-#[cfg(test)]
-mod tests;
 mod upstream;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::defaults;
 use super::file::{AdminFile, DemoFile, File, StreamFile};
 use super::index::KeyIndex;
-use super::{Admin, Config, ConfigError, ConfigErrors, Cors, Demo, StreamSpec, Tls, Upstream};
+use super::{Admin, Config, ConfigErrors, Cors, Demo, StreamSpec, Tls, Upstream};
 use cors::cors;
+use errors::{capped, socket_addr, Errors};
 #[cfg(test)]
 pub(super) use size::parse_size;
 use stream::{stream, Upstreams};
-
-/// Collects errors with their place in the file.
-struct Errors {
-    source: Arc<str>,
-    index: KeyIndex,
-    list: Vec<ConfigError>,
-}
-
-impl Errors {
-    fn add(&mut self, key: impl Into<String>, msg: impl Into<String>) {
-        let key = key.into();
-        let (line, col) = self.index.locate(&key);
-        self.list.push(ConfigError {
-            file: self.source.clone(),
-            line,
-            col,
-            key,
-            msg: msg.into(),
-        });
-    }
-}
 
 pub fn validate(
     source: Arc<str>,
@@ -238,39 +216,4 @@ fn admin(
         );
     }
     Admin { listen, token }
-}
-
-/// The address written at `key`; an error (and a placeholder) if it is not one.
-fn socket_addr(errs: &mut Errors, key: &str, value: &str) -> SocketAddr {
-    value.parse().unwrap_or_else(|_| {
-        errs.add(
-            key,
-            format!("`{value}` is not an address like 0.0.0.0:8080"),
-        );
-        SocketAddr::from(([127, 0, 0, 1], 0))
-    })
-}
-
-/// The longest duration any key accepts: `1y` as humantime reads it (365.25 days). Far beyond
-/// any useful interval or timeout, and small enough that `Instant + d` and the jitter multiples
-/// (`retry * 5`) can never overflow.
-pub const MAX_DURATION: Duration = Duration::from_secs(31_557_600);
-
-/// `d`, or an error at `key` when it is past `MAX_DURATION` (then the maximum, so later checks
-/// run on a value that can't overflow).
-/// A duration that must be more than zero and at most a year: `own` if set, else `default`.
-fn positive(errs: &mut Errors, key: &str, own: Option<Duration>, default: Duration) -> Duration {
-    let d = own.unwrap_or(default);
-    if d.is_zero() {
-        errs.add(key, "must be more than zero");
-    }
-    capped(errs, key, d)
-}
-
-fn capped(errs: &mut Errors, key: &str, d: Duration) -> Duration {
-    if d > MAX_DURATION {
-        errs.add(key, "at most a year (1y)");
-        return MAX_DURATION;
-    }
-    d
 }

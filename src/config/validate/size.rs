@@ -1,7 +1,7 @@
 //! Byte sizes: a number of bytes, or a number with a unit (`512KiB`, `8MiB`, `1MB`).
 
 use super::super::file::Size;
-use super::Errors;
+use super::errors::Errors;
 
 /// A size more than zero, or an error at `key`.
 pub(super) fn size(errs: &mut Errors, key: &str, s: &Size) -> Option<usize> {

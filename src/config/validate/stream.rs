@@ -9,9 +9,10 @@ use http::HeaderName;
 
 use super::super::defaults::stream as sd;
 use super::super::file::{IdleFile, Size, StreamFile, UpstreamFile};
-use super::super::{single_instance, DiffMode, Idle, PathTemplate, Pattern, StreamSpec, Upstream};
+use super::super::model::single_instance;
+use super::super::{DiffMode, Idle, PathTemplate, Pattern, StreamSpec, Upstream};
+use super::errors::{capped, Errors};
 use super::size::size;
-use super::{capped, Errors};
 
 /// A value the stream or `defaults` set, with the key path of whichever set it.
 struct Set<'a, T> {

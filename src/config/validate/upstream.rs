@@ -7,7 +7,7 @@ use http::{HeaderName, HeaderValue};
 use super::super::file::UpstreamFile;
 use super::super::Upstream;
 use super::env::expand;
-use super::Errors;
+use super::errors::Errors;
 
 pub(super) fn upstream(
     errs: &mut Errors,

@@ -1,5 +1,5 @@
 #![allow(clippy::unwrap_used)]
-use super::super::{
+use super::{
     parse, Config, ConfigErrors, Cors, DiffMode, Idle, PathTemplate, Pattern, StreamSpec, Upstream,
 };
 use http::HeaderName;
@@ -392,7 +392,7 @@ fn durations_past_a_year_are_refused() {
         "{BASE}streams:\n  - path: /a\n    upstream: api\n    interval: 1y\n    idle: 1y\n"
     ))
     .unwrap();
-    assert_eq!(c.streams[0].interval, super::MAX_DURATION);
+    assert_eq!(c.streams[0].interval, super::defaults::MAX_DURATION);
 }
 
 #[test]
@@ -560,4 +560,18 @@ fn a_diff_mode_parses_from_the_name_it_shows() {
     }
     assert_eq!(DiffMode::parse("json_patch"), None);
     assert_eq!(DiffMode::parse(""), None);
+}
+
+#[test]
+fn a_semantic_error_in_a_flow_stream_names_its_line() {
+    let text = "upstreams:\n  api:\n    url: http://127.0.0.1:1\nstreams: [\n  {path: /a, upstream: api},\n  {path: /b, upstream: nope},\n]\n";
+    let resolve = |_: &str, port| Some(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    let err = parse("g.yaml", text, &|_| None, &resolve)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.starts_with("g.yaml:6:14: streams[1].upstream: "),
+        "{err}"
+    );
 }
