@@ -310,19 +310,19 @@ fn stream_task<C: Conn>(
     conn: C,
     opened: Opened,
     admitted: Admitted,
-) -> impl Future<Output = Result<&'static str, End>> + Send {
+) -> impl Future<Output = End> + Send {
     let Opened {
         sub,
-        settings,
+        client,
         permit,
     } = opened;
     let wire = RawWire {
         stream: conn,
-        write_timeout: settings.write_timeout,
+        write_timeout: client.write_timeout,
         _permit: permit,
         _admitted: admitted,
     };
-    session::run(wire, sub, settings)
+    session::run(wire, sub, client)
 }
 
 /// A refusal, then the connection closes: the client has nothing else in flight on it.
@@ -405,7 +405,7 @@ impl<C: Conn> RawWire<C> {
     async fn write(&mut self, parts: &mut [IoSlice<'_>]) -> Result<(), End> {
         match tokio::time::timeout(self.write_timeout, write_all(&mut self.stream, parts)).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(End::Failed(e.to_string())),
+            Ok(Err(e)) => Err(End::Failed(e.into())),
             Err(_) => Err(End::TimedOut),
         }
     }
@@ -451,7 +451,7 @@ impl<C: Conn> Wire for RawWire<C> {
         match self.stream.read(&mut buf).await {
             Ok(0) => End::ClientFinished,
             Ok(_) => End::ClientSentData,
-            Err(e) => End::Failed(e.to_string()),
+            Err(e) => End::Failed(e.into()),
         }
     }
 }
