@@ -179,3 +179,265 @@ async fn shutting_down(rx: &mut watch::Receiver<bool>) {
         std::future::pending::<()>().await;
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::io;
+
+    use tokio::sync::{mpsc, oneshot};
+
+    use super::*;
+    use crate::config;
+    use crate::hub::topic::{Frame, Topic};
+    use crate::hub::StreamKey;
+
+    /// What a session did to its wire, in order.
+    #[derive(Debug, PartialEq)]
+    enum Written {
+        Open(Vec<(HeaderName, HeaderValue)>),
+        Send(Bytes),
+        Finish,
+    }
+
+    /// A wire in memory: it reports each write, lets the test say when the client goes, and
+    /// fails every send after the first `good` with `fail`.
+    struct Memory {
+        out: mpsc::UnboundedSender<Written>,
+        gone: oneshot::Receiver<End>,
+        good: usize,
+        fail: fn() -> End,
+    }
+
+    impl Wire for Memory {
+        async fn open(&mut self, headers: Vec<(HeaderName, HeaderValue)>) -> Result<(), End> {
+            let _ = self.out.send(Written::Open(headers));
+            Ok(())
+        }
+
+        async fn send(&mut self, bytes: Bytes) -> Result<(), End> {
+            if self.good == 0 {
+                return Err((self.fail)());
+            }
+            self.good -= 1;
+            let _ = self.out.send(Written::Send(bytes));
+            Ok(())
+        }
+
+        async fn finish(&mut self) {
+            let _ = self.out.send(Written::Finish);
+        }
+
+        async fn closed(&mut self) -> End {
+            match (&mut self.gone).await {
+                Ok(end) => end,
+                Err(_) => std::future::pending().await,
+            }
+        }
+    }
+
+    /// A running session on a real topic, and the handles a test drives it with.
+    struct Running {
+        topic: Arc<Topic>,
+        written: mpsc::UnboundedReceiver<Written>,
+        leave: Option<oneshot::Sender<End>>,
+        shutdown: watch::Sender<bool>,
+        metrics: Arc<Metrics>,
+        session: tokio::task::JoinHandle<End>,
+    }
+
+    const RETRY: Duration = Duration::from_secs(3);
+
+    fn topic(metrics: &Arc<Metrics>) -> Arc<Topic> {
+        let yaml = "upstreams:\n  api:\n    url: http://127.0.0.1:1\nstreams:\n  - path: /s\n    upstream: api\n    diff: json-patch\n";
+        let cfg = config::parse("s.yaml", yaml, &|_| None, &|_, _| None).unwrap();
+        let key = StreamKey {
+            stream: Arc::from("/s"),
+            target: "/s".into(),
+            forwarded: vec![],
+        };
+        let spec = cfg.streams[0].clone();
+        Arc::new(Topic::new(spec, key, "/s".into(), metrics.clone()))
+    }
+
+    fn frame(seq: u64) -> Frame {
+        Frame {
+            seq,
+            snapshot: Bytes::from(format!("event: snapshot\ndata: {seq}\n\n")),
+            json_patch: Some(Bytes::from(format!("event: patch\ndata: {seq}\n\n"))),
+            merge_patch: None,
+        }
+    }
+
+    /// Starts a session on a topic that has published `published` changes; its sends fail
+    /// after `good` of them.
+    fn start(published: u64, good: usize, fail: fn() -> End) -> Running {
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let topic = topic(&metrics);
+        for seq in 1..=published {
+            topic.publish(frame(seq));
+        }
+        let sub = topic.join().attach(None, None);
+        let (out, written) = mpsc::unbounded_channel();
+        let (leave, gone) = oneshot::channel();
+        let (shutdown, down) = watch::channel(false);
+        let wire = Memory {
+            out,
+            gone,
+            good,
+            fail,
+        };
+        let client = ClientStream {
+            headers: vec![(
+                HeaderName::from_static("vary"),
+                HeaderValue::from_static("origin"),
+            )],
+            metrics: metrics.clone(),
+            shutdown: down,
+            retry: RETRY,
+            write_timeout: Duration::from_secs(1),
+        };
+        Running {
+            topic,
+            written,
+            leave: Some(leave),
+            shutdown,
+            metrics,
+            session: tokio::spawn(run(wire, sub, client)),
+        }
+    }
+
+    impl Running {
+        async fn next(&mut self) -> Written {
+            self.written.recv().await.unwrap()
+        }
+
+        /// Past the head and the greeting.
+        async fn greeted(mut self) -> Running {
+            assert!(matches!(self.next().await, Written::Open(_)));
+            assert!(matches!(self.next().await, Written::Send(_)));
+            self
+        }
+
+        async fn end(self) -> End {
+            self.session.await.unwrap()
+        }
+    }
+
+    fn never() -> End {
+        unreachable!("no send fails in this test")
+    }
+
+    #[tokio::test]
+    async fn the_greeting_is_the_head_then_retry_in_the_block_of_the_snapshot() {
+        let mut s = start(1, usize::MAX, never);
+        let vary = (
+            HeaderName::from_static("vary"),
+            HeaderValue::from_static("origin"),
+        );
+        assert_eq!(s.next().await, Written::Open(vec![vary]));
+        let greeting = Bytes::from_static(b"retry: 3000\nevent: snapshot\ndata: 1\n\n");
+        assert_eq!(s.next().await, Written::Send(greeting.clone()));
+        assert_eq!(s.metrics.events_sent.get(), 1);
+        assert_eq!(s.metrics.bytes_sent.get(), greeting.len() as u64);
+
+        let _ = s.leave.take().unwrap().send(End::ClientFinished);
+        assert!(matches!(s.end().await, End::ClientFinished));
+    }
+
+    #[tokio::test]
+    async fn before_any_document_the_greeting_is_a_retry_block_of_its_own() {
+        let mut s = start(0, usize::MAX, never);
+        assert!(matches!(s.next().await, Written::Open(_)));
+        let greeting = Bytes::from_static(b"retry: 3000\n\n");
+        assert_eq!(s.next().await, Written::Send(greeting));
+        assert_eq!(s.metrics.events_sent.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_published_change_reaches_the_client_as_the_topic_encoded_it() {
+        let mut s = start(1, usize::MAX, never).greeted().await;
+        s.topic.publish(frame(2));
+        let patch = Bytes::from_static(b"event: patch\ndata: 2\n\n");
+        assert_eq!(s.next().await, Written::Send(patch));
+        s.topic.heartbeat();
+        let beat = Bytes::from_static(sse::HEARTBEAT);
+        assert_eq!(s.next().await, Written::Send(beat));
+        assert_eq!(
+            s.metrics.events_sent.get(),
+            2,
+            "a heartbeat is not an event"
+        );
+    }
+
+    #[tokio::test]
+    async fn on_shutdown_the_client_gets_a_jittered_retry_and_an_end_event() {
+        let mut s = start(1, usize::MAX, never).greeted().await;
+        s.shutdown.send_replace(true);
+        let Written::Send(last) = s.next().await else {
+            panic!("no goodbye");
+        };
+        let text = std::str::from_utf8(&last).unwrap();
+        let (retry, rest) = text.split_once('\n').unwrap();
+        let ms: u64 = retry.strip_prefix("retry: ").unwrap().parse().unwrap();
+        assert!((3000..=6000).contains(&ms), "{ms}");
+        assert_eq!(rest, format!("event: end\ndata: {GOODBYE}\n\n"));
+        assert_eq!(s.next().await, Written::Finish);
+        assert!(matches!(s.end().await, End::Shutdown));
+    }
+
+    #[tokio::test]
+    async fn a_closed_instance_sends_its_last_event_and_ends_the_body() {
+        let mut s = start(1, usize::MAX, never).greeted().await;
+        let last = Bytes::from_static(b"event: end\ndata: {}\n\n");
+        s.topic.close(last.clone());
+        assert_eq!(s.next().await, Written::Send(last));
+        assert_eq!(s.next().await, Written::Finish);
+        assert!(matches!(s.end().await, End::Closed));
+    }
+
+    #[tokio::test]
+    async fn a_write_that_times_out_drops_the_client_as_slow() {
+        let s = start(1, 1, || End::TimedOut).greeted().await;
+        s.topic.publish(frame(2));
+        let metrics = s.metrics.clone();
+        assert!(matches!(s.end().await, End::TimedOut));
+        assert_eq!(metrics.clients_dropped_slow.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_ends_the_session_with_its_cause() {
+        let broken = || End::Failed(io::Error::from(io::ErrorKind::BrokenPipe).into());
+        let s = start(1, 1, broken).greeted().await;
+        s.topic.publish(frame(2));
+        let metrics = s.metrics.clone();
+        let end = s.end().await;
+        assert!(!end.is_clean());
+        let cause = std::error::Error::source(&end).and_then(|e| e.downcast_ref::<io::Error>());
+        assert_eq!(cause.map(io::Error::kind), Some(io::ErrorKind::BrokenPipe));
+        assert_eq!(metrics.clients_dropped_slow.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_client_that_sends_data_ends_its_stream_unclean() {
+        let mut s = start(1, usize::MAX, never).greeted().await;
+        let _ = s.leave.take().unwrap().send(End::ClientSentData);
+        assert!(matches!(s.end().await, End::ClientSentData));
+    }
+
+    #[test]
+    fn a_jittered_retry_stays_within_its_spread_and_never_under_a_second() {
+        for _ in 0..100 {
+            let d = jittered(Duration::from_millis(200), 5);
+            assert!(
+                d >= Duration::from_secs(1) && d <= Duration::from_secs(5),
+                "{d:?}"
+            );
+            let d = jittered(Duration::from_secs(3), 2);
+            assert!(
+                d >= Duration::from_secs(3) && d <= Duration::from_secs(6),
+                "{d:?}"
+            );
+        }
+    }
+}
