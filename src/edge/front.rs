@@ -227,25 +227,39 @@ impl Front {
                     return None;
                 }
             };
-            let mut session = ServerSession::new_http1(conn.unread(read));
-            if let Some(settings) = carried.take() {
-                settings.apply_to_session(&mut session);
-            }
-            // The head is whole in the bytes put back, so pingora's own wait for it (its
-            // keep-alive timeout, per read) is only a backstop.
-            let backstop = head_timeout.as_secs().max(1);
-            session.set_keepalive((!*shutdown.borrow()).then_some(backstop));
-            let reused = self.proxy.process_new_http(session, shutdown).await?;
-            // Nothing read is left behind in pingora: with pipelining off (its default) it
-            // closes a connection on which it read past the request, instead of handing it back.
-            let (stream, settings) = reused.consume();
-            carried = settings;
-            conn = C::reclaim(stream)?;
+            let session = conn.unread(read);
+            (conn, carried) = self
+                .through_pingora(session, carried, head_timeout, shutdown)
+                .await?;
             wait = Wait {
                 first_byte: Instant::now() + keepalive,
                 whole: None,
             };
         }
+    }
+
+    /// One request answered by pingora, from the head already read (put back in `stream`); the
+    /// connection comes back with pingora's state for it, unless pingora closed it.
+    async fn through_pingora<C: Conn>(
+        &self,
+        stream: Stream,
+        carried: Option<HttpPersistentSettings>,
+        head_timeout: Duration,
+        shutdown: &ShutdownWatch,
+    ) -> Option<(C, Option<HttpPersistentSettings>)> {
+        let mut session = ServerSession::new_http1(stream);
+        if let Some(settings) = carried {
+            settings.apply_to_session(&mut session);
+        }
+        // The head is whole in the bytes put back, so pingora's own wait for it (its
+        // keep-alive timeout, per read) is only a backstop.
+        let backstop = head_timeout.as_secs().max(1);
+        session.set_keepalive((!*shutdown.borrow()).then_some(backstop));
+        let reused = self.proxy.process_new_http(session, shutdown).await?;
+        // Nothing read is left behind in pingora: with pipelining off (its default) it
+        // closes a connection on which it read past the request, instead of handing it back.
+        let (stream, settings) = reused.consume();
+        Some((C::reclaim(stream)?, settings))
     }
 
     /// HTTP/2 multiplexes streams over one connection: pingora's h2 server owns it once the

@@ -343,25 +343,7 @@ impl Edge {
         slots: usize,
     ) -> std::result::Result<Opened, Reply> {
         let query = req.uri.query();
-        let format = match routes::query_param(query, "format") {
-            None => None,
-            Some(f) => match DiffMode::parse(&f) {
-                Some(m) => Some(m),
-                None => {
-                    return Err(Reply::text(
-                        400,
-                        format!("unknown format `{f}`: use snapshot, json-patch or merge-patch\n"),
-                    ))
-                }
-            },
-        };
-        let resume = req
-            .headers
-            .get("last-event-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .or_else(|| routes::query_param(query, "lastEventId"))
-            .and_then(|id| EventId::parse(&id));
+        let (format, resume) = options(req)?;
         let key = routes::instance(&spec, values, query, &req.headers)
             .map_err(|e| Reply::text(400, format!("{e}\n")))?;
 
@@ -439,6 +421,33 @@ impl Edge {
             reply
         }
     }
+}
+
+/// What the client asked of its stream: a format (`?format=`), and where to resume from
+/// (`Last-Event-ID`, or `?lastEventId=` for clients that cannot set headers). An id that is not
+/// well formed is ignored: the client starts from a snapshot.
+fn options(req: &RequestHeader) -> std::result::Result<(Option<DiffMode>, Option<EventId>), Reply> {
+    let query = req.uri.query();
+    let format = match routes::query_param(query, "format") {
+        None => None,
+        Some(f) => match DiffMode::parse(&f) {
+            Some(m) => Some(m),
+            None => {
+                return Err(Reply::text(
+                    400,
+                    format!("unknown format `{f}`: use snapshot, json-patch or merge-patch\n"),
+                ))
+            }
+        },
+    };
+    let resume = req
+        .headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| routes::query_param(query, "lastEventId"))
+        .and_then(|id| EventId::parse(&id));
+    Ok((format, resume))
 }
 
 /// Turned-away clients come back over one to five `retry` periods, wider than a restart's
