@@ -1,5 +1,6 @@
 //! Request → (StreamSpec, StreamKey). Pure: no I/O, no pingora types.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::HeaderMap;
@@ -11,9 +12,15 @@ use crate::hub::StreamKey;
 /// Query parameters the gateway reads itself and never forwards.
 pub const RESERVED_QUERY: [&str; 2] = ["format", "lastEventId"];
 
-/// The routing table of one config; replaced whole by a reload.
+/// The routing table of one config; replaced whole by a reload. Built once, because every
+/// request head (and every read of an unfinished one) looks a path up.
 pub struct Routes {
     pub config: Arc<Config>,
+    /// Streams with a literal path, by that path (a template's raw text is the path it matches
+    /// when it has no parameters): these win over templates.
+    literals: HashMap<String, Arc<StreamSpec>>,
+    /// Streams whose path has parameters, in file order.
+    templates: Vec<Arc<StreamSpec>>,
 }
 
 /// A matched stream and its raw parameter values, in template order.
@@ -27,19 +34,33 @@ pub enum RouteError {
 
 impl Routes {
     pub fn new(config: Config) -> Routes {
+        let mut literals = HashMap::new();
+        let mut templates = Vec::new();
+        for spec in &config.streams {
+            if spec.path.is_template() {
+                templates.push(spec.clone());
+            } else {
+                // The first of two streams on one path wins, as it did when streams were scanned.
+                literals
+                    .entry(spec.path.as_str().to_owned())
+                    .or_insert_with(|| spec.clone());
+            }
+        }
         Routes {
             config: Arc::new(config),
+            literals,
+            templates,
         }
     }
 
     /// The stream serving `path`, with its raw (still percent-encoded) parameter values.
     /// A literal path wins over a template; templates match in file order.
     pub fn find<'p>(&self, path: &'p str) -> Option<Route<'_, 'p>> {
-        let streams = &self.config.streams;
-        streams
+        if let Some(spec) = self.literals.get(path) {
+            return Some((spec, Vec::new()));
+        }
+        self.templates
             .iter()
-            .filter(|s| !s.path.is_template())
-            .chain(streams.iter().filter(|s| s.path.is_template()))
             .find_map(|s| s.path.match_path(path).map(|values| (s, values)))
     }
 }
@@ -130,6 +151,46 @@ mod tests {
         assert_eq!(r.find("/o/latest").unwrap().0.path.as_str(), "/o/latest");
         assert_eq!(r.find("/o/7").unwrap().1, vec![("id", "7")]);
         assert!(r.find("/o").is_none());
+    }
+
+    /// The table gives what scanning the streams did: literals first, then templates in file
+    /// order, first match wins.
+    #[test]
+    fn the_table_finds_what_a_scan_of_the_streams_finds() {
+        let yaml = "upstreams:\n  api:\n    url: http://127.0.0.1:1\nstreams:\n  - path: /o/{id}\n    upstream: api\n    poll: /o/{id}\n  - path: /{kind}/7\n    upstream: api\n    poll: /{kind}/7\n  - path: /o/latest\n    upstream: api\n  - path: /\n    upstream: api\n  - path: /a/b/\n    upstream: api\n";
+        let r = Routes::new(config::parse("r.yaml", yaml, &|_| None, &|_, _| None).unwrap());
+        fn scan<'r, 'p>(
+            r: &'r Routes,
+            path: &'p str,
+        ) -> Option<(&'r str, Vec<(&'r str, &'p str)>)> {
+            let streams = &r.config.streams;
+            streams
+                .iter()
+                .filter(|s| !s.path.is_template())
+                .chain(streams.iter().filter(|s| s.path.is_template()))
+                .find_map(|s| s.path.match_path(path).map(|v| (s.path.as_str(), v)))
+        }
+        let paths = [
+            "/",
+            "",
+            "/o/7",
+            "/o/latest",
+            "/x/7",
+            "/o/",
+            "/o",
+            "/a/b",
+            "/a/b/",
+            "/o/7/",
+            "//",
+            "o/7",
+            "/o/latest/",
+        ];
+        for path in paths {
+            let found = r.find(path).map(|(s, v)| (s.path.as_str(), v));
+            assert_eq!(found, scan(&r, path), "{path:?}");
+        }
+        assert_eq!(r.find("/o/7").unwrap().0.path.as_str(), "/o/{id}");
+        assert_eq!(r.find("/x/7").unwrap().1, vec![("kind", "x")]);
     }
 
     #[test]

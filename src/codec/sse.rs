@@ -1,5 +1,7 @@
 //! Pure encoding of Server-Sent Events (WHATWG HTML §9.2).
 
+use std::time::Duration;
+
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// A comment: browsers ignore it, proxies see traffic, and a dead peer shows up as a write error.
@@ -50,8 +52,66 @@ fn field(buf: &mut BytesMut, prefix: &[u8], value: &str) {
 
 /// The `retry: <ms>` field: how long a browser waits before it reconnects. It is a line, not
 /// a block: put it in front of an event so the event's parser sees both, or end it with `\n`.
+/// [`Event::retry`] and [`with_retry`] do either for you.
 pub fn retry(ms: u64) -> Bytes {
     Bytes::from(format!("retry: {ms}\n"))
+}
+
+/// One event, built field by field, for the events the gateway writes itself (greetings,
+/// goodbyes, refusals): `Event::new("end").retry(d).data(json).encode()`. The shape is axum's,
+/// but nothing here panics: `encode` keeps [`event`]'s line splitting and sanitising.
+#[derive(Clone, Copy, Debug)]
+pub struct Event<'a> {
+    name: &'a str,
+    retry: Option<Duration>,
+    data: &'a str,
+}
+
+impl<'a> Event<'a> {
+    /// An event of type `name`, with empty data until [`Event::data`].
+    pub fn new(name: &'a str) -> Event<'a> {
+        Event {
+            name,
+            retry: None,
+            data: "",
+        }
+    }
+
+    /// A `retry:` in the event's own block, so a parser applies it with the event.
+    pub fn retry(self, retry: Duration) -> Event<'a> {
+        Event {
+            retry: Some(retry),
+            ..self
+        }
+    }
+
+    pub fn data(self, data: &'a str) -> Event<'a> {
+        Event { data, ..self }
+    }
+
+    pub fn encode(self) -> Bytes {
+        let event = event(Some(self.name), None, self.data);
+        match self.retry {
+            Some(retry) => with_retry(retry, &[event]),
+            None => event,
+        }
+    }
+}
+
+/// A `retry:` field in front of events already encoded, in one buffer: the field joins the
+/// first event's block, or stands in a block of its own when there are none.
+pub fn with_retry(retry: Duration, events: &[Bytes]) -> Bytes {
+    let field = self::retry(retry.as_millis() as u64);
+    let len = field.len() + events.iter().map(Bytes::len).sum::<usize>() + 1;
+    let mut buf = BytesMut::with_capacity(len);
+    buf.put_slice(&field);
+    if events.is_empty() {
+        buf.put_u8(b'\n');
+    }
+    for event in events {
+        buf.put_slice(event);
+    }
+    buf.freeze()
 }
 
 /// A comment line; line breaks in `text` are dropped. The gateway sends none but heartbeats;
@@ -132,6 +192,24 @@ mod tests {
             let want = seen(name.as_deref(), id.as_deref().unwrap_or(""), &data);
             let e = &events[0];
             prop_assert_eq!((&e.event, &e.id, &e.data), (&want.0, &want.1, &want.2));
+        }
+
+        #[test]
+        fn fuzz_sse_a_built_event_survives_the_wire(
+            name in field_text(),
+            ms in prop::option::of(0..u32::MAX as u64),
+            data in text(),
+        ) {
+            let mut built = Event::new(&name).data(&data);
+            if let Some(ms) = ms {
+                built = built.retry(std::time::Duration::from_millis(ms));
+            }
+            let events = parse(built.encode());
+            prop_assert_eq!(events.len(), 1);
+            let want = seen(Some(&name), "", &data);
+            let e = &events[0];
+            prop_assert_eq!((&e.event, &e.id, &e.data), (&want.0, &want.1, &want.2));
+            prop_assert_eq!(e.retry, ms.map(std::time::Duration::from_millis));
         }
 
         /// Events, comments and heartbeats back to back, cut into chunks anywhere: the same
@@ -221,6 +299,37 @@ mod tests {
             events[0].retry,
             Some(std::time::Duration::from_millis(1500))
         );
+    }
+
+    #[test]
+    fn a_built_event_is_the_retry_line_then_the_event() {
+        let built = Event::new("end")
+            .retry(std::time::Duration::from_millis(2500))
+            .data("{\"a\":1}")
+            .encode();
+        let mut by_hand = retry(2500).to_vec();
+        by_hand.extend_from_slice(&event(Some("end"), None, "{\"a\":1}"));
+        assert_eq!(built, by_hand);
+        assert_eq!(
+            Event::new("snapshot").data("x").encode(),
+            event(Some("snapshot"), None, "x")
+        );
+    }
+
+    #[test]
+    fn a_retry_goes_with_the_first_of_its_events_or_stands_alone() {
+        let d = std::time::Duration::from_millis(1500);
+        let two = [event(Some("a"), None, "1"), event(Some("b"), None, "2")];
+        let events = parse(with_retry(d, &two));
+        let seen: Vec<_> = events.iter().map(|e| (&*e.event, e.retry)).collect();
+        assert_eq!(seen, [("a", Some(d)), ("b", None)]);
+
+        let alone = with_retry(d, &[]);
+        assert_eq!(alone, &b"retry: 1500\n\n"[..]);
+        let mut wire = alone.to_vec();
+        wire.extend_from_slice(&event(Some("c"), None, "3"));
+        let events = parse(Bytes::from(wire));
+        assert_eq!(events.last().map(|e| e.data.as_str()), Some("3"));
     }
 
     #[test]

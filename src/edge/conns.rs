@@ -125,6 +125,13 @@ impl Conns {
         })
     }
 
+    /// A connection counted in past every limit, for tests of what holds one.
+    #[cfg(test)]
+    pub(crate) fn admit_any(self: &Arc<Self>) -> Admitted {
+        let limits = tests::limits(usize::MAX, 0);
+        self.admit_from(None, &limits).expect("no limit to reach")
+    }
+
     fn refuse(&self, limit: &'static str, max: usize) {
         let refused = self.metrics.connections_refused.with_label_values(&[limit]);
         refused.inc();
@@ -205,7 +212,7 @@ mod tests {
 
     use super::*;
 
-    fn limits(max_connections: usize, per_ip: usize) -> Limits {
+    pub(super) fn limits(max_connections: usize, per_ip: usize) -> Limits {
         Limits {
             max_clients: 10,
             write_timeout: Duration::from_secs(10),

@@ -450,6 +450,120 @@ mod tests {
     }
 
     #[test]
+    fn a_non_get_on_a_stream_path_waits_to_be_whole_then_goes_to_pingora() {
+        for method in ["POST", "HEAD", "OPTIONS", "DELETE", "get"] {
+            let whole = format!("{method} /sse/doc HTTP/1.1\r\nHost: g\r\n\r\n");
+            let partial = &whole[..whole.len() - 2];
+            assert!(
+                matches!(parse_all(partial.as_bytes()), Parsed::Partial),
+                "{method}"
+            );
+            assert!(
+                matches!(parse_all(whole.as_bytes()), Parsed::Pass),
+                "{method}"
+            );
+        }
+    }
+
+    #[test]
+    fn what_pingora_refuses_at_once_is_passed_before_the_head_ends() {
+        // pingora answers these 400 without reading on, so there is nothing to wait for.
+        let early = [
+            &b"GET /sse/doc HTTP/1.1\r\nX Bad: 1\r\n"[..],
+            b"GET /sse/doc HTTP/1.1\r\nHost: g\x01\r\n",
+            b"\x16\x03\x01",
+        ];
+        for head in early {
+            assert!(
+                matches!(parse_all(head), Parsed::Pass),
+                "{:?}",
+                head.escape_ascii().to_string()
+            );
+        }
+    }
+
+    #[test]
+    fn a_body_an_upgrade_or_an_expectation_needs_pingora() {
+        let needs = |name: &str, value: &[u8]| needs_pingora(&httparse::Header { name, value });
+        assert!(needs("Content-Length", b"5"));
+        assert!(needs("content-length", b"00"));
+        assert!(needs("Transfer-Encoding", b"chunked"));
+        assert!(needs("UPGRADE", b"websocket"));
+        assert!(needs("Expect", b"100-continue"));
+        assert!(!needs("Content-Length", b"0"));
+        assert!(!needs("Accept", b"text/event-stream"));
+        assert!(!needs("Connection", b"upgrade"));
+        for header in [
+            "Content-Length: 3",
+            "Transfer-Encoding: chunked",
+            "Expect: 100-continue",
+        ] {
+            let head = format!("GET /sse/doc HTTP/1.1\r\nHost: g\r\n{header}\r\n\r\n");
+            assert!(
+                matches!(parse_all(head.as_bytes()), Parsed::Pass),
+                "{header}"
+            );
+        }
+        let zero = b"GET /sse/doc HTTP/1.1\r\nHost: g\r\nContent-Length: 0\r\n\r\n";
+        assert!(matches!(parse_all(zero), Parsed::Stream(_)));
+    }
+
+    /// A kept-alive connection after a request pingora answered: no deadline for the whole
+    /// head until its first byte, then `head_timeout` from there.
+    fn kept_alive(first_byte: Duration) -> Wait {
+        Wait {
+            first_byte: Instant::now() + first_byte,
+            whole: None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_kept_alive_second_head_is_read_like_the_first() {
+        let routes = ArcSwap::from_pointee(routes());
+        let mut conn = Chunks(vec![
+            b"GET /sse/o/9 HTTP/1.1\r\nHo".to_vec(),
+            b"st: g\r\nAccept: text/event-stream\r\n".to_vec(),
+            b"\r\n".to_vec(),
+        ]);
+        let wait = kept_alive(Duration::from_secs(60));
+        let head = read_head(&mut conn, &routes, wait, Duration::from_secs(10)).await;
+        assert!(matches!(head, Ok(Head::Stream(r, _)) if r.uri.path() == "/sse/o/9"));
+
+        let mut conn = Chunks(vec![b"GET /api HTTP/1.1\r\n\r\n".to_vec()]);
+        let head = read_head(&mut conn, &routes, wait, Duration::from_secs(10)).await;
+        assert!(matches!(head, Ok(Head::Pass(read)) if read == b"GET /api HTTP/1.1\r\n\r\n"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_kept_alive_connection_silent_past_its_keepalive_is_gone() {
+        let routes = ArcSwap::from_pointee(routes());
+        let start = Instant::now();
+        let mut conn = Silent;
+        let wait = kept_alive(Duration::from_secs(60));
+        let head = read_head(&mut conn, &routes, wait, Duration::from_secs(10)).await;
+        assert!(matches!(head, Ok(Head::Gone)));
+        assert_eq!(start.elapsed(), Duration::from_secs(60));
+
+        // Begun but never finished: cut off, counted in bytes.
+        let mut conn = Chunks(vec![b"GET /sse/doc HTTP/1.1\r\n".to_vec()]);
+        let head = read_head(&mut conn, &routes, wait, Duration::from_secs(10)).await;
+        assert!(matches!(head, Ok(Head::Cut(23))));
+    }
+
+    /// A connection that never sends anything and never closes.
+    struct Silent;
+
+    impl AsyncRead for Silent {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            _buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    #[test]
     fn a_head_past_the_limit_is_too_large() {
         let mut head = b"GET /sse/doc HTTP/1.1\r\nX-Pad: ".to_vec();
         head.resize(MAX_HEAD + 10, b'a');

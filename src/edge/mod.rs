@@ -11,10 +11,6 @@ mod proxy;
 mod rewound;
 mod session;
 
-pub use conns::Conns;
-pub use front::Front;
-use session::End;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +23,6 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
-use rand::Rng;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
@@ -39,6 +34,10 @@ use crate::metrics::Metrics;
 use crate::ops::tls::CertStore;
 use crate::routes::{self, Routes};
 use crate::state::Shared;
+use session::End;
+
+pub use conns::Conns;
+pub use front::Front;
 
 #[derive(Clone)]
 pub struct Edge {
@@ -121,21 +120,21 @@ impl ProxyHttp for Edge {
                 ctx.streaming = true;
                 let Opened {
                     sub,
-                    settings,
+                    client,
                     permit,
                 } = *opened;
                 let wire = PingoraWire {
                     session,
-                    write_timeout: settings.write_timeout,
+                    write_timeout: client.write_timeout,
                 };
-                let outcome = session::run(wire, sub, settings).await;
+                let end = session::run(wire, sub, client).await;
                 drop(permit);
                 // An error hands the connection back to pingora as failed, so it is closed,
                 // never reused.
-                match outcome {
-                    Ok(_) => Ok(true),
-                    Err(end) => Err(Error::explain(ErrorType::WriteError, end.to_string())),
+                if end.is_clean() {
+                    return Ok(true);
                 }
+                Err(Error::because(ErrorType::WriteError, "sse stream", end))
             }
         }
     }
@@ -267,7 +266,7 @@ impl Reply {
 /// A subscription ready to stream, and the client-limit slot it holds.
 pub(crate) struct Opened {
     pub sub: Subscription,
-    pub settings: session::Settings,
+    pub client: session::ClientStream,
     pub permit: Permit,
 }
 
@@ -344,25 +343,7 @@ impl Edge {
         slots: usize,
     ) -> std::result::Result<Opened, Reply> {
         let query = req.uri.query();
-        let format = match routes::query_param(query, "format") {
-            None => None,
-            Some(f) => match DiffMode::parse(&f) {
-                Some(m) => Some(m),
-                None => {
-                    return Err(Reply::text(
-                        400,
-                        format!("unknown format `{f}`: use snapshot, json-patch or merge-patch\n"),
-                    ))
-                }
-            },
-        };
-        let resume = req
-            .headers
-            .get("last-event-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .or_else(|| routes::query_param(query, "lastEventId"))
-            .and_then(|id| EventId::parse(&id));
+        let (format, resume) = options(req)?;
         let key = routes::instance(&spec, values, query, &req.headers)
             .map_err(|e| Reply::text(400, format!("{e}\n")))?;
 
@@ -396,7 +377,7 @@ impl Edge {
         };
         Ok(Opened {
             sub,
-            settings: session::Settings {
+            client: session::ClientStream {
                 headers: cors,
                 shutdown: self.side.shutdown.subscribe(),
                 metrics: self.shared.metrics.clone(),
@@ -422,13 +403,14 @@ impl Edge {
         if total.is_power_of_two() || total % 1000 == 0 {
             warn!(overloaded_total = total, reason, "client turned away");
         }
-        let base = spec.retry.max(Duration::from_secs(1));
-        let retry = rand::rng().random_range(base..=base * 5);
+        let retry = session::jittered(spec.retry, OVERLOADED_SPREAD);
         if accepts_sse(req) {
             let data = serde_json::json!({ "reason": reason }).to_string();
-            let mut body = sse::retry(retry.as_millis() as u64).to_vec();
-            body.extend_from_slice(&sse::event(Some("overloaded"), None, &data));
-            let mut reply = Reply::new(200, "text/event-stream", body.into());
+            let body = sse::Event::new("overloaded")
+                .retry(retry)
+                .data(&data)
+                .encode();
+            let mut reply = Reply::new(200, "text/event-stream", body);
             reply.headers.extend(cors);
             reply
         } else {
@@ -440,6 +422,37 @@ impl Edge {
         }
     }
 }
+
+/// What the client asked of its stream: a format (`?format=`), and where to resume from
+/// (`Last-Event-ID`, or `?lastEventId=` for clients that cannot set headers). An id that is not
+/// well formed is ignored: the client starts from a snapshot.
+fn options(req: &RequestHeader) -> std::result::Result<(Option<DiffMode>, Option<EventId>), Reply> {
+    let query = req.uri.query();
+    let format = match routes::query_param(query, "format") {
+        None => None,
+        Some(f) => match DiffMode::parse(&f) {
+            Some(m) => Some(m),
+            None => {
+                return Err(Reply::text(
+                    400,
+                    format!("unknown format `{f}`: use snapshot, json-patch or merge-patch\n"),
+                ))
+            }
+        },
+    };
+    let resume = req
+        .headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| routes::query_param(query, "lastEventId"))
+        .and_then(|id| EventId::parse(&id));
+    Ok((format, resume))
+}
+
+/// Turned-away clients come back over one to five `retry` periods, wider than a restart's
+/// goodbye: the gateway is full, so the load must spread further.
+const OVERLOADED_SPREAD: u32 = 5;
 
 /// A GET that accepts `text/event-stream` is a subscription. So is any other GET, unless the
 /// stream shares its path with the API (`path` equal to `poll`) and a proxy can answer it:
@@ -524,7 +537,7 @@ impl session::Wire for PingoraWire<'_> {
 fn end(e: Box<Error>) -> End {
     match e.etype() {
         ErrorType::WriteTimedout => End::TimedOut,
-        _ => End::Failed(e.to_string()),
+        _ => End::Failed(e),
     }
 }
 
