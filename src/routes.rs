@@ -251,7 +251,7 @@ mod tests {
             let Ok(key) = instance(&spec, &[("id", raw)], None, &headers) else {
                 continue;
             };
-            let url = crate::hub::source::target_url(&spec, &key.target);
+            let url = crate::hub::target_url(&spec, &key.target);
             let path = url.path();
             assert!(
                 path.starts_with("/v1/o/") && path.matches('/').count() == 3,

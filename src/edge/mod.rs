@@ -8,6 +8,7 @@ mod cors;
 mod front;
 mod head;
 mod proxy;
+mod reply;
 mod rewound;
 mod session;
 
@@ -34,6 +35,7 @@ use crate::metrics::Metrics;
 use crate::ops::tls::CertStore;
 use crate::routes::{self, Routes};
 use crate::state::Shared;
+pub(crate) use reply::Reply;
 use session::End;
 
 pub use conns::Conns;
@@ -233,34 +235,6 @@ pub(crate) enum Answer {
     Reply(Reply),
     /// An event stream to run until the client or the stream ends.
     Stream(Box<Opened>),
-}
-
-/// A response with a body; the transport adds `Content-Length`.
-pub(crate) struct Reply {
-    pub status: u16,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    pub body: Bytes,
-}
-
-impl Reply {
-    fn new(status: u16, content_type: &'static str, body: Bytes) -> Reply {
-        Reply {
-            status,
-            headers: vec![
-                (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
-                (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-                (
-                    header::X_CONTENT_TYPE_OPTIONS,
-                    HeaderValue::from_static("nosniff"),
-                ),
-            ],
-            body,
-        }
-    }
-
-    fn text(status: u16, body: String) -> Reply {
-        Reply::new(status, "text/plain; charset=utf-8", body.into())
-    }
 }
 
 /// A subscription ready to stream, and the client-limit slot it holds.

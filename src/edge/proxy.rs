@@ -14,7 +14,7 @@ use pingora::prelude::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use tracing::{info, warn};
 
-use super::Reply;
+use super::reply::Reply;
 use crate::config::{Forwarding, Limits, Upstream};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");

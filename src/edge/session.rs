@@ -189,8 +189,8 @@ mod tests {
 
     use super::*;
     use crate::config;
-    use crate::hub::topic::{Frame, Topic};
     use crate::hub::StreamKey;
+    use crate::hub::{Frame, Topic};
 
     /// What a session did to its wire, in order.
     #[derive(Debug, PartialEq)]

@@ -146,9 +146,10 @@ fn keyed_alike(a: &StreamSpec, b: &StreamSpec) -> bool {
 /// once, gets 404, and stops.
 fn removed_event() -> Bytes {
     let data = r#"{"reason":"stream removed from the gateway config"}"#;
-    let mut last = sse::retry(REMOVED_RETRY_MS).to_vec();
-    last.extend_from_slice(&sse::event(Some("end"), None, data));
-    last.into()
+    sse::Event::new("end")
+        .retry(Duration::from_millis(REMOVED_RETRY_MS))
+        .data(data)
+        .encode()
 }
 
 /// The last event of an instance its clients should replace: they reconnect soon, with
@@ -158,9 +159,10 @@ fn reconnect_event(reason: &str, spread: u64) -> Bytes {
     let (lo, hi) = RECONNECT_RETRY_MS.into_inner();
     let retry = lo + spread % (hi - lo + 1);
     let data = serde_json::json!({ "reason": reason, "reconnect": true }).to_string();
-    let mut last = sse::retry(retry).to_vec();
-    last.extend_from_slice(&sse::event(Some("end"), None, &data));
-    last.into()
+    sse::Event::new("end")
+        .retry(Duration::from_millis(retry))
+        .data(&data)
+        .encode()
 }
 
 impl LocalHub {

@@ -6,14 +6,14 @@
 mod gauges;
 mod instance;
 mod local;
-pub(crate) mod poller;
+mod poller;
 mod publish;
 mod schedule;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod script;
-pub(crate) mod source;
-pub(crate) mod topic;
+mod source;
+mod topic;
 
 use std::collections::hash_map::RandomState;
 use std::fmt;
@@ -28,6 +28,13 @@ use crate::config::{DiffMode, StreamSpec};
 pub(crate) use gauges::Gauges;
 pub use local::LocalHub;
 pub use topic::Subscription;
+/// For the edge's session tests, which run a real subscription over an in-memory wire, and
+/// routing's, which check where a key's target lands.
+#[cfg(test)]
+pub(crate) use {
+    source::target_url,
+    topic::{Frame, Topic},
+};
 
 /// Where pollers publish and sessions subscribe: `LocalHub` now, a Redis hub in cluster mode.
 #[async_trait::async_trait]
