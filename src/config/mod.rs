@@ -1,6 +1,8 @@
-//! The gateway's configuration: validated and immutable once loaded.
+//! The gateway's configuration, the bottom layer: every other module reads it, and it reads none
+//! of them. Validated and immutable once loaded.
 //!
-//! `file.rs` mirrors gateway.yaml for serde, `validate/` turns it into these types and reports
+//! `file.rs` mirrors gateway.yaml for serde, `validate/` turns it into the types of `model.rs`
+//! (re-exported here) and reports
 //! every problem with its line (`index.rs` finds those lines), filling unset keys from
 //! `defaults.rs`.
 

@@ -1,4 +1,7 @@
-//! The HTTP front end: each request is a stream subscription, the demo page, or passed through.
+//! The client side, the top layer under the composition root: every connection and request,
+//! and the only code that names pingora's request types. It reads routes and subscribes to the hub.
+//!
+//! Each request is a stream subscription, the demo page, or passed through.
 //! Routing only; one SSE client's loop lives in `session.rs`, and `front.rs` gives subscriptions
 //! on HTTP/1.1 connections (plain or TLS) a lean path around pingora's per-request state, reading
 //! every head itself (`head.rs`) under the connection's deadlines.

@@ -1,7 +1,9 @@
-//! The hub: where pollers publish and sessions subscribe.
+//! The hub: stream instances and their pollers, between the client side above and the
+//! upstream and codecs below. It owns every poller's life; pollers never count clients.
 //!
-//! Sessions reach it only through `Arc<dyn Hub>`, so cluster mode can add a Redis-backed hub
-//! beside `local.rs` and leave `edge/` alone.
+//! Sessions reach it only through `Arc<dyn Hub>`. A poller fetches through `Source` and writes
+//! through `Publish`: the seam where cluster mode puts a Redis publisher, so that one replica
+//! polls an instance and every replica's sessions read its frames from a local `Topic`.
 
 mod gauges;
 mod instance;
