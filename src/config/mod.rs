@@ -2,9 +2,8 @@
 //! of them. Validated and immutable once loaded.
 //!
 //! `file.rs` mirrors gateway.yaml for serde, `validate/` turns it into the types of `model.rs`
-//! (re-exported here) and reports
-//! every problem with its line (`index.rs` finds those lines), filling unset keys from
-//! `defaults.rs`.
+//! (re-exported here) and reports every problem with its line (`index.rs` finds those lines),
+//! filling unset keys from `defaults.rs`.
 
 mod defaults;
 mod describe;
