@@ -56,36 +56,6 @@ async fn ignored_fields_trigger_no_event_and_never_reach_clients() {
 }
 
 #[tokio::test]
-async fn the_poller_stops_idle_after_the_last_client_leaves() {
-    let up = Upstream::json("/doc", json!({"v": 0})).await;
-    let gw = Gateway::start(
-        &Cfg::new(&up)
-            .stream("/sse/doc", "/doc")
-            .interval("50ms")
-            .idle("200ms"),
-    )
-    .await;
-    let mut client = gw.sse("/sse/doc").await;
-    client.snapshot().await;
-    drop(client);
-    // Once stopped, the request count holds still.
-    eventually("polling stops", || async {
-        let a = up.count("/doc").await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        (up.count("/doc").await == a).then_some(())
-    })
-    .await;
-    assert!(
-        gw.stderr().contains("poller stopped: idle"),
-        "{}",
-        gw.stderr()
-    );
-    // A new client starts it again.
-    let mut client = gw.sse("/sse/doc").await;
-    assert_eq!(client.snapshot().await, json!({"v": 0}));
-}
-
-#[tokio::test]
 async fn idle_never_polls_from_start_up() {
     let up = Upstream::json("/doc", json!({"v": 0})).await;
     let _gw = Gateway::start(
