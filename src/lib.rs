@@ -6,24 +6,19 @@
 //! gateway.yaml ─► config ─► Routes ══ArcSwap══► edge ── not a stream ──► upstream, unchanged
 //!                                                │ a stream: hub.subscribe(key) → Subscription
 //!                                                ▼
-//!  hub ─► poller ─► fetch ─► diff ─► topic ─► broadcast<Frame> ─► session ─► client
+//!  hub ─► poller ─► Source (upstream GET) ─► diff ─► Publish (topic) ─► broadcast ─► session
 //! ```
 //!
-//! - `config/`: gateway.yaml → validated, immutable `Config`.
+//! Modules import only downwards through these layers, never back (`cargo test --test it
+//! tree` checks it); README "Where things live" has the file-by-file map.
+//!
+//! - `app`: the composition root; `state`: the `Shared` handles every request reads.
+//! - `edge/`: the client side: connections, request heads, pingora's `ProxyHttp`, SSE sessions.
+//! - `ops/`: the operator's side: admin listener, config reload, the listener's certificate.
 //! - `routes`: request path → stream and instance key. Pure.
-//! - `edge/`: what a request is (`Edge::answer`), pingora's `ProxyHttp` on top of it (`proxy`:
-//!   forwarding headers, base path, body limit, DNS), `front`: every connection, TLS handshake
-//!   included, and subscriptions on HTTP/1.1 served on the socket itself; `head`: reading one
-//!   request head within its deadline; `conns`: the connection count.
-//! - `hub/`: `trait Hub`, the in-process hub, and one topic per stream instance.
-//! - `poller`: an instance's schedule, backoff and change detection; `fetch`: one upstream GET.
-//! - `diff`, `sse`: pure encoders of changes and events.
-//! - `demo`: the built-in demo API and page.
-//! - `reload`: file watch and SIGHUP → validated config → hub reconcile → routes swap.
-//! - `admin`: the operator's listener: metrics, health, stream list, refresh.
-//! - `metrics`: the Prometheus registry.
-//! - `tls`: the client listener's certificate, reloadable.
-//! - `app`: the composition root.
+//! - `hub/`: stream instances; the hub owns each poller's life (`Source` in, `Publish` out).
+//! - `upstream`: one GET. `codec/`: pure SSE encoding and diffs. `metrics`: the registry.
+//! - `config/`: gateway.yaml → validated, immutable `Config`. `demo/`: the built-in demo.
 //! - `fuzz` (tests only): fuzz targets as property tests; `cargo test fuzz`.
 
 pub mod app;

@@ -107,7 +107,7 @@ fn check(text: &str, outcome: &Result<Config, ConfigErrors>) -> Result<(), TestC
         Err(errs) => {
             prop_assert!(!errs.0.is_empty(), "an Err with no error");
             // serde_yaml may point one line past the end, at the end of input.
-            let lines = text.lines().count() + 1;
+            let lines = yaml_lines(text) + 1;
             for e in &errs.0 {
                 // A place from 1, or none at all (line 0) for a key in no line of the file.
                 let placed = e.line >= 1 && e.line <= lines.max(1) && e.col >= 1;
@@ -381,4 +381,22 @@ proptest! {
             },
         }
     }
+}
+
+/// Lines as YAML 1.1 counts them (what serde_yaml's parser reports): CR, LF and CRLF end a line,
+/// and so do NEL, LS and PS (U+0085, U+2028, U+2029), which `str::lines` does not know.
+fn yaml_lines(text: &str) -> usize {
+    let text = text.replace("\r\n", "\n");
+    let is_break = |c: char| matches!(c, '\n' | '\r' | '\u{85}' | '\u{2028}' | '\u{2029}');
+    let breaks = text.chars().filter(|&c| is_break(c)).count();
+    let unended = text.chars().last().is_some_and(|c| !is_break(c));
+    breaks + usize::from(unended)
+}
+
+#[test]
+fn yaml_counts_a_line_separator_as_a_line_break() {
+    assert_eq!(yaml_lines("a\nb\n"), "a\nb\n".lines().count());
+    assert_eq!(yaml_lines("a\r\nb"), 2);
+    assert_eq!(yaml_lines("a: '\u{2028}'\nb: 1\n"), 3);
+    assert_eq!(yaml_lines(""), 0);
 }
