@@ -13,9 +13,10 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use pingora::protocols::Stream;
 use tracing::warn;
 
@@ -110,7 +111,7 @@ impl Conns {
         if let Some(ip) = peer.filter(|_| per_ip > 0) {
             // An IPv4 client on a dual-stack listener arrives as ::ffff:a.b.c.d.
             let ip = ip.to_canonical();
-            let mut table = self.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut table = self.per_ip.lock();
             let n = table.entry(ip).or_insert(0);
             if *n >= per_ip {
                 drop(table);
@@ -148,10 +149,7 @@ impl Conns {
     /// Addresses in the per-IP table now.
     #[cfg(test)]
     fn addresses(&self) -> usize {
-        self.per_ip
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.per_ip.lock().len()
     }
 }
 
@@ -161,7 +159,7 @@ impl Drop for Held {
         conns.open.fetch_sub(1, Ordering::AcqRel);
         conns.metrics.connections.dec();
         if let Some(ip) = self.ip {
-            let mut table = conns.per_ip.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut table = conns.per_ip.lock();
             if let Some(n) = table.get_mut(&ip) {
                 *n -= 1;
                 if *n == 0 {

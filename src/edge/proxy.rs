@@ -4,10 +4,11 @@
 
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderName};
+use parking_lot::Mutex;
 use percent_encoding::percent_decode;
 use pingora::http::RequestHeader;
 use pingora::prelude::HttpPeer;
@@ -255,7 +256,7 @@ impl Dns {
         if up.host.parse::<IpAddr>().is_ok() {
             return (up.addr, false);
         }
-        let mut slot = self.slot.lock().expect("dns slot lock");
+        let mut slot = self.slot.lock();
         let s = match &mut *slot {
             Some(s) if Arc::ptr_eq(&s.upstream, up) => s,
             other => other.insert(Slot {
@@ -278,7 +279,7 @@ impl Dns {
 
     /// Stores a look-up's answer, unless a reload replaced the upstream meanwhile.
     fn found(&self, up: &Arc<Upstream>, found: Option<SocketAddr>, now: Instant) {
-        let mut slot = self.slot.lock().expect("dns slot lock");
+        let mut slot = self.slot.lock();
         let Some(s) = slot.as_mut().filter(|s| Arc::ptr_eq(&s.upstream, up)) else {
             return;
         };

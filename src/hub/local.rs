@@ -1,10 +1,11 @@
 //! The in-process hub: the only code that starts or stops pollers.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
+use parking_lot::{Mutex, MutexGuard};
 use rand::Rng;
 use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
@@ -209,7 +210,7 @@ impl Drop for LocalHub {
 
 impl Inner {
     fn topics(&self) -> MutexGuard<'_, Topics> {
-        self.topics.lock().unwrap_or_else(|e| e.into_inner())
+        self.topics.lock()
     }
 
     /// Finds or creates the instance and counts the client in, under one lock so the idle

@@ -5,12 +5,12 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::{broadcast, watch, Notify};
 
 use super::{Delivery, EventId, InstanceInfo, StreamKey};
@@ -275,8 +275,7 @@ impl Topic {
     }
 
     pub fn record_poll(&self, result: &'static str) {
-        *self.last_poll.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((std::time::SystemTime::now(), result));
+        *self.last_poll.lock() = Some((std::time::SystemTime::now(), result));
     }
 
     pub fn info(&self) -> InstanceInfo {
@@ -284,7 +283,7 @@ impl Topic {
             let st = self.read();
             (st.seq(), st.failing.is_none())
         };
-        let last = *self.last_poll.lock().unwrap_or_else(|e| e.into_inner());
+        let last = *self.last_poll.lock();
         InstanceInfo {
             stream: self.key.stream.to_string(),
             instance: self.label.clone(),
