@@ -23,6 +23,7 @@
 //! - `admin`: the operator's listener: metrics, health, stream list, refresh.
 //! - `metrics`: the Prometheus registry.
 //! - `tls`: the client listener's certificate, reloadable.
+//! - `upgrade`: where `--upgrade` finds the running gateway's sockets, in a private directory.
 //! - `app`: the composition root.
 //! - `fuzz` (tests only): fuzz targets as property tests; `cargo test fuzz`.
 
