@@ -30,21 +30,23 @@ use crate::ops::upgrade::{self, UpgradeError};
 use crate::routes::Routes;
 use crate::state::Shared;
 
+/// Why the gateway did not start. A message names what failed; its cause is the `source`, so
+/// `main` prints the chain and each cause appears once.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("cannot build the upstream HTTP client: {0}")]
+    #[error("cannot build the upstream HTTP client")]
     Client(#[source] reqwest::Error),
-    #[error("cannot start the poller runtime: {0}")]
+    #[error("cannot start the poller runtime")]
     Runtime(#[source] std::io::Error),
-    #[error("cannot register the metrics: {0}")]
+    #[error("cannot register the metrics")]
     Metrics(#[source] prometheus::Error),
     #[error(transparent)]
     Tls(#[from] TlsError),
-    #[error("cannot set up the TLS listener: {0}")]
+    #[error("cannot set up the TLS listener")]
     Listener(#[source] Box<pingora::Error>),
     #[error(transparent)]
     Upgrade(#[from] UpgradeError),
-    #[error("cannot listen on {addr} ({what}): {source}")]
+    #[error("cannot listen on {addr} ({what})")]
     Bind {
         what: &'static str,
         addr: std::net::SocketAddr,

@@ -81,7 +81,7 @@ impl Reloader {
         }
         if let (Some(tls), Some(certs)) = (&new.tls, &self.certs) {
             if let Err(e) = certs.reload(&tls.cert, &tls.key) {
-                return self.refused(trigger, &e);
+                return self.refused(trigger, &with_causes(&e));
             }
         }
         if new.listen != old.config.listen {
@@ -149,6 +149,18 @@ fn keep_unchanged(mut new: Config, old: &Config) -> Config {
     new.listen = old.listen;
     new.admin.listen = old.admin.listen;
     new
+}
+
+/// An error and each of its causes, once each: `TlsError` leaves what was wrong to `source`.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    text
 }
 
 fn hash(bytes: &[u8]) -> u64 {

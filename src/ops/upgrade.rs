@@ -12,7 +12,7 @@ use tracing::warn;
 pub enum UpgradeError {
     #[error("the upgrade socket's directory {} {why}: another user could take the listening sockets (set shutdown.upgrade_sock, or fix the directory)", dir.display())]
     Unsafe { dir: PathBuf, why: &'static str },
-    #[error("cannot check the upgrade socket's directory {}: {source}", dir.display())]
+    #[error("cannot check the upgrade socket's directory {}", dir.display())]
     Stat {
         dir: PathBuf,
         #[source]
