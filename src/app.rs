@@ -190,7 +190,7 @@ fn add_client_listener(
 }
 
 fn add_demo(server: &mut Server, listen: SocketAddr) {
-    let mut svc = Service::new("demo api".into(), HttpServer::new_app(DemoApi::new()));
+    let mut svc = Service::new("demo api".into(), HttpServer::new_app(DemoApi));
     svc.add_tcp(&listen.to_string());
     server.add_service(svc);
     info!(%listen, "demo api listening");
