@@ -68,18 +68,8 @@ pub fn run(config: Config, path: PathBuf, upgrade: bool) -> Result<(), AppError>
         None => None,
     };
     let routes = Routes::new(config);
-    hub.reconcile(&routes);
     let config = routes.config.clone();
-    let shared = Arc::new(Shared {
-        routes: ArcSwap::from_pointee(routes),
-        hub,
-        metrics: metrics.clone(),
-    });
-    let side = Arc::new(ClientSide::new(
-        Conns::new(max_connections, metrics.clone()),
-        certs.clone(),
-        metrics,
-    ));
+    let (shared, side) = state(routes, hub, metrics, certs.clone(), max_connections);
 
     let mut server = server(&config, &upgrade_sock, upgrade);
     server.add_service(background_service(
@@ -96,9 +86,14 @@ pub fn run(config: Config, path: PathBuf, upgrade: bool) -> Result<(), AppError>
         add_demo(&mut server, demo.listen);
     }
     server.bootstrap();
-    info!(listen = %config.listen, threads = config.threads, admin = %config.admin.listen, "gateway listening");
-    // The running config is `shared.routes` from here on; this start-up copy must not outlive
-    // the first reload.
+    info!(
+        listen = %config.listen,
+        threads = config.threads,
+        admin = %config.admin.listen,
+        "gateway listening"
+    );
+    // The running config is `shared.routes` from here on: the start-up one must not keep its
+    // streams alive after a reload has replaced them.
     drop(config);
     server.run_forever()
 }
@@ -115,6 +110,28 @@ fn hub() -> Result<(Arc<LocalHub>, Arc<Metrics>), AppError> {
     let metrics = Arc::new(Metrics::new().map_err(AppError::Metrics)?);
     let hub = LocalHub::new(client, metrics.clone()).map_err(AppError::Runtime)?;
     Ok((Arc::new(hub), metrics))
+}
+
+/// `Shared`, holding the first routes, and the client side's own state.
+fn state(
+    routes: Routes,
+    hub: Arc<LocalHub>,
+    metrics: Arc<Metrics>,
+    certs: Option<Arc<CertStore>>,
+    max_connections: usize,
+) -> (Arc<Shared>, Arc<ClientSide>) {
+    hub.reconcile(&routes);
+    let shared = Arc::new(Shared {
+        routes: ArcSwap::from_pointee(routes),
+        hub,
+        metrics: metrics.clone(),
+    });
+    let side = Arc::new(ClientSide::new(
+        Conns::new(max_connections, metrics.clone()),
+        certs,
+        metrics,
+    ));
+    (shared, side)
 }
 
 /// What must hold before pingora starts, where its own failure would be late or unclear: the
