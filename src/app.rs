@@ -1,6 +1,6 @@
 //! Composition root: builds `Shared` and the pingora server, then runs it.
 
-use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -26,30 +26,27 @@ use crate::metrics::Metrics;
 use crate::ops::admin::Admin;
 use crate::ops::reload::Reloader;
 use crate::ops::tls::{CertStore, TlsError};
+use crate::ops::upgrade::{self, UpgradeError};
 use crate::routes::Routes;
 use crate::state::Shared;
 
+/// Why the gateway did not start. A message names what failed; its cause is the `source`, so
+/// `main` prints the chain and each cause appears once.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("cannot build the upstream HTTP client: {0}")]
+    #[error("cannot build the upstream HTTP client")]
     Client(#[source] reqwest::Error),
-    #[error("cannot start the poller runtime: {0}")]
+    #[error("cannot start the poller runtime")]
     Runtime(#[source] std::io::Error),
-    #[error("cannot register the metrics: {0}")]
+    #[error("cannot register the metrics")]
     Metrics(#[source] prometheus::Error),
     #[error(transparent)]
     Tls(#[from] TlsError),
-    #[error("cannot set up the TLS listener: {0}")]
+    #[error("cannot set up the TLS listener")]
     Listener(#[source] Box<pingora::Error>),
-    #[error("the upgrade socket's directory {} {why}: another user could take the listening sockets (set shutdown.upgrade_sock, or fix the directory)", dir.display())]
-    UpgradeDir { dir: PathBuf, why: &'static str },
-    #[error("cannot check the upgrade socket's directory {}: {source}", dir.display())]
-    UpgradeDirStat {
-        dir: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot listen on {addr} ({what}): {source}")]
+    #[error(transparent)]
+    Upgrade(#[from] UpgradeError),
+    #[error("cannot listen on {addr} ({what})")]
     Bind {
         what: &'static str,
         addr: std::net::SocketAddr,
@@ -63,6 +60,46 @@ pub enum AppError {
 /// the old one hands them over on SIGQUIT).
 pub fn run(config: Config, path: PathBuf, upgrade: bool) -> Result<(), AppError> {
     pingora::tls::install_default_crypto_provider();
+    let (hub, metrics) = hub()?;
+    let max_connections = preflight(&config, upgrade)?;
+    let upgrade_sock = upgrade::socket(config.upgrade_sock.as_deref())?;
+    let certs = match &config.tls {
+        Some(tls) => Some(Arc::new(CertStore::load(&tls.cert, &tls.key)?)),
+        None => None,
+    };
+    let routes = Routes::new(config);
+    let config = routes.config.clone();
+    let (shared, side) = state(routes, hub, metrics, certs.clone(), max_connections);
+
+    let mut server = server(&config, &upgrade_sock, upgrade);
+    server.add_service(background_service(
+        "config reload",
+        Reloader::new(shared.clone(), certs.clone(), path),
+    ));
+    server.add_service(background_service(
+        "shutdown relay",
+        ShutdownRelay(side.clone()),
+    ));
+    add_admin(&mut server, shared.clone(), config.admin.listen);
+    add_client_listener(&mut server, Edge::new(shared, side), certs, &config)?;
+    if let Some(demo) = &config.demo {
+        add_demo(&mut server, demo.listen);
+    }
+    server.bootstrap();
+    info!(
+        listen = %config.listen,
+        threads = config.threads,
+        admin = %config.admin.listen,
+        "gateway listening"
+    );
+    // The running config is `shared.routes` from here on: the start-up one must not keep its
+    // streams alive after a reload has replaced them.
+    drop(config);
+    server.run_forever()
+}
+
+/// The upstream clients, the metrics and the hub that polls with them.
+fn hub() -> Result<(Arc<LocalHub>, Arc<Metrics>), AppError> {
     let client = crate::upstream::Clients::new(|| {
         reqwest::Client::builder()
             .user_agent(concat!("sse-gateway/", env!("CARGO_PKG_VERSION")))
@@ -74,26 +111,17 @@ pub fn run(config: Config, path: PathBuf, upgrade: bool) -> Result<(), AppError>
     let hub = Arc::new(LocalHub::new(client, metrics.clone()).map_err(AppError::Runtime)?);
     let gauges = Gauges::new(Arc::downgrade(&hub) as Weak<dyn Hub>).map_err(AppError::Metrics)?;
     metrics.register(gauges).map_err(AppError::Metrics)?;
+    Ok((hub, metrics))
+}
 
-    if !upgrade {
-        check_addresses(&config)?;
-    }
-    let open_files = raise_open_file_limit(config.limits.max_clients);
-    let auto_connections = connection_limit(open_files, config.limits.max_connections);
-    claim_sighup().map_err(AppError::Runtime)?;
-    let listen = config.listen;
-    let threads = config.threads;
-    let demo = config.demo.clone();
-    let admin_listen = config.admin.listen;
-    let upgrade_sock = upgrade_socket(config.upgrade_sock.as_deref())?;
-    let keepalive = config.limits.keepalive;
-    let certs = match &config.tls {
-        Some(tls) => Some(Arc::new(CertStore::load(&tls.cert, &tls.key)?)),
-        None => None,
-    };
-    // pingora counts whole seconds; round up so a grace of 500ms is not none.
-    let grace = config.shutdown_grace.as_millis().div_ceil(1000) as u64;
-    let routes = Routes::new(config);
+/// `Shared`, holding the first routes, and the client side's own state.
+fn state(
+    routes: Routes,
+    hub: Arc<LocalHub>,
+    metrics: Arc<Metrics>,
+    certs: Option<Arc<CertStore>>,
+    max_connections: usize,
+) -> (Arc<Shared>, Arc<ClientSide>) {
     hub.reconcile(&routes.config.streams);
     let shared = Arc::new(Shared {
         routes: ArcSwap::from_pointee(routes),
@@ -101,15 +129,32 @@ pub fn run(config: Config, path: PathBuf, upgrade: bool) -> Result<(), AppError>
         metrics: metrics.clone(),
     });
     let side = Arc::new(ClientSide::new(
-        Conns::new(auto_connections, metrics.clone()),
-        certs.clone(),
+        Conns::new(max_connections, metrics.clone()),
+        certs,
         metrics,
     ));
+    (shared, side)
+}
 
+/// What must hold before pingora starts, where its own failure would be late or unclear: the
+/// addresses are free, the open-file limit is raised, SIGHUP is claimed. Returns the
+/// connection limit.
+fn preflight(config: &Config, upgrade: bool) -> Result<usize, AppError> {
+    if !upgrade {
+        check_addresses(config)?;
+    }
+    let open_files = raise_open_file_limit(config.limits.max_clients);
+    let max_connections = connection_limit(open_files, config.limits.max_connections);
+    claim_sighup().map_err(AppError::Runtime)?;
+    Ok(max_connections)
+}
+
+fn server(config: &Config, upgrade_sock: &Path, upgrade: bool) -> Server {
     let conf = ServerConf {
-        threads,
+        threads: config.threads,
         upgrade_sock: upgrade_sock.to_string_lossy().into_owned(),
-        grace_period_seconds: Some(grace),
+        // pingora counts whole seconds; round up so a grace of 500ms is not none.
+        grace_period_seconds: Some(config.shutdown_grace.as_millis().div_ceil(1000) as u64),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
@@ -117,33 +162,30 @@ pub fn run(config: Config, path: PathBuf, upgrade: bool) -> Result<(), AppError>
         upgrade,
         ..Opt::default()
     };
-    let mut server = Server::new_with_opt_and_conf(opt, conf);
-    server.add_service(background_service(
-        "config reload",
-        Reloader::new(shared.clone(), certs.clone(), path),
-    ));
-    server.add_service(background_service(
-        "shutdown relay",
-        ShutdownRelay(side.clone()),
-    ));
-    let mut admin = Service::new(
-        "admin".into(),
-        HttpServer::new_app(Admin {
-            shared: shared.clone(),
-        }),
-    );
-    admin.add_tcp(&admin_listen.to_string());
+    Server::new_with_opt_and_conf(opt, conf)
+}
+
+fn add_admin(server: &mut Server, shared: Arc<Shared>, listen: SocketAddr) {
+    let mut admin = Service::new("admin".into(), HttpServer::new_app(Admin { shared }));
+    admin.add_tcp(&listen.to_string());
     server.add_service(admin);
-    let edge = Edge::new(shared, side);
+}
+
+/// The gateway's own listener: plain TCP either way, since `Front` does the TLS handshake under
+/// the head timeout.
+fn add_client_listener(
+    server: &mut Server,
+    edge: Edge,
+    certs: Option<Arc<CertStore>>,
+    config: &Config,
+) -> Result<(), AppError> {
     let mut proxy_app = pingora::proxy::http_proxy(&server.configuration, edge.clone());
     // An HTTP/2 connection with no stream open waits as long as a kept-alive HTTP/1 one (from
     // the config at start-up: pingora reads it once). pingora caps streams per connection at 100.
     let mut options = HttpServerOptions::default();
-    options.h2_idle_timeout = Some(keepalive);
+    options.h2_idle_timeout = Some(config.limits.keepalive);
     proxy_app.server_options = Some(options);
-    // The listener is plain TCP either way: `Front` does the TLS handshake, under the head
-    // timeout.
-    let mut listener = ListenerConfig::tcp(listen.to_string());
+    let mut listener = ListenerConfig::tcp(config.listen.to_string());
     let tls = match certs {
         Some(certs) => {
             let mut tls = TlsSettings::intermediate("", "").map_err(AppError::Listener)?;
@@ -163,15 +205,14 @@ pub fn run(config: Config, path: PathBuf, upgrade: bool) -> Result<(), AppError>
     let mut proxy = Service::new("gateway".into(), Front::new(edge, proxy_app, tls));
     proxy.add_listener(listener);
     server.add_service(proxy);
-    if let Some(demo) = demo {
-        let mut svc = Service::new("demo api".into(), HttpServer::new_app(DemoApi::new()));
-        svc.add_tcp(&demo.listen.to_string());
-        server.add_service(svc);
-        info!(listen = %demo.listen, "demo api listening");
-    }
-    server.bootstrap();
-    info!(%listen, threads, admin = %admin_listen, "gateway listening");
-    server.run_forever()
+    Ok(())
+}
+
+fn add_demo(server: &mut Server, listen: SocketAddr) {
+    let mut svc = Service::new("demo api".into(), HttpServer::new_app(DemoApi));
+    svc.add_tcp(&listen.to_string());
+    server.add_service(svc);
+    info!(%listen, "demo api listening");
 }
 
 /// Hands pingora's shutdown signal (SIGTERM, SIGINT) to the streams, which pingora's request
@@ -254,139 +295,4 @@ fn claim_sighup() -> std::io::Result<()> {
         .build()?
         .block_on(async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) })
         .map(drop)
-}
-
-/// Where the listening sockets are handed over on `--upgrade`: the old process connects there and
-/// sends them to whoever listens. Its directory must be one only this user can write, or another
-/// local user could bind the name first and receive every client (security review F19).
-fn upgrade_socket(configured: Option<&Path>) -> Result<PathBuf, AppError> {
-    let path = configured.map_or_else(
-        || default_upgrade_socket(&|var| std::env::var_os(var), euid()),
-        Path::to_path_buf,
-    );
-    if let Some(dir) = path.parent() {
-        private_dir(dir)?;
-    }
-    Ok(path)
-}
-
-/// systemd's `RuntimeDirectory=`, else the user's runtime directory, else `/run` for root, else a
-/// per-user directory in the temp dir (checked like the others).
-fn default_upgrade_socket(env: &dyn Fn(&str) -> Option<OsString>, euid: u32) -> PathBuf {
-    let absolute = |var: &str| env(var).map(PathBuf::from).filter(|p| p.is_absolute());
-    let dir = if let Some(dir) = absolute("RUNTIME_DIRECTORY") {
-        dir
-    } else if let Some(dir) = absolute("XDG_RUNTIME_DIR") {
-        dir.join("sse-gateway")
-    } else if euid == 0 {
-        PathBuf::from("/run/sse-gateway")
-    } else {
-        std::env::temp_dir().join(format!("sse-gateway-{euid}"))
-    };
-    dir.join("upgrade.sock")
-}
-
-/// Creates `dir` with mode 0700 if it is missing, and refuses one this user does not own or that
-/// others may write. A directory that cannot be created (a read-only file system) only costs
-/// the hand-over, so it is a warning.
-fn private_dir(dir: &Path) -> Result<(), AppError> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => {
-            warn!(dir = %dir.display(), error = %e, "cannot create the upgrade socket's directory: --upgrade will not find this process");
-            return Ok(());
-        }
-    }
-    let meta = std::fs::symlink_metadata(dir).map_err(|source| AppError::UpgradeDirStat {
-        dir: dir.to_path_buf(),
-        source,
-    })?;
-    let why = if !meta.is_dir() {
-        Some("is not a directory")
-    } else if meta.uid() != euid() {
-        Some("belongs to another user")
-    } else if meta.mode() & 0o022 != 0 {
-        Some("is writable by group or others")
-    } else {
-        None
-    };
-    match why {
-        Some(why) => Err(AppError::UpgradeDir {
-            dir: dir.to_path_buf(),
-            why,
-        }),
-        None => Ok(()),
-    }
-}
-
-fn euid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail (POSIX).
-    unsafe { libc::geteuid() }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    #[test]
-    fn the_default_upgrade_socket_is_in_a_runtime_directory() {
-        let env = |vars: &'static [(&'static str, &'static str)]| {
-            move |v: &str| {
-                vars.iter()
-                    .find(|(k, _)| *k == v)
-                    .map(|(_, x)| OsString::from(x))
-            }
-        };
-        let systemd = env(&[
-            ("RUNTIME_DIRECTORY", "/run/sse-gateway"),
-            ("XDG_RUNTIME_DIR", "/run/user/1"),
-        ]);
-        assert_eq!(
-            default_upgrade_socket(&systemd, 1),
-            Path::new("/run/sse-gateway/upgrade.sock")
-        );
-        let user = env(&[("XDG_RUNTIME_DIR", "/run/user/1000")]);
-        assert_eq!(
-            default_upgrade_socket(&user, 1000),
-            Path::new("/run/user/1000/sse-gateway/upgrade.sock")
-        );
-        let none = env(&[("XDG_RUNTIME_DIR", "relative")]);
-        assert_eq!(
-            default_upgrade_socket(&none, 0),
-            Path::new("/run/sse-gateway/upgrade.sock")
-        );
-        let other = default_upgrade_socket(&none, 1000);
-        assert!(
-            other.ends_with("sse-gateway-1000/upgrade.sock"),
-            "{}",
-            other.display()
-        );
-        assert!(
-            !other.starts_with("/tmp/sse-gateway-upgrade"),
-            "never a shared name"
-        );
-    }
-
-    #[test]
-    fn the_socket_directory_is_created_private_and_a_shared_one_refused() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("run");
-        private_dir(&dir).unwrap();
-        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o700);
-        private_dir(&dir).unwrap();
-
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let err = private_dir(&dir).unwrap_err().to_string();
-        assert!(err.contains("writable by group or others"), "{err}");
-
-        let link = tmp.path().join("link");
-        std::os::unix::fs::symlink(&dir, &link).unwrap();
-        let err = private_dir(&link).unwrap_err().to_string();
-        assert!(err.contains("not a directory"), "{err}");
-    }
 }

@@ -93,10 +93,22 @@ fn main() -> ExitCode {
             match app::run(config, cli.config, cli.upgrade) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("sse-gateway: {e}");
+                    eprintln!("sse-gateway: {}", with_causes(&e));
                     ExitCode::FAILURE
                 }
             }
         }
     }
+}
+
+/// An error and each of its causes, once each: the messages leave their causes to `source`.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    text
 }

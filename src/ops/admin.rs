@@ -10,10 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use http::{header, Method, Response, StatusCode};
+use http::{header, HeaderValue, Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
+use pingora::http::RequestHeader;
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
+use subtle::ConstantTimeEq;
 
 use crate::routes;
 use crate::state::Shared;
@@ -27,53 +29,20 @@ impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
         let routes = self.shared.routes.load_full();
-        // Probes carry no credentials (a kubelet can't read a Secret into a header), and these
-        // two say only "up" and "ready".
-        let probe = req.method == Method::GET && matches!(req.uri.path(), "/healthz" | "/readyz");
-        if let Some(token) = routes.config.admin.token.as_ref().filter(|_| !probe) {
-            let given = req
-                .headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or("");
-            if !same(given.as_bytes(), token.as_bytes()) {
-                return text(StatusCode::UNAUTHORIZED, "a bearer token is required\n")
-                    .map(|mut r| {
-                        r.headers_mut().insert(
-                            header::WWW_AUTHENTICATE,
-                            header::HeaderValue::from_static("Bearer"),
-                        );
-                        r
-                    })
-                    .unwrap_or_else(|_| Response::new(Vec::new()));
-            }
-        }
-        if routes.config.admin.token.is_none() && !probe {
-            // A browser names the page that sent a request in `Origin` (on every POST, and on
-            // any cross-origin fetch); operators' tools send none. Without a token, a page must
-            // not reach this listener by its address (CSRF) or by its own name (DNS rebinding).
-            let why = if req.headers.contains_key(header::ORIGIN) {
-                Some("without admin.token, admin answers no request sent by a web page\n")
-            } else if !addressed_by_ip(req) {
-                Some("without admin.token, admin answers only requests addressed to an IP address or localhost\n")
-            } else {
-                None
-            };
-            if let Some(why) = why {
-                return text(StatusCode::FORBIDDEN, why)
-                    .unwrap_or_else(|_| Response::new(Vec::new()));
-            }
+        if let Some(refusal) = refusal(req, routes.config.admin.token.as_deref()) {
+            return refusal;
         }
         let path = req.uri.path().to_string();
         let query = req.uri.query().map(str::to_string);
         let method = req.method.clone();
-        let response = match (method, path.as_str()) {
+        match (method, path.as_str()) {
             (Method::GET, "/metrics") => {
                 let body = self.shared.metrics.render();
-                Response::builder()
-                    .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
-                    .body(body.into_bytes())
+                typed(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4",
+                    body.into_bytes(),
+                )
             }
             (Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
             (Method::GET, "/readyz") => {
@@ -85,24 +54,58 @@ impl ServeHttp for Admin {
             }
             (Method::GET, "/streams") => {
                 let list = self.shared.hub.instances();
-                Response::builder()
-                    .header(header::CONTENT_TYPE, "application/json")
-                    .body(json!({ "instances": list }).to_string().into_bytes())
+                json(StatusCode::OK, &json!({ "instances": list }))
             }
             (Method::POST, "/streams/refresh") => self.refresh(query.as_deref()),
             _ => text(
                 StatusCode::NOT_FOUND,
                 "admin serves GET /metrics, /healthz, /readyz, /streams and POST /streams/refresh?path=\n",
             ),
-        };
-        response.unwrap_or_else(|_| Response::new(Vec::new()))
+        }
     }
+}
+
+/// The answer to a request admin must turn away before looking at it, if any. Probes carry no
+/// credentials (a kubelet can't read a Secret into a header) and say only "up" and "ready", so
+/// they always pass.
+fn refusal(req: &RequestHeader, token: Option<&str>) -> Option<Response<Vec<u8>>> {
+    if req.method == Method::GET && matches!(req.uri.path(), "/healthz" | "/readyz") {
+        return None;
+    }
+    let Some(token) = token else {
+        // A browser names the page that sent a request in `Origin` (on every POST, and on any
+        // cross-origin fetch); operators' tools send none. Without a token, a page must not
+        // reach this listener by its address (CSRF) or by its own name (DNS rebinding).
+        let why = if req.headers.contains_key(header::ORIGIN) {
+            "without admin.token, admin answers no request sent by a web page\n"
+        } else if !addressed_by_ip(req) {
+            "without admin.token, admin answers only requests addressed to an IP address or localhost\n"
+        } else {
+            return None;
+        };
+        return Some(text(StatusCode::FORBIDDEN, why));
+    };
+    let given = req
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // In time independent of where the two differ (their lengths may show).
+    if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+        return None;
+    }
+    let mut response = text(StatusCode::UNAUTHORIZED, "a bearer token is required\n");
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    Some(response)
 }
 
 impl Admin {
     /// Polls the instance a client of `path` would join (all of its credential variants), now or
     /// when its refresh window opens.
-    fn refresh(&self, query: Option<&str>) -> http::Result<Response<Vec<u8>>> {
+    fn refresh(&self, query: Option<&str>) -> Response<Vec<u8>> {
         let Some(target) = routes::query_param(query, "path") else {
             return text(
                 StatusCode::BAD_REQUEST,
@@ -128,26 +131,42 @@ impl Admin {
             StatusCode::ACCEPTED
         };
         let body = json!({ "path": path, "refreshed": done.now, "deferred": done.deferred });
-        Response::builder()
-            .status(status)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(body.to_string().into_bytes())
+        json(status, &body)
     }
 }
 
-fn text(status: StatusCode, body: &str) -> http::Result<Response<Vec<u8>>> {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
-        .body(body.as_bytes().to_vec())
+/// Built without a fallible builder, so no answer can turn into an empty 200.
+fn typed(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Vec<u8>> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn json(status: StatusCode, body: &serde_json::Value) -> Response<Vec<u8>> {
+    typed(status, "application/json", body.to_string().into_bytes())
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Vec<u8>> {
+    let mut response = typed(
+        status,
+        "text/plain; charset=utf-8",
+        body.as_bytes().to_vec(),
+    );
+    response.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
 }
 
 /// Whether the request names the admin listener by an IP address or `localhost` (or names
 /// nothing, as HTTP/1.0 may). A page on another site can reach a loopback listener through DNS
 /// rebinding (its own name, re-pointed at 127.0.0.1), but only with its name in `Host`: without
 /// a token, that is all that keeps it from `/streams` and refresh.
-fn addressed_by_ip(req: &pingora::http::RequestHeader) -> bool {
+fn addressed_by_ip(req: &RequestHeader) -> bool {
     let Some(host) = req.headers.get(header::HOST) else {
         return true;
     };
@@ -159,11 +178,6 @@ fn addressed_by_ip(req: &pingora::http::RequestHeader) -> bool {
         None => host.rsplit_once(':').map_or(host, |(name, _)| name),
     };
     name.eq_ignore_ascii_case("localhost") || name.parse::<IpAddr>().is_ok()
-}
-
-/// Compares in time independent of where the inputs differ.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Whether the client listener accepts connections (an unspecified address is tried on loopback).
@@ -178,4 +192,36 @@ async fn bound(listen: SocketAddr) -> bool {
         tokio::time::timeout(Duration::from_millis(500), connect).await,
         Ok(Ok(_))
     )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn request(path: &str, auth: Option<&str>) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", path.as_bytes(), None).unwrap();
+        req.insert_header(header::HOST, "127.0.0.1").unwrap();
+        if let Some(auth) = auth {
+            req.insert_header(header::AUTHORIZATION, auth).unwrap();
+        }
+        req
+    }
+
+    #[test]
+    fn a_wrong_or_missing_token_is_a_401_and_probes_pass_without_one() {
+        for auth in [
+            None,
+            Some("Bearer nope"),
+            Some("Bearer let-me-i"),
+            Some("let-me-in"),
+        ] {
+            let refused = refusal(&request("/streams", auth), Some("let-me-in")).unwrap();
+            assert_eq!(refused.status(), StatusCode::UNAUTHORIZED, "{auth:?}");
+            assert_eq!(refused.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        }
+        let right = request("/streams", Some("Bearer let-me-in"));
+        assert!(refusal(&right, Some("let-me-in")).is_none());
+        assert!(refusal(&request("/healthz", None), Some("let-me-in")).is_none());
+    }
 }

@@ -35,6 +35,7 @@ pub struct Reloader {
     last: Mutex<u64>,
 }
 
+/// What a reload did; the log and the `reloads` counter say the same to the operator.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
     Applied,
@@ -59,52 +60,19 @@ impl Reloader {
             Ok(text) => text,
             Err(e) => {
                 let why = format!("cannot read {}: {e}", self.path.display());
-                return self.refused(trigger, &why);
+                return self.refuse(trigger, &why);
             }
         };
-        let h = hash(&text);
-        {
-            let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-            if !force && *last == h {
-                return Outcome::Unchanged;
-            }
+        if !self.changed(&text, force) {
+            return Outcome::Unchanged;
         }
-        // Remembered even when refused: the same broken text is not re-read on every event.
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = h;
         let new = match config::from_bytes(&self.path, &text) {
             Ok(c) => c,
-            Err(errors) => return self.refused(trigger, &errors),
+            Err(errors) => return self.refuse(trigger, &errors),
         };
         let old = self.shared.routes.load_full();
-        if new.tls.is_some() != old.config.tls.is_some() {
-            warn!("tls switched on or off: it takes effect only after a restart");
-        }
-        if let (Some(tls), Some(certs)) = (&new.tls, &self.certs) {
-            if let Err(e) = certs.reload(&tls.cert, &tls.key) {
-                return self.refused(trigger, &e);
-            }
-        }
-        if new.listen != old.config.listen {
-            warn!(
-                running = %old.config.listen,
-                configured = %new.listen,
-                "listen address changed: it takes effect only after a restart"
-            );
-        }
-        if new.admin.listen != old.config.admin.listen {
-            warn!(
-                running = %old.config.admin.listen,
-                configured = %new.admin.listen,
-                "admin.listen changed: it takes effect only after a restart"
-            );
-        }
-        // Validation saw the configured address; the one bound is what decides who can reach it.
-        let bound = old.config.admin.listen;
-        if !bound.ip().is_loopback() && new.admin.token.is_none() {
-            let why = format!(
-                "admin listens on {bound}, beyond loopback: a reload cannot remove admin.token"
-            );
-            return self.refused(trigger, &why);
+        if let Err(why) = self.prepare(&new, &old.config) {
+            return self.refuse(trigger, &why);
         }
         let routes = Routes::new(keep_unchanged(new, &old.config));
         let routes = Arc::new(routes);
@@ -123,10 +91,53 @@ impl Reloader {
         );
         Outcome::Applied
     }
-}
 
-impl Reloader {
-    fn refused(&self, trigger: &str, why: &dyn std::fmt::Display) -> Outcome {
+    /// Whether `text` differs from the text last read (or `force`); remembers it either way, so
+    /// the same broken text is not re-read on every event.
+    fn changed(&self, text: &[u8], force: bool) -> bool {
+        let h = hash(text);
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = force || *last != h;
+        *last = h;
+        changed
+    }
+
+    /// Reads the renewed certificate, and says what only a restart applies. An `Err` is why the
+    /// new config must not run.
+    fn prepare(&self, new: &Config, old: &Config) -> Result<(), String> {
+        if new.tls.is_some() != old.tls.is_some() {
+            warn!("tls switched on or off: it takes effect only after a restart");
+        }
+        if let (Some(tls), Some(certs)) = (&new.tls, &self.certs) {
+            certs
+                .reload(&tls.cert, &tls.key)
+                .map_err(|e| with_causes(&e))?;
+        }
+        if new.listen != old.listen {
+            warn!(
+                running = %old.listen,
+                configured = %new.listen,
+                "listen address changed: it takes effect only after a restart"
+            );
+        }
+        if new.admin.listen != old.admin.listen {
+            warn!(
+                running = %old.admin.listen,
+                configured = %new.admin.listen,
+                "admin.listen changed: it takes effect only after a restart"
+            );
+        }
+        // Validation saw the configured address; the one bound is what decides who can reach it.
+        let bound = old.admin.listen;
+        if !bound.ip().is_loopback() && new.admin.token.is_none() {
+            return Err(format!(
+                "admin listens on {bound}, beyond loopback: a reload cannot remove admin.token"
+            ));
+        }
+        Ok(())
+    }
+
+    fn refuse(&self, trigger: &str, why: &dyn std::fmt::Display) -> Outcome {
         self.shared
             .metrics
             .reloads
@@ -149,6 +160,18 @@ fn keep_unchanged(mut new: Config, old: &Config) -> Config {
     new.listen = old.listen;
     new.admin.listen = old.admin.listen;
     new
+}
+
+/// An error and each of its causes, once each: `TlsError` leaves what was wrong to `source`.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    text
 }
 
 fn hash(bytes: &[u8]) -> u64 {
@@ -261,6 +284,44 @@ impl BackgroundService for Reloader {
 mod tests {
     use super::*;
     use notify::event::{CreateKind, DataChange, MetadataKind, RemoveKind, RenameMode};
+
+    const CONFIG: &str = "listen: 127.0.0.1:1\nadmin:\n  listen: 127.0.0.1:2\nupstreams:\n  api:\n    url: http://127.0.0.1:9\nstreams:\n  - path: /sse/doc\n    upstream: api\n";
+
+    fn reloader(path: &Path) -> Reloader {
+        std::fs::write(path, CONFIG).unwrap();
+        let config = config::load(path).unwrap();
+        pingora::tls::install_default_crypto_provider();
+        let clients = crate::upstream::Clients::new(reqwest::Client::builder).unwrap();
+        let metrics = Arc::new(crate::metrics::Metrics::new().unwrap());
+        let hub = crate::hub::LocalHub::new(clients, metrics.clone()).unwrap();
+        let shared = Arc::new(Shared {
+            routes: arc_swap::ArcSwap::from_pointee(Routes::new(config)),
+            hub: Arc::new(hub),
+            metrics,
+        });
+        Reloader::new(shared, None, path.to_path_buf())
+    }
+
+    #[test]
+    fn a_reload_applies_a_change_once_and_refuses_a_broken_text_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.yaml");
+        let r = reloader(&path);
+        assert_eq!(r.reload("test", false), Outcome::Unchanged);
+        assert_eq!(r.reload("test", true), Outcome::Applied);
+        std::fs::write(&path, CONFIG.replace("/sse/doc", "/sse/other")).unwrap();
+        assert_eq!(r.reload("test", false), Outcome::Applied);
+        assert_eq!(r.reload("test", false), Outcome::Unchanged);
+        std::fs::write(&path, "streams: [").unwrap();
+        assert_eq!(r.reload("test", false), Outcome::Refused);
+        assert_eq!(r.reload("test", false), Outcome::Unchanged, "remembered");
+        assert_eq!(
+            r.shared.routes.load().config.streams[0].path.as_str(),
+            "/sse/other"
+        );
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(r.reload("test", false), Outcome::Refused);
+    }
 
     #[test]
     fn only_events_that_change_content_count() {

@@ -11,12 +11,26 @@ use pingora::tls::{ClientHello, CryptoProvider, ResolvesServerCert};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read certificate `{cert}` or key `{key}`: {reason}")]
+    #[error("cannot read certificate `{cert}` or key `{key}`")]
     Load {
         cert: String,
         key: String,
-        reason: String,
+        #[source]
+        source: LoadError,
     },
+}
+
+/// What was wrong with the certificate and key files.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Read(Box<pingora::Error>),
+    #[error("no certificate or no private key in the PEM files")]
+    Missing,
+    #[error("no TLS crypto provider installed")]
+    NoProvider,
+    #[error(transparent)]
+    Key(pingora::tls::RusTlsError),
 }
 
 /// Serves the current certificate to every handshake.
@@ -51,18 +65,39 @@ impl ResolvesServerCert for CertStore {
 }
 
 fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
-    let fail = |reason: String| TlsError::Load {
+    let fail = |source: LoadError| TlsError::Load {
         cert: cert.display().to_string(),
         key: key.display().to_string(),
-        reason,
+        source,
     };
     pingora::tls::install_default_crypto_provider();
     let (chain, private) =
         pingora::tls::load_certs_and_key_files(&cert.to_string_lossy(), &key.to_string_lossy())
-            .map_err(|e| fail(e.to_string()))?
-            .ok_or_else(|| fail("no certificate or no private key in the PEM files".into()))?;
-    let provider = CryptoProvider::get_default()
-        .ok_or_else(|| fail("no TLS crypto provider installed".into()))?;
+            .map_err(|e| fail(LoadError::Read(e)))?
+            .ok_or_else(|| fail(LoadError::Missing))?;
+    let provider = CryptoProvider::get_default().ok_or_else(|| fail(LoadError::NoProvider))?;
     let chain = chain.into_iter().map(|c| c.into_owned()).collect();
-    CertifiedKey::from_der(chain, private.clone_key(), provider).map_err(|e| fail(e.to_string()))
+    CertifiedKey::from_der(chain, private.clone_key(), provider)
+        .map_err(|e| fail(LoadError::Key(e)))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::error::Error;
+
+    #[test]
+    fn a_missing_file_is_named_and_its_cause_kept_as_the_source() {
+        let err = CertStore::load(
+            Path::new("/nonexistent/c.pem"),
+            Path::new("/nonexistent/k.pem"),
+        )
+        .unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("/nonexistent/c.pem"), "{message}");
+        let cause = err.source().expect("the cause").to_string();
+        assert!(!cause.is_empty());
+        assert!(!message.contains(&cause), "{message} repeats {cause}");
+    }
 }

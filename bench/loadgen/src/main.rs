@@ -97,11 +97,13 @@ fn stamp(data: &str) -> Option<(u64, u64)> {
 /// stamps are top-level numbers in a document, or `replace` ops in a patch.
 fn stamp_scan(data: &str) -> Option<(u64, u64)> {
     let number = |key: &str| -> Option<u64> {
-        let at = data
-            .find(&format!("\"path\":\"/{key}\",\"value\":"))
-            .map(|i| i + key.len() + 19)
-            .or_else(|| data.find(&format!("\"{key}\":")).map(|i| i + key.len() + 3))?;
-        let digits: String = data[at..].chars().take_while(char::is_ascii_digit).collect();
+        let after = |pattern: String| data.find(&pattern).map(|i| i + pattern.len());
+        let at = after(format!("\"path\":\"/{key}\",\"value\":"))
+            .or_else(|| after(format!("\"{key}\":")))?;
+        let digits: String = data[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
         digits.parse().ok()
     };
     Some((number("seq")?, number("t")?))
@@ -222,7 +224,7 @@ fn host_cpu_ms() -> f64 {
         .filter_map(|x| x.parse().ok())
         .collect();
     let busy: f64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| f.get(i)).sum();
-    busy * 10.0
+    busy * ms_per_tick()
 }
 
 /// User + system CPU time of a process, in ms.
@@ -230,9 +232,21 @@ fn cpu_ms(pid: &str) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 (clock ticks of 10 ms); `after` starts at field 3.
+    // utime and stime are fields 14 and 15, in clock ticks; `after` starts at field 3.
     let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) * 10.0
+    (ticks(11) + ticks(12)) * ms_per_tick()
+}
+
+/// The length of the clock tick /proc counts CPU time in, in ms: `USER_HZ`, which the kernel
+/// may be built with other than 100.
+fn ms_per_tick() -> f64 {
+    // SAFETY: sysconf has no preconditions; it returns -1 for a name it does not know.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 {
+        1000.0 / hz as f64
+    } else {
+        10.0
+    }
 }
 
 struct Shared {
@@ -263,15 +277,12 @@ async fn serve_upstream(addr: SocketAddr, shared: Rc<RefCell<Shared>>) {
     while let Ok((mut sock, _)) = listener.accept().await {
         let shared = shared.clone();
         tokio::task::spawn_local(async move {
-            let mut buf = vec![0u8; 8192];
+            let mut buf = Vec::with_capacity(8192);
             loop {
-                let Ok(n) = sock.read(&mut buf).await else {
+                let Some(head) = read_head(&mut sock, &mut buf).await else {
                     return;
                 };
-                if n == 0 {
-                    return;
-                }
-                let req = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+                let req = String::from_utf8_lossy(&head);
                 let (body, etag) = {
                     let mut s = shared.borrow_mut();
                     if s.polled.is_empty() {
@@ -291,8 +302,7 @@ async fn serve_upstream(addr: SocketAddr, shared: Rc<RefCell<Shared>>) {
                         (body, format!("\"{i}-{}\"", doc.seq))
                     }
                 };
-                let not_modified =
-                    req.contains(&format!("if-none-match: {}", etag.to_ascii_lowercase()));
+                let not_modified = header(&req, "if-none-match") == Some(etag.as_str());
                 let resp = if not_modified {
                     format!(
                         "HTTP/1.1 304 Not Modified\r\netag: {etag}\r\ncontent-length: 0\r\n\r\n"
@@ -318,6 +328,37 @@ async fn serve_upstream(addr: SocketAddr, shared: Rc<RefCell<Shared>>) {
             }
         });
     }
+}
+
+/// The next request head on `sock` (through its blank line), keeping in `buf` whatever
+/// follows it; `None` once the client closes or sends a head past 64 KB.
+async fn read_head(sock: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+    const END: &[u8] = b"\r\n\r\n";
+    let mut searched = 0;
+    loop {
+        if let Some(i) = buf[searched..].windows(END.len()).position(|w| w == END) {
+            let end = searched + i + END.len();
+            return Some(buf.drain(..end).collect());
+        }
+        if buf.len() > 64 * 1024 {
+            return None;
+        }
+        // The terminator may straddle two reads.
+        searched = buf.len().saturating_sub(END.len() - 1);
+        let mut chunk = [0u8; 8192];
+        match sock.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// The value of header `name` (any case) in a request head.
+fn header<'h>(head: &'h str, name: &str) -> Option<&'h str> {
+    head.lines().skip(1).find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
 }
 
 async fn client(http: reqwest::Client, url: String, stream: usize, shared: Rc<RefCell<Shared>>) {
@@ -512,7 +553,11 @@ async fn polled(args: &Args, shared: &Rc<RefCell<Shared>>, attach_s: f64, pss_kb
     let up0 = {
         let mut s = shared.borrow_mut();
         s.window = Some(Vec::new());
-        (s.upstream_requests, s.upstream_bytes, s.upstream_not_modified)
+        (
+            s.upstream_requests,
+            s.upstream_bytes,
+            s.upstream_not_modified,
+        )
     };
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
