@@ -134,7 +134,6 @@ pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::config;

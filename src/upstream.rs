@@ -235,7 +235,6 @@ fn retry_after(h: &HeaderMap) -> Option<Duration> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

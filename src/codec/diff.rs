@@ -215,7 +215,6 @@ fn whole(v: &Value) -> Option<Value> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;

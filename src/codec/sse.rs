@@ -123,7 +123,6 @@ pub fn comment(text: &str) -> Bytes {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use eventsource_stream::Eventsource;

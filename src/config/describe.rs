@@ -147,7 +147,6 @@ fn operator(s: &mut String, c: &Config) {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use std::net::SocketAddr;
 

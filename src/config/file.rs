@@ -200,7 +200,6 @@ fn ancestors(key: &str) -> impl Iterator<Item = &str> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

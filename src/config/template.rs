@@ -125,7 +125,6 @@ fn is_dot_segment(seg: &str) -> bool {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

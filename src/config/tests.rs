@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 use super::{
     parse, Config, ConfigErrors, Cors, DiffMode, Idle, PathTemplate, Pattern, StreamSpec, Upstream,
 };

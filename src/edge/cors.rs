@@ -69,7 +69,6 @@ pub fn preflight(spec: &StreamSpec, origin: Option<&str>) -> Vec<(HeaderName, He
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

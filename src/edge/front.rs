@@ -469,7 +469,6 @@ impl<C: Conn> Wire for RawWire<C> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use std::sync::Arc;
 

@@ -183,7 +183,6 @@ fn needs_pingora(h: &httparse::Header<'_>) -> bool {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::config;

@@ -181,7 +181,6 @@ async fn shutting_down(rx: &mut watch::Receiver<bool>) {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use std::io;
 

@@ -8,8 +8,6 @@
 //! PROPTEST_CASES=100000 cargo test --release --lib fuzz
 //! ```
 
-#![allow(clippy::unwrap_used)]
-
 mod config;
 mod routes;
 

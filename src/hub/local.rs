@@ -453,7 +453,6 @@ impl Hub for LocalHub {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::config;

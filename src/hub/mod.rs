@@ -12,7 +12,6 @@ mod poller;
 mod publish;
 mod schedule;
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod script;
 mod source;
 mod topic;
@@ -218,7 +217,6 @@ pub enum Delivery {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -363,7 +363,6 @@ fn encode(seq: u64, id: &str, old: Option<&Doc>, new: &Doc, wanted: Wanted) -> F
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -522,7 +521,6 @@ mod tests {
 /// The poller's clock under paused time, with a scripted source and the real `Topic`: each test
 /// covers minutes or hours of schedule in milliseconds.
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod timing {
     use std::time::Duration;
 

@@ -47,7 +47,6 @@ pub(crate) fn target_url(spec: &StreamSpec, target: &str) -> url::Url {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::config;

@@ -280,7 +280,6 @@ impl BackgroundService for Reloader {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use notify::event::{CreateKind, DataChange, MetadataKind, RemoveKind, RenameMode};

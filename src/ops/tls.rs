@@ -82,7 +82,6 @@ fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::error::Error;
