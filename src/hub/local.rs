@@ -459,10 +459,7 @@ mod tests {
     use crate::hub::Delivery;
 
     fn parse(streams: &str) -> config::Config {
-        let yaml = format!(
-            "upstreams:\n  api:\n    url: http://127.0.0.1:1\nproxy: api\nstreams:\n{streams}"
-        );
-        config::parse("t.yaml", &yaml, &|_| None, &|_, _| None).unwrap()
+        crate::hub::script::config(streams)
     }
 
     const ORDERS: &str = "  - path: /o/{id}\n    upstream: api\n    poll: /orders/{id}\n";

@@ -366,14 +366,8 @@ fn encode(seq: u64, id: &str, old: Option<&Doc>, new: &Doc, wanted: Wanted) -> F
 mod tests {
     use super::*;
 
-    use crate::config;
-
     fn spec() -> Arc<StreamSpec> {
-        let yaml = "upstreams:\n  api:\n    url: http://127.0.0.1:1/base/\nstreams:\n  - path: /s\n    upstream: api\n    interval: 1s\n    backoff_max: 30s\n";
-        config::parse("p.yaml", yaml, &|_| None, &|_, _| None)
-            .unwrap()
-            .streams[0]
-            .clone()
+        crate::hub::script::spec("    interval: 1s\n    backoff_max: 30s\n")
     }
 
     #[test]
@@ -536,13 +530,7 @@ mod timing {
     const S: Duration = Duration::from_secs(1);
 
     fn spec(extra: &str) -> Arc<StreamSpec> {
-        let yaml = format!(
-            "upstreams:\n  api:\n    url: http://127.0.0.1:1\nstreams:\n  - path: /s\n    upstream: api\n{extra}"
-        );
-        crate::config::parse("p.yaml", &yaml, &|_| None, &|_, _| None)
-            .unwrap()
-            .streams[0]
-            .clone()
+        crate::hub::script::spec(extra)
     }
 
     /// Starts a poller on a new topic, polling at once.

@@ -164,14 +164,9 @@ mod tests {
             now + s.mul_f64(1.25)
         );
     }
-    use crate::config;
 
     fn spec() -> Arc<StreamSpec> {
-        let yaml = "upstreams:\n  api:\n    url: http://127.0.0.1:1/base/\nstreams:\n  - path: /s\n    upstream: api\n    interval: 1s\n    backoff_max: 30s\n";
-        config::parse("p.yaml", yaml, &|_| None, &|_, _| None)
-            .unwrap()
-            .streams[0]
-            .clone()
+        crate::hub::script::spec("    interval: 1s\n    backoff_max: 30s\n")
     }
 
     #[test]

@@ -49,15 +49,10 @@ pub(crate) fn target_url(spec: &StreamSpec, target: &str) -> url::Url {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config;
 
     #[test]
     fn the_target_is_appended_to_the_base_path() {
-        let yaml = "upstreams:\n  api:\n    url: http://127.0.0.1:1/base/\nstreams:\n  - path: /s\n    upstream: api\n";
-        let spec = config::parse("p.yaml", yaml, &|_| None, &|_, _| None)
-            .unwrap()
-            .streams[0]
-            .clone();
+        let spec = crate::hub::script::spec("");
         assert_eq!(
             target_url(&spec, "/a/b?x=1").as_str(),
             "http://127.0.0.1:1/base/a/b?x=1"

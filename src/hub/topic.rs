@@ -548,18 +548,13 @@ impl Drop for Member {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config;
 
     fn topic(replay: usize) -> Arc<Topic> {
         topic_with(&format!("replay: {replay}"))
     }
 
     fn topic_with(extra: &str) -> Arc<Topic> {
-        let yaml = format!(
-            "upstreams:\n  api:\n    url: http://127.0.0.1:1\nstreams:\n  - path: /s\n    upstream: api\n    {extra}\n"
-        );
-        let cfg = config::parse("t.yaml", &yaml, &|_| None, &|_, _| None).unwrap();
-        let spec = cfg.streams[0].clone();
+        let spec = crate::hub::script::spec(&format!("    {extra}\n"));
         let key = StreamKey {
             stream: Arc::from("/s"),
             target: "/s".into(),
