@@ -24,7 +24,7 @@
 
 pub mod app;
 mod codec;
-pub mod config;
+mod config;
 mod demo;
 mod edge;
 #[cfg(test)]
@@ -35,3 +35,6 @@ mod ops;
 mod routes;
 mod state;
 mod upstream;
+
+/// All `main.rs` needs of the config: read and validate a file (`check` prints what it loaded).
+pub use config::{load as load_config, Config};

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use sse_gateway::{app, config};
+use sse_gateway::{app, load_config};
 use tracing_subscriber::EnvFilter;
 
 /// jemalloc, because of how a gateway allocates: every connection goes through a burst of
@@ -71,7 +71,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Check { file }) => {
             let path = file.unwrap_or(cli.config);
-            match config::load(&path) {
+            match load_config(&path) {
                 Ok(config) => {
                     println!("{} is valid.\n{}", path.display(), config.describe());
                     ExitCode::SUCCESS
@@ -83,7 +83,7 @@ fn main() -> ExitCode {
             }
         }
         None => {
-            let config = match config::load(&cli.config) {
+            let config = match load_config(&cli.config) {
                 Ok(config) => config,
                 Err(errors) => {
                     eprintln!("{errors}");
