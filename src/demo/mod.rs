@@ -1,4 +1,5 @@
 //! The built-in demo: a small JSON price ticker API, and the page at `/` that shows it live.
+//! A leaf beside the layers: it imports nothing of the gateway, which polls it like any upstream.
 //!
 //! The ticker is a pure function of the clock (a random walk seeded by the second), so it needs
 //! no state and answers conditional requests: its ETag is the second it describes.
