@@ -459,7 +459,7 @@ mod tests {
     use crate::hub::Delivery;
 
     fn parse(streams: &str) -> config::Config {
-        crate::hub::script::config(streams)
+        crate::hub::fixtures::config(streams)
     }
 
     const ORDERS: &str = "  - path: /o/{id}\n    upstream: api\n    poll: /orders/{id}\n";

@@ -5,6 +5,8 @@
 //! through `Publish`: the seam where cluster mode puts a Redis publisher, so that one replica
 //! polls an instance and every replica's sessions read its frames from a local `Topic`.
 
+#[cfg(test)]
+mod fixtures;
 mod gauges;
 mod instance;
 mod local;

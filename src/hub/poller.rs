@@ -367,7 +367,7 @@ mod tests {
     use super::*;
 
     fn spec() -> Arc<StreamSpec> {
-        crate::hub::script::spec("    interval: 1s\n    backoff_max: 30s\n")
+        crate::hub::fixtures::spec("    interval: 1s\n    backoff_max: 30s\n")
     }
 
     #[test]
@@ -530,7 +530,7 @@ mod timing {
     const S: Duration = Duration::from_secs(1);
 
     fn spec(extra: &str) -> Arc<StreamSpec> {
-        crate::hub::script::spec(extra)
+        crate::hub::fixtures::spec(extra)
     }
 
     /// Starts a poller on a new topic, polling at once.

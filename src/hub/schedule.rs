@@ -166,7 +166,7 @@ mod tests {
     }
 
     fn spec() -> Arc<StreamSpec> {
-        crate::hub::script::spec("    interval: 1s\n    backoff_max: 30s\n")
+        crate::hub::fixtures::spec("    interval: 1s\n    backoff_max: 30s\n")
     }
 
     #[test]

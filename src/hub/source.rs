@@ -52,7 +52,7 @@ mod tests {
 
     #[test]
     fn the_target_is_appended_to_the_base_path() {
-        let spec = crate::hub::script::spec("");
+        let spec = crate::hub::fixtures::spec("");
         assert_eq!(
             target_url(&spec, "/a/b?x=1").as_str(),
             "http://127.0.0.1:1/base/a/b?x=1"

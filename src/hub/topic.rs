@@ -554,7 +554,7 @@ mod tests {
     }
 
     fn topic_with(extra: &str) -> Arc<Topic> {
-        let spec = crate::hub::script::spec(&format!("    {extra}\n"));
+        let spec = crate::hub::fixtures::spec(&format!("    {extra}\n"));
         let key = StreamKey {
             stream: Arc::from("/s"),
             target: "/s".into(),
