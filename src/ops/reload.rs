@@ -5,12 +5,13 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use notify::event::{AccessKind, AccessMode, ModifyKind};
 use notify::{EventKind, RecursiveMode, Watcher};
+use parking_lot::Mutex;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::sync::mpsc;
@@ -96,22 +97,17 @@ impl Reloader {
     /// the same broken text is not re-read on every event.
     fn changed(&self, text: &[u8], force: bool) -> bool {
         let h = hash(text);
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let mut last = self.last.lock();
         let changed = force || *last != h;
         *last = h;
         changed
     }
 
-    /// Reads the renewed certificate, and says what only a restart applies. An `Err` is why the
-    /// new config must not run.
+    /// Says what only a restart applies, refuses what must not run, and reads the renewed
+    /// certificate last: a config refused for any reason leaves the running certificate too.
     fn prepare(&self, new: &Config, old: &Config) -> Result<(), String> {
         if new.tls.is_some() != old.tls.is_some() {
             warn!("tls switched on or off: it takes effect only after a restart");
-        }
-        if let (Some(tls), Some(certs)) = (&new.tls, &self.certs) {
-            certs
-                .reload(&tls.cert, &tls.key)
-                .map_err(|e| with_causes(&e))?;
         }
         if new.listen != old.listen {
             warn!(
@@ -133,6 +129,11 @@ impl Reloader {
             return Err(format!(
                 "admin listens on {bound}, beyond loopback: a reload cannot remove admin.token"
             ));
+        }
+        if let (Some(tls), Some(certs)) = (&new.tls, &self.certs) {
+            certs
+                .reload(&tls.cert, &tls.key)
+                .map_err(|e| with_causes(&e))?;
         }
         Ok(())
     }
@@ -299,6 +300,61 @@ mod tests {
             metrics,
         });
         Reloader::new(shared, None, path.to_path_buf())
+    }
+
+    /// A self-signed certificate for `localhost` in `dir`, as `<name>.crt` and `<name>.key`.
+    fn certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let (cert, key) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&cert, made.cert.pem()).unwrap();
+        std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+        (cert, key)
+    }
+
+    #[test]
+    fn a_refused_reload_keeps_the_running_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.yaml");
+        let (old_cert, old_key) = certificate(dir.path(), "old");
+        certificate(dir.path(), "new");
+        let tls = |name: &str| format!("tls:\n  cert: {name}.crt\n  key: {name}.key\n");
+        // Bound beyond loopback with a token; the new text moves admin to loopback without one.
+        let running = format!(
+            "{}{}",
+            CONFIG.replace(
+                "  listen: 127.0.0.1:2\n",
+                "  listen: 0.0.0.0:2\n  token: t\n"
+            ),
+            tls("old")
+        );
+        let shared = reloader(&path).shared;
+        std::fs::write(&path, &running).unwrap();
+        shared
+            .routes
+            .store(Arc::new(Routes::new(config::load(&path).unwrap())));
+        let certs = Arc::new(CertStore::load(&old_cert, &old_key).unwrap());
+        let r = Reloader::new(shared, Some(certs.clone()), path.clone());
+        let serving = certs.serving();
+        std::fs::write(&path, format!("{CONFIG}{}", tls("new"))).unwrap();
+        assert_eq!(r.reload("test", false), Outcome::Refused);
+        assert!(
+            Arc::ptr_eq(&certs.serving(), &serving),
+            "the certificate stays"
+        );
+        // The same renewal with the token kept is applied, certificate and all.
+        let renewed = running.replace(
+            "cert: old.crt\n  key: old.key",
+            "cert: new.crt\n  key: new.key",
+        );
+        std::fs::write(&path, renewed).unwrap();
+        assert_eq!(r.reload("test", false), Outcome::Applied);
+        assert!(
+            !Arc::ptr_eq(&certs.serving(), &serving),
+            "the renewed one serves"
+        );
     }
 
     #[test]

@@ -58,6 +58,14 @@ impl CertStore {
     }
 }
 
+impl CertStore {
+    /// The certificate handshakes get now, for tests that check what a reload left in place.
+    #[cfg(test)]
+    pub fn serving(&self) -> Arc<CertifiedKey> {
+        self.current.load_full()
+    }
+}
+
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         Some(self.current.load_full())
