@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::error::ConfigError;
+use super::index::KeyIndex;
 use super::DiffMode;
 
 #[derive(Debug, Default, Deserialize)]
@@ -167,7 +168,14 @@ pub fn parse(source: &Arc<str>, text: &str) -> Result<File, ConfigError> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
         let inner = e.into_inner();
-        let (line, col) = inner.location().map_or((1, 1), |l| (l.line(), l.column()));
+        // serde_yaml places an error raised while converting a value (`idle: soon`) at the map
+        // that holds it, lines above the key: the key's own line, when the file has it, is right.
+        let found = inner.location().map(|l| (l.line(), l.column()));
+        let (line, col) = match (found, KeyIndex::build(text).exact(&key)) {
+            (Some(at), Some(key_at)) if at.0 != key_at.0 => key_at,
+            (Some(at), _) => at,
+            (None, key_at) => key_at.unwrap_or((0, 0)),
+        };
         let msg = inner.to_string();
         // serde_yaml appends the location we already print in front.
         let msg = match msg.find(" at line ") {

@@ -119,6 +119,11 @@ impl KeyIndex {
         KeyIndex { lines }
     }
 
+    /// The line and column of exactly `key`, if the file writes it on a line of its own.
+    pub fn exact(&self, key: &str) -> Option<(usize, usize)> {
+        self.lines.get(key).copied()
+    }
+
     /// The line and column of `key`, or of its nearest indexed ancestor; `(0, 0)`, which
     /// `ConfigError` prints as no place, when not even its top-level key is in the file.
     pub fn locate(&self, key: &str) -> (usize, usize) {

@@ -574,3 +574,15 @@ fn a_semantic_error_in_a_flow_stream_names_its_line() {
         "{err}"
     );
 }
+
+#[test]
+fn a_value_its_own_check_refuses_is_placed_at_its_key() {
+    // serde_yaml places these at the stream's map (line 5); the key is on line 7.
+    let text = "upstreams:\n  api:\n    url: http://127.0.0.1:1\nstreams:\n  - path: /a\n    upstream: api\n    idle: soon\n";
+    let resolve = |_: &str, port| Some(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    let err = parse("g.yaml", text, &|_| None, &resolve)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.starts_with("g.yaml:7:5: streams[0].idle: "), "{err}");
+}
