@@ -586,3 +586,20 @@ fn a_value_its_own_check_refuses_is_placed_at_its_key() {
         .to_string();
     assert!(err.starts_with("g.yaml:7:5: streams[0].idle: "), "{err}");
 }
+
+#[test]
+fn a_bad_value_from_defaults_is_reported_where_defaults_set_it() {
+    let text = "defaults:\n  replay: 200000\n  max_instances: 0\n  ignore: [\"/a~2\"]\nupstreams:\n  api:\n    url: http://127.0.0.1:1\nstreams:\n  - path: /o/{id}\n    upstream: api\n  - path: /p/{id}\n    upstream: api\n";
+    let resolve = |_: &str, port| Some(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    let err = parse("g.yaml", text, &|_| None, &resolve)
+        .err()
+        .unwrap()
+        .to_string();
+    for want in [
+        "g.yaml:2:3: defaults.replay: at most 100000",
+        "g.yaml:3:3: defaults.max_instances: must be at least 1",
+        "g.yaml:4:3: defaults.ignore[0]: `/a~2` is not a JSON pointer",
+    ] {
+        assert_eq!(err.matches(want).count(), 1, "{want}, once:\n{err}");
+    }
+}

@@ -28,6 +28,14 @@ impl Errors {
             msg: msg.into(),
         });
     }
+
+    /// Every error once: a bad value in `defaults` is found again in each stream that takes it.
+    pub(super) fn take_distinct(&mut self) -> Vec<ConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        let mut list = std::mem::take(&mut self.list);
+        list.retain(|e| seen.insert((e.key.clone(), e.msg.clone())));
+        list
+    }
 }
 
 /// The address written at `key`; an error (and a placeholder) if it is not one.

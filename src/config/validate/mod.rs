@@ -84,7 +84,7 @@ pub fn validate(
         );
     }
     if !errs.list.is_empty() {
-        return Err(ConfigErrors(std::mem::take(&mut errs.list)));
+        return Err(ConfigErrors(errs.take_distinct()));
     }
     Ok(Config {
         source,

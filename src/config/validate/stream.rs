@@ -105,8 +105,8 @@ pub(super) fn stream(
     let upstream = upstream(errs, key, &m, ups);
     let t = timing(errs, &m);
     let replay = or(&m.replay, sd::REPLAY);
-    if replay > 100_000 {
-        errs.add(format!("{key}.replay"), "at most 100000");
+    if let Some(set) = m.replay.as_ref().filter(|s| *s.value > 100_000) {
+        errs.add(&set.at, "at most 100000");
     }
     let replay_bytes = size_or(errs, &m.replay_bytes, sd::REPLAY_BYTES);
     let max_body = size_or(errs, &m.max_body, sd::MAX_BODY);
@@ -121,7 +121,7 @@ pub(super) fn stream(
             at,
         }) => Idle::After(capped(errs, at, *x)),
     };
-    let ignore = ignore(errs, key, &m);
+    let ignore = ignore(errs, &m);
     let forward_headers = forward_headers(errs, &m, ups.declared);
     let forward_query = or(&m.forward_query, sd::FORWARD_QUERY);
     let params = match &path {
@@ -136,8 +136,12 @@ pub(super) fn stream(
     } else {
         or(&m.max_instances, sd::MAX_INSTANCES)
     };
-    if max_instances == 0 {
-        errs.add(format!("{key}.max_instances"), "must be at least 1");
+    if let Some(set) = m
+        .max_instances
+        .as_ref()
+        .filter(|s| *s.value == 0 && !single)
+    {
+        errs.add(&set.at, "must be at least 1");
     }
     if errs.list.len() > before {
         return None;
@@ -263,12 +267,11 @@ fn size_or(errs: &mut Errors, set: &Option<Set<'_, Size>>, default: usize) -> us
 
 /// JSON pointers (RFC 6901), checked here so that a bad one is an error with its line rather
 /// than a pointer that never matches.
-fn ignore(errs: &mut Errors, key: &str, m: &Merged) -> Vec<String> {
-    let ignore = m
-        .ignore
-        .as_ref()
-        .map(|s| s.value.clone())
-        .unwrap_or_default();
+fn ignore(errs: &mut Errors, m: &Merged) -> Vec<String> {
+    let Some(set) = &m.ignore else {
+        return Vec::new();
+    };
+    let ignore = set.value.clone();
     for (i, p) in ignore.iter().enumerate() {
         let why = if !p.starts_with('/') {
             "it must start with `/`"
@@ -278,7 +281,7 @@ fn ignore(errs: &mut Errors, key: &str, m: &Merged) -> Vec<String> {
             continue;
         };
         errs.add(
-            format!("{key}.ignore[{i}]"),
+            format!("{}[{i}]", set.at),
             format!("`{p}` is not a JSON pointer (RFC 6901): {why}"),
         );
     }
