@@ -19,10 +19,12 @@
 //! - `routes`: request path → stream and instance key. Pure.
 //! - `hub/`: stream instances; the hub owns each poller's life (`Source` in, `Publish` out).
 //! - `upstream`: one GET. `codec/`: pure SSE encoding and diffs. `metrics`: the registry.
+//!   `causes`: an error and its causes on one line.
 //! - `config/`: gateway.yaml → validated, immutable `Config`. `demo/`: the built-in demo.
 //! - `fuzz` (tests only): fuzz targets as property tests; `cargo test fuzz`.
 
 pub mod app;
+mod causes;
 mod codec;
 mod config;
 mod demo;
@@ -37,4 +39,5 @@ mod state;
 mod upstream;
 
 /// All `main.rs` needs of the config: read and validate a file (`check` prints what it loaded).
+pub use causes::with_causes;
 pub use config::{load as load_config, Config};

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use sse_gateway::{app, load_config};
+use sse_gateway::{app, load_config, with_causes};
 use tracing_subscriber::EnvFilter;
 
 /// jemalloc, because of how a gateway allocates: every connection goes through a burst of
@@ -99,16 +99,4 @@ fn main() -> ExitCode {
             }
         }
     }
-}
-
-/// An error and each of its causes, once each: the messages leave their causes to `source`.
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        next = cause.source();
-    }
-    text
 }

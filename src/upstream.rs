@@ -136,13 +136,7 @@ impl FetchError {
     /// What caused this error, for logs: reqwest's errors without their URL, which would carry
     /// the instance's query, then what they wrap (`connection refused`, a TLS alert).
     pub fn causes(&self) -> String {
-        let mut causes = Vec::new();
-        let mut next = std::error::Error::source(self);
-        while let Some(e) = next {
-            causes.push(e.to_string());
-            next = e.source();
-        }
-        causes.join(": ")
+        crate::causes::of(self)
     }
 
     fn from_reqwest(e: reqwest::Error) -> FetchError {

@@ -17,6 +17,7 @@ use pingora::services::background::BackgroundService;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
+use crate::causes;
 use crate::config::{self, Config};
 use crate::ops::tls::CertStore;
 use crate::routes::Routes;
@@ -133,7 +134,7 @@ impl Reloader {
         if let (Some(tls), Some(certs)) = (&new.tls, &self.certs) {
             certs
                 .reload(&tls.cert, &tls.key)
-                .map_err(|e| with_causes(&e))?;
+                .map_err(|e| causes::with_causes(&e))?;
         }
         Ok(())
     }
@@ -161,18 +162,6 @@ fn keep_unchanged(mut new: Config, old: &Config) -> Config {
     new.listen = old.listen;
     new.admin.listen = old.admin.listen;
     new
-}
-
-/// An error and each of its causes, once each: `TlsError` leaves what was wrong to `source`.
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        next = cause.source();
-    }
-    text
 }
 
 fn hash(bytes: &[u8]) -> u64 {
