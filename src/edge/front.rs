@@ -89,14 +89,13 @@ impl ServerApp for Front {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let deadline = Instant::now() + self.timeouts().0;
+        let routes = self.edge.shared.routes.load();
+        let deadline = Instant::now() + routes.config.limits.head_timeout;
         // Counted from the accept, so connections still in their TLS handshake count too; the
         // guard lives as long as anything serves the connection (a stream task included).
-        let admitted = self
-            .edge
-            .side
-            .conns
-            .admit(&stream, &self.edge.shared.routes.load().config.limits)?;
+        let admitted = self.edge.side.conns.admit(&stream, &routes.config.limits)?;
+        // Not held across the handshake and the requests: a reload must be able to free it.
+        drop(routes);
         // The listener is plain TCP: TLS, when configured, is accepted here.
         let mut raw = stream.into_any().downcast::<L4Stream>().ok()?;
         let Some(tls) = &self.tls else {
@@ -177,6 +176,7 @@ impl Front {
         admitted: Admitted,
     ) -> Option<Stream> {
         let routes = &self.edge.shared.routes;
+        let mut down = shutdown.clone();
         let mut wait = Wait {
             first_byte: deadline,
             whole: Some(deadline),
@@ -189,7 +189,7 @@ impl Front {
             let head = tokio::select! {
                 head = read_head(&mut conn, routes, wait, head_timeout) => head,
                 // A connection between requests has nothing to finish.
-                () = shutting_down(shutdown.clone()) => return None,
+                () = session::shutting_down(&mut down) => return None,
             };
             let read = match head {
                 Ok(Head::Stream(req, read)) => match self.edge.answer(&req).await {
@@ -307,13 +307,6 @@ impl Front {
 fn now_and_then(counter: &AtomicU64) -> Option<u64> {
     let total = counter.fetch_add(1, Ordering::Relaxed) + 1;
     total.is_power_of_two().then_some(total)
-}
-
-/// Resolves when the server starts shutting down (never, if its watch is gone).
-async fn shutting_down(mut shutdown: ShutdownWatch) {
-    if shutdown.wait_for(|down| *down).await.is_err() {
-        std::future::pending::<()>().await;
-    }
 }
 
 /// One client's event stream, until it or the stream ends: `run`'s future itself, holding

@@ -173,7 +173,8 @@ pub(crate) fn jittered(retry: Duration, spread: u32) -> Duration {
     rand::rng().random_range(base..=base * spread)
 }
 
-async fn shutting_down(rx: &mut watch::Receiver<bool>) {
+/// Resolves when the process starts shutting down (never, if the signal's sender is gone).
+pub(super) async fn shutting_down(rx: &mut watch::Receiver<bool>) {
     // The guard `wait_for` returns must not live across the goodbye's awaits.
     if rx.wait_for(|down| *down).await.is_err() {
         std::future::pending::<()>().await;

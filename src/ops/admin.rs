@@ -17,7 +17,7 @@ use pingora::protocols::http::ServerSession;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::routes;
+use crate::routes::{self, Routes};
 use crate::state::Shared;
 
 pub struct Admin {
@@ -56,7 +56,7 @@ impl ServeHttp for Admin {
                 let list = self.shared.hub.instances();
                 json(StatusCode::OK, &json!({ "instances": list }))
             }
-            (Method::POST, "/streams/refresh") => self.refresh(query.as_deref()),
+            (Method::POST, "/streams/refresh") => self.refresh(&routes, query.as_deref()),
             _ => text(
                 StatusCode::NOT_FOUND,
                 "admin serves GET /metrics, /healthz, /readyz, /streams and POST /streams/refresh?path=\n",
@@ -105,7 +105,7 @@ fn refusal(req: &RequestHeader, token: Option<&str>) -> Option<Response<Vec<u8>>
 impl Admin {
     /// Polls the instance a client of `path` would join (all of its credential variants), now or
     /// when its refresh window opens.
-    fn refresh(&self, query: Option<&str>) -> Response<Vec<u8>> {
+    fn refresh(&self, routes: &Routes, query: Option<&str>) -> Response<Vec<u8>> {
         let Some(target) = routes::query_param(query, "path") else {
             return text(
                 StatusCode::BAD_REQUEST,
@@ -116,7 +116,6 @@ impl Admin {
             Some((p, q)) => (p, Some(q)),
             None => (target.as_str(), None),
         };
-        let routes = self.shared.routes.load_full();
         let Some((spec, values)) = routes.find(path) else {
             return text(StatusCode::NOT_FOUND, &format!("no stream serves {path}\n"));
         };
