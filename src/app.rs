@@ -84,7 +84,7 @@ pub fn run(config: Config, path: PathBuf, upgrade: bool) -> Result<(), AppError>
     // Held until the process exits (`run_forever` never returns): pingora drops its services as
     // shutdown begins, and a hub dropped with them would end every instance ("stream instance
     // stopped", a sub-second retry) before the streams' own goodbye had gone out.
-    let hub = shared.hub.clone();
+    let _hub = shared.hub.clone();
     add_client_listener(&mut server, Edge::new(shared, side), certs, &config)?;
     if let Some(demo) = &config.demo {
         add_demo(&mut server, demo.listen);
@@ -99,7 +99,6 @@ pub fn run(config: Config, path: PathBuf, upgrade: bool) -> Result<(), AppError>
     // The running config is `shared.routes` from here on: the start-up one must not keep its
     // streams alive after a reload has replaced them.
     drop(config);
-    let _hub = hub;
     server.run_forever()
 }
 
