@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::{broadcast, watch, Notify};
 
 use super::{Delivery, EventId, InstanceInfo, StreamKey};
@@ -134,7 +134,7 @@ pub struct Topic {
     formats: PerFormat<AtomicUsize>,
     /// Tells the poller a refresh is pending (`request_refresh`).
     pub refresh: Notify,
-    refresh_window: parking_lot::Mutex<RefreshWindow>,
+    refresh_window: Mutex<RefreshWindow>,
     pub metrics: Arc<Metrics>,
     /// When the last poll ended, and its result.
     last_poll: Mutex<Option<(std::time::SystemTime, &'static str)>>,
@@ -181,7 +181,7 @@ impl Topic {
             .0,
             formats: Default::default(),
             refresh: Notify::new(),
-            refresh_window: parking_lot::Mutex::new(RefreshWindow {
+            refresh_window: Mutex::new(RefreshWindow {
                 from: tokio::time::Instant::now(),
                 pending: None,
             }),
@@ -318,7 +318,7 @@ impl Topic {
         });
     }
 
-    fn refresh_window(&self) -> parking_lot::MutexGuard<'_, RefreshWindow> {
+    fn refresh_window(&self) -> MutexGuard<'_, RefreshWindow> {
         self.refresh_window.lock()
     }
 
