@@ -32,6 +32,75 @@ pub struct Config {
     /// Certificate and key (PEM) for `listen`; HTTP/2 is offered by ALPN.
     pub tls: Option<Tls>,
     pub forwarding: Forwarding,
+    /// Several gateways sharing pollers, event ids and history through Redis; `None` keeps every
+    /// stream in this process.
+    pub cluster: Option<Arc<Cluster>>,
+}
+
+/// The `cluster:` section: how this gateway joins the others on one Redis.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// `redis://` or `rediss://` (TLS); may carry a password, so never printed whole.
+    pub redis: url::Url,
+    /// Starts every key and channel name, so clusters sharing one Redis stay apart.
+    pub prefix: String,
+    /// How `/streams` and logs name this gateway.
+    pub node_id: String,
+    /// Keys the hash that names an instance in Redis; required when a stream forwards headers,
+    /// whose values are credentials.
+    pub key_secret: Option<String>,
+    /// How long a lease outlives its holder's last renewal; `None`: each stream's `interval`,
+    /// clamped to 1s..10s.
+    pub lease_ttl: Option<Duration>,
+    /// Per Redis command: a Redis that stops answering (paused, partitioned) keeps its TCP
+    /// connection open, so only a deadline notices.
+    pub timeout: Duration,
+    pub on_redis_down: OnRedisDown,
+    /// How long an idle instance's epoch, document and history stay in Redis.
+    pub history_ttl: Duration,
+}
+
+impl Cluster {
+    /// The lease ttl for a stream polled every `interval`.
+    pub fn lease_ttl(&self, interval: Duration) -> Duration {
+        self.lease_ttl.unwrap_or_else(|| {
+            interval.clamp(Duration::from_secs(1), Duration::from_secs(10))
+        })
+    }
+
+    /// The Redis URL for logs: its password replaced.
+    pub fn shown_redis(&self) -> String {
+        let mut url = self.redis.clone();
+        if url.password().is_some() {
+            let _ = url.set_password(Some("redacted"));
+        }
+        url.to_string()
+    }
+}
+
+impl fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cluster")
+            .field("redis", &self.shown_redis())
+            .field("prefix", &self.prefix)
+            .field("node_id", &self.node_id)
+            .field("key_secret", &self.key_secret.as_ref().map(|_| "<redacted>"))
+            .field("lease_ttl", &self.lease_ttl)
+            .field("timeout", &self.timeout)
+            .field("on_redis_down", &self.on_redis_down)
+            .field("history_ttl", &self.history_ttl)
+            .finish()
+    }
+}
+
+/// What a gateway does while Redis does not answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnRedisDown {
+    /// Each gateway polls for its own clients under an epoch of its own.
+    Local,
+    /// Nobody polls; clients keep their document and are told it is stale.
+    Stale,
 }
 
 /// What proxied requests tell the upstream about the client.
@@ -171,6 +240,9 @@ pub struct StreamSpec {
     /// At most one poll per this long for `POST /streams/refresh`, per instance (default a
     /// quarter of `interval`), so a webhook storm can't hammer the upstream.
     pub refresh_limit: Duration,
+    /// Shared through the `cluster:` Redis when there is one; `cluster: false` keeps the
+    /// stream in each process.
+    pub cluster: bool,
 }
 
 /// Which other origins' pages may subscribe (WHATWG Fetch, CORS protocol).

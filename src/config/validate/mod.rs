@@ -100,6 +100,7 @@ pub fn validate(
         admin,
         tls,
         forwarding,
+        cluster: None,
     })
 }
 

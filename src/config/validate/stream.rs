@@ -168,6 +168,7 @@ pub(super) fn stream(
         cors: None,
         follow_redirects: or(&m.follow_redirects, sd::FOLLOW_REDIRECTS),
         refresh_limit: t.refresh_limit,
+        cluster: true,
     })
 }
 
