@@ -247,7 +247,13 @@ impl Drop for Cluster {
             let tail = lines[lines.len().saturating_sub(40)..].join("\n");
             eprintln!("--- gateway {} (last 40 lines):\n{tail}", NODES[i]);
         }
-        eprintln!("--- redis-server:\n{}", self.redis.log());
+        let log = self.redis.log();
+        let noise = ["overcommit", "Configuration loaded", "version="];
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| !noise.iter().any(|n| l.contains(n)))
+            .collect();
+        eprintln!("--- redis-server:\n{}", lines.join("\n"));
     }
 }
 

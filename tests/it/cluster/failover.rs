@@ -46,6 +46,7 @@ async fn a_killed_holder_is_replaced_and_survivors_get_no_snapshot() {
     let acquired = "sse_gateway_cluster_lease_acquired_total";
     assert!(c.gw(h2).metric(acquired).await.unwrap_or(0.0) >= 1.0);
 }
+
 #[tokio::test]
 async fn a_stopped_holder_hands_over_at_once_and_the_cadence_holds() {
     let Some(mut c) = cluster(|cfg| cfg).await else {
@@ -91,6 +92,7 @@ async fn a_stopped_holder_hands_over_at_once_and_the_cadence_holds() {
     let got = back.until(&next).await;
     one_patch_each(&[got], std::slice::from_ref(&back));
 }
+
 #[tokio::test]
 async fn a_paused_holder_cannot_publish_late_and_no_id_has_two_payloads() {
     let Some(mut c) = cluster(|cfg| cfg).await else {

@@ -39,6 +39,7 @@ async fn a_redis_restarted_empty_gives_each_client_one_snapshot_under_a_new_epoc
     let got = all_reach(&mut clients, &next).await;
     one_patch_each(&got, &clients);
 }
+
 /// The `state` of an `upstream-status` event, if `seen` is one.
 fn status(seen: &Seen) -> Option<String> {
     if seen.event != "upstream-status" {
@@ -47,6 +48,7 @@ fn status(seen: &Seen) -> Option<String> {
     let data: Value = serde_json::from_str(&seen.data).ok()?;
     Some(data["state"].as_str()?.to_string())
 }
+
 #[tokio::test]
 async fn with_redis_paused_each_gateway_polls_for_its_own_clients_until_it_returns() {
     let Some(mut c) = cluster(|cfg| cfg).await else {
@@ -107,6 +109,7 @@ async fn with_redis_paused_each_gateway_polls_for_its_own_clients_until_it_retur
     );
     assert_eq!(c.metric_sum("sse_gateway_cluster_redis_up").await, 3.0);
 }
+
 #[tokio::test]
 async fn with_redis_paused_and_on_redis_down_stale_clients_keep_their_document_and_are_told() {
     let Some(mut c) = cluster(|cfg| cfg.cluster_option("on_redis_down", "stale")).await else {
@@ -135,6 +138,7 @@ async fn with_redis_paused_and_on_redis_down_stale_clients_keep_their_document_a
     let got = all_reach(&mut clients, &next).await;
     one_patch_each(&got, &clients);
 }
+
 #[tokio::test]
 async fn a_killed_redis_subscription_is_replaced_and_no_event_is_skipped() {
     let Some(mut c) = cluster(|cfg| cfg).await else {

@@ -36,6 +36,7 @@ async fn a_client_resumes_on_another_gateway_with_exactly_what_it_missed() {
         stranger.snapshot(&doc(c.n)).await;
     }
 }
+
 #[tokio::test]
 async fn ids_survive_a_restart_of_every_gateway() {
     let Some(mut c) = cluster(|cfg| cfg).await else {

@@ -46,6 +46,7 @@ async fn three_gateways_cost_one_upstream_request_per_interval() {
         assert!(second.starts_with("cluster: "), "/readyz: {text:?}");
     }
 }
+
 #[tokio::test]
 async fn every_gateway_sends_the_same_ids_and_bytes() {
     let Some(mut c) = cluster(|cfg| cfg).await else {
@@ -74,15 +75,20 @@ async fn every_gateway_sends_the_same_ids_and_bytes() {
         );
     }
 }
+
 /// Alice's and Bob's view of order 1 at version `n`.
 fn order(owner: &str, n: u64) -> Value {
     padded(json!({"owner": owner, "n": n}))
 }
+
 #[tokio::test]
 async fn tenants_on_different_gateways_never_see_each_others_data() {
     let up = Upstream::start().await;
     let orders = "/orders/1";
+    let (alice_seen, bob_seen) = (Ledger::default(), Ledger::default());
     let set = |up: &Upstream, n| {
+        alice_seen.served(&order("alice", n));
+        bob_seen.served(&order("bob", n));
         let docs = [
             ("Bearer alice", order("alice", n)),
             ("Bearer bob", order("bob", n)),
@@ -101,7 +107,6 @@ async fn tenants_on_different_gateways_never_see_each_others_data() {
     else {
         return;
     };
-    let (alice_seen, bob_seen) = (Ledger::default(), Ledger::default());
     let mut tenants = Vec::new();
     for (who, on, ledger) in [
         ("alice", 0, &alice_seen),
@@ -147,6 +152,7 @@ async fn tenants_on_different_gateways_never_see_each_others_data() {
         assert!(!key.contains("alice") && !key.contains("Bearer"), "{key}");
     }
 }
+
 #[tokio::test]
 async fn a_stream_with_cluster_false_is_polled_by_each_gateway_for_its_own_clients() {
     let Some(c) = cluster(|cfg| cfg.cluster(false)).await else {
