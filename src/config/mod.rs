@@ -24,8 +24,8 @@ use std::sync::Arc;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
-    Admin, Config, Cors, Demo, DiffMode, Forwarding, Idle, Limits, Pattern, StreamSpec, Tls,
-    Upstream,
+    Admin, Cluster, Config, Cors, Demo, DiffMode, Forwarding, Idle, Limits, OnRedisDown, Pattern,
+    StreamSpec, Tls, Upstream,
 };
 pub use template::PathTemplate;
 

@@ -282,7 +282,7 @@ mod tests {
         pingora::tls::install_default_crypto_provider();
         let clients = crate::upstream::Clients::new(reqwest::Client::builder).unwrap();
         let metrics = Arc::new(crate::metrics::Metrics::new().unwrap());
-        let hub = crate::hub::LocalHub::new(clients, metrics.clone()).unwrap();
+        let hub = crate::hub::LocalHub::new(clients, metrics.clone(), None).unwrap();
         let shared = Arc::new(Shared {
             routes: arc_swap::ArcSwap::from_pointee(Routes::new(config)),
             hub: Arc::new(hub),
