@@ -202,9 +202,9 @@ const REFUSALS: &[(&str, &str, &str)] = &[
         "not between 1s and 60s",
     ),
     (
-        "  redis: redis://h\n  lease_ttl: 1s\n",
+        "  redis: redis://h\n  lease_ttl: 1s\n  timeout: 600ms\n",
         "g.yaml:9:3: cluster.lease_ttl: ",
-        "1s is shorter than 3 × timeout (1s 500ms)",
+        "1s is shorter than 2 × timeout (1s 200ms)",
     ),
     (
         "  redis: redis://h\n  timeout: 0s\n",
@@ -272,16 +272,18 @@ fn a_shared_stream_that_forwards_headers_needs_a_key_secret() {
 }
 
 #[test]
-fn a_lease_from_a_short_interval_must_outlive_three_timeouts() {
-    let text = format!("{STREAMS}    interval: 250ms\ncluster:\n  redis: redis://h\n");
+fn a_lease_from_a_short_interval_must_outlive_two_timeouts() {
+    let text =
+        format!("{STREAMS}    interval: 250ms\ncluster:\n  redis: redis://h\n  timeout: 600ms\n");
     let err = refused(&text);
     assert_eq!(
         err,
-        "g.yaml:8:1: cluster.timeout: 3 × 500ms = 1s 500ms outlives the 1s lease of stream `/a` \
+        "g.yaml:10:3: cluster.timeout: 2 × 600ms = 1s 200ms outlives the 1s lease of stream `/a` \
          (its interval 250ms, within 1s..10s): a lease must outlive a few Redis command \
-         timeouts; set `lease_ttl` to at least 1s 500ms, or `timeout` to at most 333ms"
+         timeouts; set `lease_ttl` to at least 1s 200ms, or `timeout` to at most 500ms"
     );
-    load(&format!("{text}  timeout: 333ms\n")).unwrap();
+    // The defaults go together: a 1s lease, a 500ms timeout.
+    load(&text.replace("  timeout: 600ms\n", "")).unwrap();
     load(&format!("{text}  lease_ttl: 2s\n")).unwrap();
     load(&text.replace(
         "    interval: 250ms\n",

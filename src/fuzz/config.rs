@@ -116,7 +116,7 @@ fn check(text: &str, outcome: &Result<Config, ConfigErrors>) -> Result<(), TestC
             if let Some(cl) = &c.cluster {
                 // A lease outlives a few Redis command timeouts, on every shared stream.
                 for s in c.streams.iter().filter(|s| s.cluster) {
-                    prop_assert!(cl.lease_ttl(s.interval) >= cl.timeout * 3);
+                    prop_assert!(cl.lease_ttl(s.interval) >= cl.timeout * 2);
                 }
                 if let Some(pw) = cl.redis.password() {
                     let shown = cl.shown_redis();

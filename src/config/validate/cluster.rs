@@ -22,8 +22,9 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(10);
 /// Shorter, a client reconnecting after a brief network loss would find no history.
 const MIN_HISTORY_TTL: Duration = Duration::from_secs(60);
 /// A lease outlives this many command timeouts, so a renewal that timed out is retried before
-/// the lease runs out.
-const TIMEOUTS_PER_LEASE: u32 = 3;
+/// the lease runs out (renewals go every third of it, from when the last one was sent). Two,
+/// not three, so the defaults (a 1s lease for a 1s interval, a 500ms timeout) go together.
+const TIMEOUTS_PER_LEASE: u32 = 2;
 
 /// `None` when the section is unusable (its URL); every problem is reported either way.
 /// `default_node_id` is called only when `node_id` is unset.

@@ -23,7 +23,7 @@ use crate::config::{DiffMode, OnRedisDown};
 use crate::hub::poller::{Exit, Poller, Seed};
 use crate::hub::source::Source;
 use crate::hub::topic::{random_epoch, Readiness, Topic};
-use crate::hub::ClusterInfo;
+use crate::hub::{ClusterInfo, EventId};
 use crate::upstream::Validators;
 
 pub struct Driver {
@@ -120,6 +120,10 @@ impl Driver {
         if self.topic.format_in_use(DiffMode::MergePatch) {
             wants.push('m');
         }
+        let held = self.topic.current_id().unwrap_or(EventId {
+            epoch: self.topic.epoch(),
+            seq: 0,
+        });
         let mut call = c.scripts.join.prepare_invoke();
         call.key(&ctx.keys.meta)
             .key(&ctx.keys.log)
@@ -131,7 +135,9 @@ impl Driver {
             .arg(epoch_text(random_epoch()))
             .arg(c.spec.history_ttl.as_secs().max(1))
             .arg(spec.replay.max(1))
-            .arg(wants);
+            .arg(wants)
+            .arg(epoch_text(held.epoch))
+            .arg(held.seq);
         let answer = c.conn.script(&call).await.ok()?;
         let joined = Joined::parse(&answer);
         if joined.is_none() {

@@ -27,9 +27,11 @@ end
 "#;
 
 /// KEYS meta, log, lease, want:json-patch, want:merge-patch. ARGV lease value ('' = only
-/// read), ttl ms, epoch candidate, history ttl s, frames to return, formats wanted ('j', 'm').
-/// Returns {held, holder, epoch, seq, status, etag, last-modified, ms since the last poll or
-/// -1, frames newest first}.
+/// read), ttl ms, epoch candidate, history ttl s, frames to return at most, formats wanted
+/// ('j', 'm'), the epoch and seq the caller holds. Returns {held, holder, epoch, seq, status,
+/// etag, last-modified, ms since the last poll or -1, frames oldest first}: those after the
+/// caller's when it is in the epoch and at most that many behind, else the newest ones (so a
+/// follower's periodic check costs nothing when it is up to date).
 const JOIN: &str = r#"
 epoch(KEYS[1], KEYS[2], ARGV[3], ARGV[4])
 local ttl = tonumber(ARGV[2])
@@ -41,7 +43,15 @@ local holder = redis.call('GET', KEYS[3]) or ''
 local m = redis.call('HMGET', KEYS[1], 'e', 's', 'st', 'etag', 'lm', 't')
 local age = -1
 if m[6] then age = now_ms() - tonumber(m[6]) end
-local frames = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[5])
+local frames
+local have, count = tonumber(ARGV[8]), tonumber(ARGV[5])
+if m[1] == ARGV[7] and tonumber(m[2]) - have <= count then
+  frames = redis.call('XRANGE', KEYS[2], (have + 1) .. '-0', '+', 'COUNT', count)
+else
+  local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', count)
+  frames = {}
+  for i = #newest, 1, -1 do frames[#frames + 1] = newest[i] end
+end
 return {held, holder, m[1], m[2], m[3] or '', m[4] or '', m[5] or '', age, frames}
 "#;
 

@@ -113,7 +113,8 @@ pub struct Joined {
     pub last_modified: Option<String>,
     /// How long ago the last poll ran (Redis's clock), if one did.
     pub since_poll_ms: Option<u64>,
-    /// Oldest first, consecutive, ending at `seq` (when there is a document).
+    /// Oldest first, consecutive, ending at `seq`: those after what the caller holds, or the
+    /// newest ones.
     pub frames: Vec<FrameParts>,
 }
 
@@ -151,11 +152,10 @@ impl Joined {
         let Value::Array(entries) = frames else {
             return None;
         };
-        let mut frames: Vec<FrameParts> = entries
+        let frames: Vec<FrameParts> = entries
             .iter()
             .map(|e| entry(epoch, e))
             .collect::<Option<_>>()?;
-        frames.reverse();
         Some(Joined {
             held: int(held)? == 1,
             holder: text(holder).unwrap_or_default(),
@@ -299,7 +299,7 @@ mod tests {
             bulk("\"v1\""),
             bulk(""),
             Value::Int(120),
-            Value::Array(vec![entry(5, "p5"), entry(4, "")]),
+            Value::Array(vec![entry(4, ""), entry(5, "p5")]),
         ]);
         let j = Joined::parse(&v).unwrap();
         assert!(j.held);
