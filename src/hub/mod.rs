@@ -106,6 +106,9 @@ pub struct ClusterInfo {
     pub role: &'static str,
     /// The node that holds the lease, when known.
     pub holder: Option<String>,
+    /// The instance's name in Redis (a keyed hash of its stream, target and forwarded
+    /// headers): the same on every gateway, unlike `instance` for one that forwards headers.
+    pub key: String,
 }
 
 /// What a session asks the hub for.

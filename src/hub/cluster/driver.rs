@@ -70,7 +70,7 @@ impl Driver {
             feed,
             passive: false,
         };
-        self.show("follower", None);
+        self.show(&ctx, "follower", None);
         // Listening before the first read of the state, so nothing published after it is missed.
         let subscribed = tokio::time::timeout(c.spec.timeout * 2, async {
             while let Some(ev) = ctx.feed.rx.recv().await {
@@ -101,11 +101,12 @@ impl Driver {
         third.mul_f64(rand::rng().random_range(0.9..1.1))
     }
 
-    fn show(&self, role: &'static str, holder: Option<String>) {
+    fn show(&self, ctx: &Ctx, role: &'static str, holder: Option<String>) {
         *self.topic.cluster.lock() = Some(ClusterInfo {
             node: self.cluster.spec.node_id.clone(),
             role,
             holder,
+            key: ctx.keys.hash.clone(),
         });
     }
 
@@ -230,7 +231,7 @@ impl Driver {
         if joined.held {
             return Some(Next::Hold(joined, asked));
         }
-        self.show("follower", holder_node(&joined.holder));
+        self.show(ctx, "follower", holder_node(&joined.holder));
         None
     }
 
@@ -264,7 +265,7 @@ impl Driver {
                             if j.held {
                                 return Next::Hold(j, asked);
                             }
-                            self.show("follower", holder_node(&j.holder));
+                            self.show(ctx, "follower", holder_node(&j.holder));
                         }
                         None => {
                             let since = *down_since.get_or_insert(asked);
@@ -311,7 +312,7 @@ impl Driver {
         c.counts.lease_acquired.inc();
         let _held = Held::new(c);
         info!(generation = %ctx.lease, "lease taken: polling for the cluster");
-        self.show("holder", Some(c.spec.node_id.clone()));
+        self.show(ctx, "holder", Some(c.spec.node_id.clone()));
         // Nothing published in this epoch yet: the first frame is its seq 1.
         if joined.frames.is_empty() && self.topic.epoch() != joined.epoch {
             self.topic.begin_epoch(joined.epoch);
@@ -456,10 +457,14 @@ impl Driver {
         let _alone = Alone(c);
         let mode = c.spec.on_redis_down;
         let stop = CancellationToken::new();
+        let role = match mode {
+            OnRedisDown::Local => "local",
+            OnRedisDown::Stale => "stale",
+        };
+        self.show(ctx, role, None);
         let local = async {
             match mode {
                 OnRedisDown::Local => {
-                    self.show("local", None);
                     self.topic.begin_epoch(random_epoch());
                     let poller = Poller {
                         topic: self.topic.clone(),
@@ -470,7 +475,6 @@ impl Driver {
                     poller.run(&*self.topic, stop.clone()).await
                 }
                 OnRedisDown::Stale => {
-                    self.show("stale", None);
                     let ev = status_event("stale", "cluster store unavailable");
                     self.topic.set_status(Some(ev.clone()), ev);
                     self.beat_forever().await
