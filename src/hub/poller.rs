@@ -47,11 +47,13 @@ pub struct Poller {
     pub seed: Option<Seed>,
 }
 
-/// The document and validators a poller starts from.
+/// What a poller starts from.
 pub struct Seed {
     /// The document's text, as the snapshot event carried it.
-    pub doc: String,
+    pub doc: Option<String>,
     pub validators: Validators,
+    /// The upstream was failing: the first good poll says it is back.
+    pub failing: bool,
 }
 
 /// The last document, as change detection compares it.
@@ -82,12 +84,17 @@ struct Last {
 
 impl Last {
     fn seeded(seed: Option<Seed>) -> Last {
-        let Some(seed) = seed else {
+        let Some(Seed {
+            doc: Some(doc),
+            validators,
+            ..
+        }) = seed
+        else {
             return Last::default();
         };
-        let doc = match serde_json::from_str::<Value>(&seed.doc) {
+        let doc = match serde_json::from_str::<Value>(&doc) {
             Ok(v) => Doc::Json(v),
-            Err(_) => Doc::Other(Bytes::from(seed.doc)),
+            Err(_) => Doc::Other(Bytes::from(doc)),
         };
         let len = match &doc {
             Doc::Json(v) => v.to_string().len(),
@@ -95,7 +102,7 @@ impl Last {
         };
         Last {
             doc: Some(Arc::new(doc)),
-            validators: seed.validators,
+            validators,
             len: len as u64,
         }
     }
@@ -116,10 +123,13 @@ impl Poller {
     /// Polls until the hub cancels it or the upstream refuses access. Never counts clients:
     /// whether anyone still listens is the hub's business.
     pub async fn run(mut self, out: &dyn Publish, cancel: CancellationToken) -> Exit {
-        let mut last = Last::seeded(self.seed.take());
+        let seed = self.seed.take();
+        let failing = seed.as_ref().is_some_and(|s| s.failing);
+        let mut last = Last::seeded(seed);
         let topic = &self.topic;
         let mut running = topic.spec.load_full();
         let mut at = Schedule::new(Instant::now(), self.first_delay, running.heartbeat);
+        at.failures = u32::from(failing);
         loop {
             let spec = topic.spec.load_full();
             if !Arc::ptr_eq(&spec, &running) {

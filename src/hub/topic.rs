@@ -254,6 +254,11 @@ impl Topic {
         })
     }
 
+    /// The current document as a snapshot event.
+    pub fn current_snapshot(&self) -> Option<Bytes> {
+        self.read().snapshot()
+    }
+
     /// Starts numbering under `epoch` with no document: clients keep theirs until the next
     /// frame, a snapshot for them since its epoch is not theirs.
     pub fn begin_epoch(&self, epoch: u64) {
@@ -279,9 +284,25 @@ impl Topic {
     /// (a cluster feed that skipped some, or another epoch) starts the ring afresh, so a replay
     /// never spans a gap, and clients get it as a snapshot.
     pub fn publish(&self, frame: Frame) {
-        let frame = Arc::new(frame);
+        self.publish_all(vec![frame]);
+    }
+
+    /// Publishes frames in order, under one lock: a client that attaches meanwhile sees all of
+    /// them or none, never half a catch-up (cluster mode loads a replica's history this way).
+    pub fn publish_all(&self, frames: Vec<Frame>) {
+        if frames.is_empty() {
+            return;
+        }
         let spec = self.spec.load();
         let mut st = self.state();
+        for frame in frames {
+            self.push(&mut st, &spec, Arc::new(frame));
+        }
+        drop(st);
+        self.set_ready(Readiness::Ready);
+    }
+
+    fn push(&self, st: &mut State, spec: &StreamSpec, frame: Arc<Frame>) {
         if frame.epoch != st.epoch || frame.seq != st.seq() + 1 {
             st.epoch = frame.epoch;
             st.ring.clear();
@@ -298,8 +319,6 @@ impl Topic {
         }
         // Sent under the lock, so a subscriber that read the state sees exactly what follows it.
         let _ = self.tx.send(Message::Event(frame.epoch, frame.seq));
-        drop(st);
-        self.set_ready(Readiness::Ready);
     }
 
     /// Records the upstream's health: `Some(event)` while failing, `None` when healthy again;

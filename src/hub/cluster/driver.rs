@@ -170,12 +170,8 @@ impl Driver {
             self.cluster.counts.feed_repairs.inc();
             debug!(from = seq, to = joined.seq, "caught up from redis afresh");
         }
-        for f in &joined.frames {
-            if follows && f.seq <= seq {
-                continue;
-            }
-            topic.publish(f.clone().into_frame());
-        }
+        let frames = joined.frames.iter().filter(|f| !follows || f.seq > seq);
+        topic.publish_all(frames.map(|f| f.clone().into_frame()).collect());
     }
 
     /// Applies one feed message; `Some` ends following.
@@ -313,8 +309,14 @@ impl Driver {
         let _held = Held::new(c);
         info!(generation = %ctx.lease, "lease taken: polling for the cluster");
         self.show(ctx, "holder", Some(c.spec.node_id.clone()));
-        // Nothing published in this epoch yet: the first frame is its seq 1.
-        if joined.frames.is_empty() && self.topic.epoch() != joined.epoch {
+        let at = self.topic.current_id();
+        if at != Some(EventId { epoch: joined.epoch, seq: joined.seq }) {
+            if joined.seq > 0 {
+                // Redis moved on while it answered; `JOIN` again, as a follower.
+                self.release(ctx).await;
+                return Next::Follow;
+            }
+            // Nothing published in this epoch yet: the first frame is its seq 1.
             self.topic.begin_epoch(joined.epoch);
         }
         let (holder, poller) = self.poller_for(ctx, &joined);
@@ -380,10 +382,12 @@ impl Driver {
     /// The poller that continues from what Redis holds, and what it publishes through.
     fn poller_for(&self, ctx: &Ctx, joined: &Joined) -> (Holder, Poller) {
         let c = &self.cluster;
-        let seed = joined.frames.last().map(|f| Seed {
-            doc: sse::data_of(&f.snapshot),
+        // `catch_up` brought the topic to what Redis holds.
+        let seed = Seed {
+            doc: self.topic.current_snapshot().map(|s| sse::data_of(&s)),
             validators: Validators::new(joined.etag.as_deref(), joined.last_modified.as_deref()),
-        });
+            failing: joined.status.is_some(),
+        };
         // The cadence goes on from the last poll, whoever made it.
         let interval = self.topic.spec.load().interval;
         let first_delay = match joined.since_poll_ms {
@@ -400,7 +404,7 @@ impl Driver {
             topic: self.topic.clone(),
             source: self.source.clone(),
             first_delay,
-            seed,
+            seed: Some(seed),
         };
         (holder, poller)
     }
