@@ -310,7 +310,12 @@ impl Driver {
         info!(generation = %ctx.lease, "lease taken: polling for the cluster");
         self.show(ctx, "holder", Some(c.spec.node_id.clone()));
         let at = self.topic.current_id();
-        if at != Some(EventId { epoch: joined.epoch, seq: joined.seq }) {
+        if at
+            != Some(EventId {
+                epoch: joined.epoch,
+                seq: joined.seq,
+            })
+        {
             if joined.seq > 0 {
                 // Redis moved on while it answered; `JOIN` again, as a follower.
                 self.release(ctx).await;
@@ -337,13 +342,14 @@ impl Driver {
                     self.release(ctx).await;
                     return Next::Follow;
                 }
-                exit = &mut poll => return match exit {
-                    Exit::Lost => {
-                        c.counts.lease_lost.inc();
-                        Next::Follow
-                    }
-                    other => Next::Exit(other),
-                },
+                // Checked before the poller runs: one woken from a pause past its lease must
+                // not start a poll.
+                // Following tells whether Redis is down or this gateway was paused.
+                () = sleep_until(valid_until) => {
+                    warn!("lease not renewed in time; following");
+                    c.counts.lease_lost.inc();
+                    return Next::Follow;
+                }
                 () = sleep_until(renew_at) => {
                     renew_at = Instant::now() + self.tick();
                     let sent = Instant::now();
@@ -360,11 +366,13 @@ impl Driver {
                         None => {}
                     }
                 }
-                () = sleep_until(valid_until) => {
-                    warn!("lease not renewed in time: redis does not answer");
-                    c.counts.lease_lost.inc();
-                    return Next::Alone;
-                }
+                exit = &mut poll => return match exit {
+                    Exit::Lost => {
+                        c.counts.lease_lost.inc();
+                        Next::Follow
+                    }
+                    other => Next::Exit(other),
+                },
                 ev = ctx.feed.rx.recv() => match ev {
                     Some(Event::Message(m)) => {
                         if self.overtaken(&holder, &m) {
