@@ -139,9 +139,7 @@ async fn tenants_on_different_gateways_never_see_each_others_data() {
     }
     // One poller per tenant for the cluster, though each has clients on two gateways.
     let from = Instant::now();
-    for (_, r) in &mut tenants {
-        r.quiet(5 * INTERVAL).await;
-    }
+    join_all(tenants.iter_mut().map(|(_, r)| r.quiet(5 * INTERVAL))).await;
     let polls = c.polls(orders, from, Instant::now());
     assert!(
         polls <= 2 * 6,
