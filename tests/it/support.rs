@@ -919,18 +919,26 @@ impl Cfg {
     /// Joins the cluster on `redis` (a `redis://` URL) as `node`, under `prefix` (one per test,
     /// so tests sharing a Redis stay apart), with the timings the cluster tests are written for:
     /// a lease of 1 s, 300 ms per Redis command, `local` polling while Redis is down.
+    /// Keys set before (`cluster_option`) stay.
     pub fn in_cluster(self, redis: &str, prefix: &str, node: &str) -> Cfg {
-        let section = json!({
-            "redis": redis,
-            "prefix": prefix,
-            "node_id": node,
-            "key_secret": "0123456789abcdef0123",
-            "lease_ttl": "1s",
-            "timeout": "300ms",
-            "on_redis_down": "local",
-            "history_ttl": "1h",
-        });
-        self.top("cluster", section)
+        let section = [
+            ("redis", redis),
+            ("prefix", prefix),
+            ("node_id", node),
+            ("key_secret", "0123456789abcdef0123"),
+            ("lease_ttl", "1s"),
+            ("timeout", "300ms"),
+            ("on_redis_down", "local"),
+            ("history_ttl", "1h"),
+        ];
+        section.into_iter().fold(self, |cfg, (key, value)| {
+            let set = cfg.doc.get("cluster").is_some_and(|c| c.get(key).is_some());
+            if set {
+                cfg
+            } else {
+                cfg.cluster_option(key, value)
+            }
+        })
     }
     /// Sets `cluster.key`, e.g. `cluster_option("on_redis_down", "stale")`.
     pub fn cluster_option(self, key: &str, value: impl Into<Value>) -> Cfg {

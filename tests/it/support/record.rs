@@ -4,13 +4,14 @@
 //! - the first event, and the first after an epoch changes, is a snapshot;
 //! - within an epoch each id is the previous one plus one (a snapshot may skip ahead only where
 //!   a test allows it, or as the first event of a resumed connection);
-//! - every patch applies, and what it builds is a document the upstream served;
+//! - every patch applies, and what it builds is a document the upstream served, never older
+//!   than one the connection showed before;
 //! - across all clients on all gateways, one id (with one event name) never carries two payloads,
 //!   and never stands for two documents.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use eventsource_stream::Event;
 use serde_json::Value;
@@ -53,7 +54,8 @@ impl Ledger {
         self.0.lock().expect("ledger").served.push(doc.clone());
     }
 
-    fn enter(&self, who: &str, seen: &Seen, doc: &Value) {
+    /// Checks one event against what the others saw; returns which served version `doc` is.
+    fn enter(&self, who: &str, seen: &Seen, doc: &Value) -> Option<usize> {
         let mut book = self.0.lock().expect("ledger");
         let key = (seen.id.clone(), seen.event.clone());
         let (data, first) = book
@@ -74,12 +76,14 @@ impl Ledger {
             "{who} and {first} hold different documents at id {}",
             seen.id
         );
+        let version = book.served.iter().position(|d| d == doc);
         assert!(
-            book.served.is_empty() || book.served.contains(doc),
+            book.served.is_empty() || version.is_some(),
             "{who} built a document the upstream never served at {} {}: {doc}",
             seen.event,
             seen.id
         );
+        version
     }
 }
 
@@ -100,6 +104,10 @@ pub struct Recorder {
     pub seen: Vec<Seen>,
     /// Every document this connection showed, in order.
     pub shown: Vec<Value>,
+    /// When each of `seen` arrived, to compare with the gateways' logs.
+    arrived: Vec<SystemTime>,
+    /// The newest served version shown so far (an index into `Ledger::served`).
+    newest: Option<usize>,
     /// The last id applied: on this connection, or the one it resumed from.
     last: Option<(String, u64)>,
     /// No document event yet on this connection.
@@ -132,6 +140,8 @@ impl Recorder {
             ledger: ledger.clone(),
             seen: Vec::new(),
             shown: Vec::new(),
+            arrived: Vec::new(),
+            newest: None,
             last: None,
             fresh: true,
             ids: HashSet::new(),
@@ -147,6 +157,7 @@ impl Recorder {
             Recorder::connect_with(gw, path, &[("last-event-id", &id)], who, &self.ledger).await;
         next.client.doc = self.client.doc.clone();
         next.last = self.last.clone();
+        next.newest = self.newest;
         next.gaps = self.gaps;
         next
     }
@@ -279,7 +290,11 @@ impl Recorder {
         let skip = self.seen.len().saturating_sub(12);
         let lines: Vec<String> = self.seen[skip..]
             .iter()
-            .map(|s| format!("  {} {} {}", s.id, s.event, s.data))
+            .zip(&self.arrived[skip..])
+            .map(|(s, t)| {
+                let at = humantime::format_rfc3339_millis(*t);
+                format!("  {at} {} {} {}", s.id, s.event, s.data)
+            })
             .collect();
         format!(
             "{} (last {} of {}):\n{}",
@@ -297,6 +312,7 @@ impl Recorder {
             data: ev.data.clone(),
         };
         self.seen.push(seen.clone());
+        self.arrived.push(SystemTime::now());
         if !seen.is_document() {
             return seen;
         }
@@ -317,7 +333,15 @@ impl Recorder {
             .doc
             .clone()
             .expect("a document after a document event");
-        self.ledger.enter(&who, &seen, &doc);
+        let version = self.ledger.enter(&who, &seen, &doc);
+        assert!(
+            version >= self.newest,
+            "{who}: {} {} goes back to an older document: {doc}\n{}",
+            seen.event,
+            seen.id,
+            self.log()
+        );
+        self.newest = version;
         self.shown.push(doc);
         seen
     }
@@ -409,6 +433,19 @@ mod tests {
         let again = S0.replace("\"n\":0", "\"n\":1");
         let mut a = client(&format!("{S0}{again}"), "a", &ledger);
         a.until(&json!({"n": 1})).await;
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "goes back to an older document")]
+    async fn the_checker_refuses_a_document_older_than_one_shown() {
+        let ledger = Ledger::default();
+        ledger.served(&json!({"n": 0}));
+        ledger.served(&json!({"n": 1}));
+        let back = "event: snapshot\nid: 00000000000b-1\ndata: {\"n\":0}\n\n";
+        let wire = format!("{S0}{}{back}", patch("00000000000a-2", 1));
+        let mut a = client(&wire, "a", &ledger);
+        a.until(&json!({"n": 1})).await;
+        a.next().await;
     }
 
     #[tokio::test]
