@@ -141,3 +141,30 @@ async fn a_paused_holder_cannot_publish_late_and_no_id_has_two_payloads() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_holder_whose_lease_was_taken_has_its_publish_refused() {
+    // A long lease, renewed rarely: the holder's next publish comes before its next renewal.
+    let Some(mut c) = cluster(|cfg| cfg.cluster_option("lease_ttl", "9s")).await else {
+        return;
+    };
+    let mut clients = c.clients().await;
+    let rejected = "sse_gateway_cluster_publish_rejected_total{reason=\"not_holder\"}";
+    for _ in 0..3 {
+        let h = c.holder().await;
+        // What a lost key or a failover does: the lease is someone else's for a second.
+        let keys = c.redis.keys(&c.prefix).await;
+        let lease = keys
+            .iter()
+            .find(|k| k.ends_with(":lease"))
+            .expect("a lease key");
+        c.redis.cmd(&["SET", lease, "z:forged", "PX", "1000"]).await;
+        let next = c.change();
+        let got = all_reach(&mut clients, &next).await;
+        one_patch_each(&got, &clients);
+        if c.gw(h).metric(rejected).await.unwrap_or(0.0) >= 1.0 {
+            return;
+        }
+    }
+    panic!("no publish was refused in three tries");
+}
