@@ -170,3 +170,42 @@ async fn a_killed_redis_subscription_is_replaced_and_no_event_is_skipped() {
     let got = all_reach(&mut clients, &next).await;
     one_patch_each(&got, &clients);
 }
+
+#[tokio::test]
+async fn with_redis_gone_for_a_while_clients_are_served_and_an_empty_redis_starts_a_new_epoch() {
+    let Some(mut c) = cluster(|cfg| cfg).await else {
+        return;
+    };
+    let mut clients = c.clients().await;
+    c.holder().await;
+    let redis_epoch = clients[0].epoch();
+    // Refused connections, not timeouts: the gateways poll alone all the same.
+    c.redis.kill();
+    let next = c.change();
+    all_reach(&mut clients, &next).await;
+    for client in &clients {
+        assert_ne!(
+            client.epoch(),
+            redis_epoch,
+            "a local epoch\n{}",
+            client.log()
+        );
+    }
+    c.redis.restart().await;
+    c.holder().await;
+    let next = c.change();
+    all_reach(&mut clients, &next).await;
+    for client in &clients {
+        assert_eq!(
+            client.snapshots(),
+            3,
+            "one snapshot at each switch\n{}",
+            client.log()
+        );
+        assert_ne!(client.epoch(), redis_epoch, "a new epoch\n{}", client.log());
+        assert_eq!(client.epoch(), clients[0].epoch(), "one epoch again");
+    }
+    let next = c.change();
+    let got = all_reach(&mut clients, &next).await;
+    one_patch_each(&got, &clients);
+}

@@ -167,3 +167,27 @@ async fn a_stream_with_cluster_false_is_polled_by_each_gateway_for_its_own_clien
     let epochs: std::collections::HashSet<String> = clients.iter().map(Recorder::epoch).collect();
     assert_eq!(epochs.len(), 3, "each gateway numbers its own events");
 }
+
+#[tokio::test]
+async fn a_refresh_asked_of_a_follower_makes_the_holder_poll_now() {
+    let Some(mut c) = cluster(|cfg| cfg.interval("1h")).await else {
+        return;
+    };
+    let mut clients = c.clients().await;
+    let h = c.holder().await;
+    let follower = (h + 1) % NODES.len();
+    let next = c.change();
+    let r = http()
+        .post(c.gw(follower).admin_url("/streams/refresh?path=/sse/doc"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let got = all_reach(&mut clients, &next).await;
+    one_patch_each(&got, &clients);
+    // One request for the refresh, from the holder, not one per gateway.
+    let from = Instant::now();
+    all_quiet(&mut clients, 3 * INTERVAL).await;
+    assert_eq!(c.polls(DOC, from, Instant::now()), 0);
+    assert_eq!(c.up.count(DOC).await, 2, "the first poll and the refresh");
+}
