@@ -13,6 +13,8 @@ mod feed;
 mod holder;
 mod keys;
 mod scripts;
+#[cfg(test)]
+mod tests;
 mod wire;
 
 use std::sync::Arc;
