@@ -47,7 +47,7 @@ async fn redis() -> Option<Redis> {
         .local_addr()
         .unwrap()
         .port();
-    let child = Command::new("redis-server")
+    let mut child = Command::new("redis-server")
         .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
         .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
         .stdout(Stdio::null())
@@ -62,6 +62,8 @@ async fn redis() -> Option<Redis> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("redis-server did not start");
 }
 
