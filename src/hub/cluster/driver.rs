@@ -309,20 +309,8 @@ impl Driver {
         let _held = Held::new(c);
         info!(generation = %ctx.lease, "lease taken: polling for the cluster");
         self.show(ctx, "holder", Some(c.spec.node_id.clone()));
-        let at = self.topic.current_id();
-        if at
-            != Some(EventId {
-                epoch: joined.epoch,
-                seq: joined.seq,
-            })
-        {
-            if joined.seq > 0 {
-                // Redis moved on while it answered; `JOIN` again, as a follower.
-                self.release(ctx).await;
-                return Next::Follow;
-            }
-            // Nothing published in this epoch yet: the first frame is its seq 1.
-            self.topic.begin_epoch(joined.epoch);
+        if !self.in_step(ctx, &joined).await {
+            return Next::Follow;
         }
         let (holder, poller) = self.poller_for(ctx, &joined);
         let stop = CancellationToken::new();
@@ -385,6 +373,26 @@ impl Driver {
                 },
             }
         }
+    }
+
+    /// Whether the topic stands where Redis does, as a holder's must before it polls: else the
+    /// lease goes back (Redis moved on while it answered; `JOIN` again, as a follower).
+    async fn in_step(&self, ctx: &Ctx, joined: &Joined) -> bool {
+        let at = self.topic.current_id();
+        let redis = EventId {
+            epoch: joined.epoch,
+            seq: joined.seq,
+        };
+        if at == Some(redis) {
+            return true;
+        }
+        if joined.seq > 0 {
+            self.release(ctx).await;
+            return false;
+        }
+        // Nothing published in this epoch yet: the first frame is its seq 1.
+        self.topic.begin_epoch(joined.epoch);
+        true
     }
 
     /// The poller that continues from what Redis holds, and what it publishes through.
