@@ -336,3 +336,59 @@ fn the_balancer_streams_unbuffered_to_each_gateway() {
         "./nginx.conf:/etc/nginx/nginx.conf:ro"
     );
 }
+
+#[test]
+fn the_template_unit_keeps_the_single_units_hardening_per_node_id() {
+    let single = read("deploy/systemd/sse-gateway.service");
+    let template = read("deploy/systemd/sse-gateway@.service");
+    // Every setting of the single unit's service but the two that name one instance.
+    let service = single
+        .lines()
+        .skip_while(|l| *l != "[Service]")
+        .take_while(|l| *l != "[Install]")
+        .filter(|l| l.contains('=') && !l.starts_with('#'))
+        .filter(|l| !l.starts_with("ExecStart=") && !l.starts_with("RuntimeDirectory="));
+    for line in service {
+        assert!(template.lines().any(|l| l == line), "missing {line}");
+    }
+    for line in [
+        "ExecStart=/usr/local/bin/sse-gateway --config /etc/sse-gateway/%i.yaml",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "Environment=SSE_NODE_ID=%i",
+        "RuntimeDirectory=sse-gateway/%i",
+        "RuntimeDirectoryMode=0700",
+        "WantedBy=multi-user.target",
+    ] {
+        assert!(template.lines().any(|l| l == line), "missing {line}");
+    }
+}
+
+/// deploy/systemd/README.md makes b.yaml and c.yaml from a.yaml by their ports.
+#[test]
+fn the_systemd_example_config_passes_check_for_each_node_on_one_host() {
+    let a = read("deploy/systemd/a.yaml");
+    let readme = read("deploy/systemd/README.md");
+    let cfg: Value = serde_yaml::from_str(&a).unwrap();
+    assert_eq!(cfg["cluster"]["node_id"], "${SSE_NODE_ID}");
+    for (id, listen, admin) in [("a", 8081, 9091), ("b", 8082, 9092), ("c", 8083, 9093)] {
+        let file = a
+            .replace("0.0.0.0:8081", &format!("0.0.0.0:{listen}"))
+            .replace("127.0.0.1:9091", &format!("127.0.0.1:{admin}"));
+        if id != "a" {
+            assert!(readme.contains(&format!("sed 's/8081/{listen}/; s/9091/{admin}/' a.yaml")));
+        }
+        let env = [
+            ("SSE_NODE_ID", id),
+            ("SSE_CLUSTER_SECRET", "at-least-16-bytes-of-secret"),
+            ("ADMIN_TOKEN", "from-a-env"),
+        ];
+        let Checked {
+            code,
+            stdout,
+            stderr: err,
+            ..
+        } = check_with_env(&file, &env);
+        assert_eq!(code, 0, "{err}");
+        assert!(stdout.contains(&format!("as node {id},")), "{stdout}");
+    }
+}
