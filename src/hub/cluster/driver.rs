@@ -149,8 +149,18 @@ impl Driver {
 
     /// Brings the topic to what Redis holds: the missing frames as patches when they follow
     /// what it has, else the whole log afresh (clients get a snapshot).
+    ///
+    /// A document fetched with forwarded credentials reaches clients from Redis only while
+    /// another gateway polls with them: one nobody polls may be a day old and the credentials
+    /// revoked since, so clients wait for this gateway's own first poll, as in one process.
     fn catch_up(&self, joined: &Joined) {
         let topic = &self.topic;
+        let vouched = topic.key.forwarded.is_empty() || (!joined.held && !joined.holder.is_empty());
+        if !vouched && *topic.readiness().borrow() == Readiness::Pending {
+            let frames = joined.frames.iter().map(|f| f.clone().into_frame());
+            topic.load(frames.collect());
+            return;
+        }
         if let Some(status) = &joined.status {
             if !topic.failing() {
                 topic.set_status(Some(status.clone()), status.clone());
