@@ -255,6 +255,10 @@ impl Driver {
                         if let Some(next) = self.on_message(ctx, &m).await {
                             return next;
                         }
+                        // Messages were dropped behind this one: read the log now.
+                        if ctx.feed.overflowed.swap(false, Ordering::AcqRel) {
+                            next_try = Instant::now();
+                        }
                     }
                     // Resubscribed: what was published meanwhile comes from the log.
                     Some(Event::Subscribed) => next_try = Instant::now(),
@@ -262,7 +266,6 @@ impl Driver {
                 },
                 () = sleep_until(next_try) => {
                     next_try = Instant::now() + self.tick();
-                    ctx.feed.overflowed.store(false, Ordering::Release);
                     let asked = Instant::now();
                     match self.join(ctx, !ctx.passive).await {
                         Some(j) => {
