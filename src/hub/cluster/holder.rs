@@ -193,9 +193,15 @@ impl Publish for Holder {
             validators.etag().unwrap_or("").to_string(),
             validators.last_modified().unwrap_or("").to_string(),
         );
+        let epoch = epoch_text(self.topic.epoch());
         tokio::spawn(async move {
             let mut call = cluster.scripts.polled.prepare_invoke();
-            call.key(meta).key(lease).arg(value).arg(etag).arg(lm);
+            call.key(meta)
+                .key(lease)
+                .arg(value)
+                .arg(etag)
+                .arg(lm)
+                .arg(epoch);
             let _ = cluster.conn.script(&call).await;
         });
     }
