@@ -91,3 +91,6 @@ impl Cluster {
         }
     }
 }
+
+#[cfg(test)]
+mod review_tests;
