@@ -7,12 +7,19 @@ use std::time::Duration;
 
 use redis::Value;
 
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
 use super::conn::Conn;
 use super::counts::Counts;
 use super::keys::Keys;
 use super::scripts::Scripts;
 use super::wire::{epoch_text, Joined, Renewed};
-use crate::hub::StreamKey;
+use super::{Cluster, Driver};
+use crate::config;
+use crate::hub::script::{body, Script};
+use crate::hub::topic::Topic;
+use crate::hub::{fixtures, StreamKey};
 use crate::metrics::Metrics;
 
 struct Redis(Child);
@@ -26,25 +33,37 @@ impl Drop for Redis {
 
 struct Setup {
     _redis: Redis,
+    port: u16,
     conn: Conn,
     scripts: Scripts,
     keys: Keys,
 }
 
-async fn setup() -> Option<Setup> {
-    if Command::new("redis-server")
+fn installed() -> bool {
+    let there = Command::new("redis-server")
         .arg("--version")
         .output()
-        .is_err()
-    {
+        .is_ok();
+    if !there {
         eprintln!("skipped: redis-server is not installed");
+    }
+    there
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+async fn setup() -> Option<Setup> {
+    if !installed() {
         return None;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .ok()?
-        .local_addr()
-        .ok()?
-        .port();
+    Some(setup_on(free_port()).await)
+}
+
+/// A `redis-server` on `port`, and what the tests call it with.
+async fn setup_on(port: u16) -> Setup {
     let child = Command::new("redis-server")
         .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
         .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
@@ -63,17 +82,22 @@ async fn setup() -> Option<Setup> {
     }
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap();
     let counts = Arc::new(Counts::new(&Metrics::new().unwrap()).unwrap());
-    let key = StreamKey {
+    Setup {
+        conn: Conn::new(client, Duration::from_secs(2), counts),
+        scripts: Scripts::new(),
+        keys: Keys::new("t", None, &key()),
+        _redis: redis,
+        port,
+    }
+}
+
+/// The instance every test here names: `/s` with no forwarded headers.
+fn key() -> StreamKey {
+    StreamKey {
         stream: Arc::from("/s"),
         target: "/s".into(),
         forwarded: vec![],
-    };
-    Some(Setup {
-        conn: Conn::new(client, Duration::from_secs(2), counts),
-        scripts: Scripts::new(),
-        keys: Keys::new("t", None, &key),
-        _redis: redis,
-    })
+    }
 }
 
 /// What gateways pass as `history_ttl`: the smallest, so a test sees it run out.
@@ -108,6 +132,11 @@ impl Setup {
     }
 
     async fn publish(&self, lease: &str, epoch: u64, seq: u64) -> String {
+        self.publish_doc(lease, epoch, seq, "data: the document\n\n")
+            .await
+    }
+
+    async fn publish_doc(&self, lease: &str, epoch: u64, seq: u64, snapshot: &str) -> String {
         let mut call = self.scripts.publish.prepare_invoke();
         call.key(&self.keys.meta)
             .key(&self.keys.log)
@@ -115,7 +144,7 @@ impl Setup {
             .arg(lease)
             .arg(epoch_text(epoch))
             .arg(seq)
-            .arg("data: the document\n\n")
+            .arg(snapshot)
             .arg("")
             .arg("")
             .arg(100)
@@ -215,4 +244,117 @@ async fn a_status_write_never_leaves_a_key_without_a_ttl() {
     assert_eq!(text(&r.conn.script(&call).await.unwrap()), "OK");
     let ttl = r.ttl(&r.keys.meta).await;
     assert!(ttl != -1, "meta left without a TTL (TTL answered {ttl})");
+}
+
+/// This gateway ("a") in a cluster on `port`, with one stream instance to drive.
+fn driver(port: u16, lease_ttl: Duration, source: Arc<Script>) -> (Driver, Arc<Topic>) {
+    let spec = config::Cluster {
+        redis: url::Url::parse(&format!("redis://127.0.0.1:{port}/0")).unwrap(),
+        prefix: "t".into(),
+        node_id: "a".into(),
+        key_secret: None,
+        lease_ttl: Some(lease_ttl),
+        timeout: Duration::from_millis(200),
+        on_redis_down: config::OnRedisDown::Local,
+        history_ttl: Duration::from_secs(3600),
+    };
+    let metrics = Arc::new(Metrics::new().unwrap());
+    let cluster = Arc::new(Cluster::start(Arc::new(spec), &metrics).unwrap());
+    let topic = Arc::new(Topic::new(fixtures::spec(""), key(), "/s".into(), metrics));
+    let driver = Driver {
+        cluster,
+        topic: topic.clone(),
+        source,
+        first_delay: Duration::ZERO,
+    };
+    (driver, topic)
+}
+
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..250 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn shows(topic: &Topic, text: &str) -> bool {
+    topic
+        .current_snapshot()
+        .is_some_and(|s| String::from_utf8_lossy(&s).contains(text))
+}
+
+fn role(topic: &Topic) -> Option<&'static str> {
+    topic.cluster.lock().as_ref().map(|c| c.role)
+}
+
+impl Setup {
+    /// Another gateway, "b", takes the lease for a minute and publishes `snapshot` as seq 1.
+    async fn held_elsewhere(&self, snapshot: &str) -> u64 {
+        let b = self.join("b:1", (0, 0)).await;
+        assert!(b.held);
+        let mut longer = redis::cmd("PEXPIRE");
+        longer.arg(&self.keys.lease).arg(60_000);
+        self.conn.cmd(&longer).await.unwrap();
+        assert_eq!(self.publish_doc("b:1", b.epoch, 1, snapshot).await, "OK");
+        b.epoch
+    }
+}
+
+/// Finding 4: `catch_up` copies a failing status from Redis but never clears one Redis no
+/// longer holds. A follower that missed the holder's `s 0` (feed reconnect, queue overflow), or
+/// whose own local poller failed while Redis was down, keeps greeting every new client with
+/// `upstream-status: failing` while the data flows.
+#[tokio::test]
+async fn a_follower_drops_a_failing_status_that_redis_no_longer_holds() {
+    let Some(r) = setup().await else { return };
+    let epoch = r.held_elsewhere("data: {}\n\n").await;
+    let (driver, topic) = driver(r.port, Duration::from_secs(3), Script::new(|_| body("{}")));
+    // The failing status arrived; the "healthy" after it was lost with the subscription.
+    let failing = Bytes::from_static(b"event: upstream-status\ndata: {\"state\":\"failing\"}\n\n");
+    topic.set_status(Some(failing.clone()), failing);
+    let cancel = CancellationToken::new();
+    let run = tokio::spawn(driver.run(cancel.clone()));
+    until("the follower catches up", || {
+        topic
+            .current_id()
+            .is_some_and(|id| (id.epoch, id.seq) == (epoch, 1))
+    })
+    .await;
+    let still_failing = topic.failing();
+    cancel.cancel();
+    let _ = run.await;
+    assert!(
+        !still_failing,
+        "Redis says healthy; the follower still says failing"
+    );
+}
+
+/// Finding 3: back from polling alone (`on_redis_down: local`), `catch_up` publishes what the
+/// cluster held before the outage as a fresh ring, so every client here goes back to that older
+/// document (a snapshot) until the holder's next poll brings the current one again.
+#[tokio::test]
+async fn coming_back_from_polling_alone_never_shows_clients_an_older_document() {
+    if !installed() {
+        return;
+    }
+    let port = free_port();
+    let source = Script::new(|_| body(r#"{"v":"new"}"#));
+    let (driver, topic) = driver(port, Duration::from_secs(1), source);
+    let cancel = CancellationToken::new();
+    let run = tokio::spawn(driver.run(cancel.clone()));
+    until("polling alone", || {
+        role(&topic) == Some("local") && shows(&topic, "new")
+    })
+    .await;
+    // Redis comes back holding the document from before the outage.
+    let r = setup_on(port).await;
+    r.held_elsewhere("data: {\"v\":\"old\"}\n\n").await;
+    until("following again", || role(&topic) == Some("follower")).await;
+    let went_back = shows(&topic, "old");
+    cancel.cancel();
+    let _ = run.await;
+    assert!(!went_back, "clients were sent the pre-outage document");
 }
