@@ -93,3 +93,6 @@ impl Cluster {
         }
     }
 }
+
+#[cfg(test)]
+mod review_tests;
