@@ -96,6 +96,7 @@ pub fn run(config: Config, path: PathBuf, upgrade: bool) -> Result<(), AppError>
         listen = %config.listen,
         threads = config.threads,
         admin = %config.admin.listen,
+        cluster = config.cluster.as_ref().map(|c| format!("{} as {} ({})", c.shown_redis(), c.node_id, c.prefix)),
         "gateway listening"
     );
     // The running config is `shared.routes` from here on: the start-up one must not keep its

@@ -306,7 +306,8 @@ fn refusal(status: Option<u16>, had_doc: bool, confirming: bool) -> Refusal {
     }
 }
 
-fn status_event(state: &str, status: Option<u16>, error: Option<&FetchError>) -> Bytes {
+/// An `upstream-status` event: `failing` with why, or `healthy`.
+pub(super) fn status_event(state: &str, status: Option<u16>, error: Option<&FetchError>) -> Bytes {
     let since = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     let data = json!({
         "state": state,

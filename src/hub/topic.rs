@@ -296,13 +296,26 @@ impl Topic {
         let spec = self.spec.load();
         let mut st = self.state();
         for frame in frames {
-            self.push(&mut st, &spec, Arc::new(frame));
+            self.push(&mut st, &spec, Arc::new(frame), true);
         }
         drop(st);
         self.set_ready(Readiness::Ready);
     }
 
-    fn push(&self, st: &mut State, spec: &StreamSpec, frame: Arc<Frame>) {
+    /// Puts frames in the ring without telling anyone: attached clients keep what they hold
+    /// until the next published frame (a snapshot for them, as its epoch or sequence does not
+    /// follow theirs), and waiting clients keep waiting. Cluster mode loads a document this way
+    /// that clients must not be shown yet: one nobody vouches for (forwarded credentials nobody
+    /// polls now), or an older one than this gateway's own (back from polling alone).
+    pub fn load(&self, frames: Vec<Frame>) {
+        let spec = self.spec.load();
+        let mut st = self.state();
+        for frame in frames {
+            self.push(&mut st, &spec, Arc::new(frame), false);
+        }
+    }
+
+    fn push(&self, st: &mut State, spec: &StreamSpec, frame: Arc<Frame>, announce: bool) {
         if frame.epoch != st.epoch || frame.seq != st.seq() + 1 {
             st.epoch = frame.epoch;
             st.ring.clear();
@@ -318,7 +331,9 @@ impl Topic {
             }
         }
         // Sent under the lock, so a subscriber that read the state sees exactly what follows it.
-        let _ = self.tx.send(Message::Event(frame.epoch, frame.seq));
+        if announce {
+            let _ = self.tx.send(Message::Event(frame.epoch, frame.seq));
+        }
     }
 
     /// Records the upstream's health: `Some(event)` while failing, `None` when healthy again;

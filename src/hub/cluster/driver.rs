@@ -20,7 +20,7 @@ use super::wire::{epoch_text, Joined, Message, Renewed};
 use super::Cluster;
 use crate::codec::sse;
 use crate::config::{DiffMode, OnRedisDown};
-use crate::hub::poller::{Exit, Poller, Seed};
+use crate::hub::poller::{status_event as poll_status, Exit, Poller, Seed};
 use crate::hub::source::Source;
 use crate::hub::topic::{random_epoch, Readiness, Topic};
 use crate::hub::{ClusterInfo, EventId};
@@ -52,6 +52,8 @@ struct Ctx {
     lease: String,
     /// Shutting down: hold nothing, take nothing.
     passive: bool,
+    /// Back from polling alone: where the cluster stood then, older than what clients hold.
+    older_than: Option<EventId>,
 }
 
 impl Driver {
@@ -69,6 +71,7 @@ impl Driver {
             keys,
             feed,
             passive: false,
+            older_than: None,
         };
         self.show(&ctx, "follower", None);
         // Listening before the first read of the state, so nothing published after it is missed.
@@ -149,13 +152,43 @@ impl Driver {
 
     /// Brings the topic to what Redis holds: the missing frames as patches when they follow
     /// what it has, else the whole log afresh (clients get a snapshot).
-    fn catch_up(&self, joined: &Joined) {
+    ///
+    /// A document fetched with forwarded credentials reaches clients from Redis only while
+    /// another gateway polls with them: one nobody polls may be a day old and the credentials
+    /// revoked since, so clients wait for this gateway's own first poll, as in one process.
+    ///
+    /// Back from polling alone, the cluster's document is older than the one clients hold: it
+    /// waits until the cluster moves past where it stood (`Ctx::older_than`).
+    fn catch_up(&self, ctx: &mut Ctx, joined: &Joined) {
         let topic = &self.topic;
-        if let Some(status) = &joined.status {
-            if !topic.failing() {
+        let vouched = topic.key.forwarded.is_empty() || (!joined.held && !joined.holder.is_empty());
+        if !vouched && *topic.readiness().borrow() == Readiness::Pending {
+            let frames = joined.frames.iter().map(|f| f.clone().into_frame());
+            topic.load(frames.collect());
+            return;
+        }
+        if let Some(old) = ctx.older_than {
+            if joined.epoch == old.epoch && joined.seq <= old.seq {
+                return;
+            }
+            ctx.older_than = None;
+        }
+        self.publish_missing(joined);
+        // After the frames, so a client let in by the status finds the document too.
+        match &joined.status {
+            Some(status) if !topic.failing() => {
                 topic.set_status(Some(status.clone()), status.clone());
             }
+            // The holder's "healthy" was lost on the way (or this gateway failed alone).
+            None if topic.failing() => {
+                topic.set_status(None, poll_status("healthy", None, None));
+            }
+            _ => {}
         }
+    }
+
+    fn publish_missing(&self, joined: &Joined) {
+        let topic = &self.topic;
         let Some(newest) = joined.frames.last() else {
             return;
         };
@@ -191,7 +224,7 @@ impl Driver {
                 }
                 // A gap, or another epoch: read the log rather than lose the history.
                 match self.join(ctx, false).await {
-                    Some(j) => self.catch_up(&j),
+                    Some(j) => self.catch_up(ctx, &j),
                     None => topic.publish(f.into_frame()),
                 }
             }
@@ -209,7 +242,7 @@ impl Driver {
                     .is_none_or(|id| id.epoch != epoch || id.seq < seq);
                 if behind {
                     if let Some(j) = self.join(ctx, false).await {
-                        self.catch_up(&j);
+                        self.catch_up(ctx, &j);
                     }
                 }
             }
@@ -223,7 +256,7 @@ impl Driver {
     async fn contend(&self, ctx: &mut Ctx) -> Option<Next> {
         let asked = Instant::now();
         let joined = self.join(ctx, !ctx.passive).await?;
-        self.catch_up(&joined);
+        self.catch_up(ctx, &joined);
         if joined.held {
             return Some(Next::Hold(joined, asked));
         }
@@ -245,6 +278,10 @@ impl Driver {
                         if let Some(next) = self.on_message(ctx, &m).await {
                             return next;
                         }
+                        // Messages were dropped behind this one: read the log now.
+                        if ctx.feed.overflowed.swap(false, Ordering::AcqRel) {
+                            next_try = Instant::now();
+                        }
                     }
                     // Resubscribed: what was published meanwhile comes from the log.
                     Some(Event::Subscribed) => next_try = Instant::now(),
@@ -252,12 +289,11 @@ impl Driver {
                 },
                 () = sleep_until(next_try) => {
                     next_try = Instant::now() + self.tick();
-                    ctx.feed.overflowed.store(false, Ordering::Release);
                     let asked = Instant::now();
                     match self.join(ctx, !ctx.passive).await {
                         Some(j) => {
                             down_since = None;
-                            self.catch_up(&j);
+                            self.catch_up(ctx, &j);
                             if j.held {
                                 return Next::Hold(j, asked);
                             }
@@ -309,20 +345,9 @@ impl Driver {
         let _held = Held::new(c);
         info!(generation = %ctx.lease, "lease taken: polling for the cluster");
         self.show(ctx, "holder", Some(c.spec.node_id.clone()));
-        let at = self.topic.current_id();
-        if at
-            != Some(EventId {
-                epoch: joined.epoch,
-                seq: joined.seq,
-            })
-        {
-            if joined.seq > 0 {
-                // Redis moved on while it answered; `JOIN` again, as a follower.
-                self.release(ctx).await;
-                return Next::Follow;
-            }
-            // Nothing published in this epoch yet: the first frame is its seq 1.
-            self.topic.begin_epoch(joined.epoch);
+        ctx.older_than = None;
+        if !self.in_step(ctx, &joined).await {
+            return Next::Follow;
         }
         let (holder, poller) = self.poller_for(ctx, &joined);
         let stop = CancellationToken::new();
@@ -348,6 +373,7 @@ impl Driver {
                 () = sleep_until(valid_until) => {
                     warn!("lease not renewed in time; following");
                     c.counts.lease_lost.inc();
+                    self.release(ctx).await;
                     return Next::Follow;
                 }
                 () = sleep_until(renew_at) => {
@@ -366,13 +392,16 @@ impl Driver {
                         None => {}
                     }
                 }
-                exit = &mut poll => return match exit {
-                    Exit::Lost => {
-                        c.counts.lease_lost.inc();
-                        Next::Follow
+                exit = &mut poll => {
+                    if exit != Exit::Lost {
+                        return Next::Exit(exit);
                     }
-                    other => Next::Exit(other),
-                },
+                    c.counts.lease_lost.inc();
+                    // A publish that timed out may have landed: nobody should wait out the
+                    // lease for a holder that stopped.
+                    self.release(ctx).await;
+                    return Next::Follow;
+                }
                 ev = ctx.feed.rx.recv() => match ev {
                     Some(Event::Message(m)) => {
                         if self.overtaken(&holder, &m) {
@@ -385,6 +414,33 @@ impl Driver {
                 },
             }
         }
+    }
+
+    /// Whether the topic stands where Redis does, as a holder's must before it polls: else the
+    /// lease goes back (Redis moved on while it answered; `JOIN` again, as a follower).
+    async fn in_step(&self, ctx: &Ctx, joined: &Joined) -> bool {
+        let at = self.topic.current_id();
+        let redis = EventId {
+            epoch: joined.epoch,
+            seq: joined.seq,
+        };
+        if at == Some(redis) {
+            return true;
+        }
+        if joined.seq == 0 {
+            // Nothing published in this epoch yet: the first frame is its seq 1.
+            self.topic.begin_epoch(joined.epoch);
+            return true;
+        }
+        if joined.frames.last().map(|f| f.seq) == Some(joined.seq) {
+            // Held back by `catch_up` (older than what clients hold, or not vouched for): the
+            // base of the next patch, which clients get as a snapshot.
+            let frames = joined.frames.iter().map(|f| f.clone().into_frame());
+            self.topic.load(frames.collect());
+            return true;
+        }
+        self.release(ctx).await;
+        false
     }
 
     /// The poller that continues from what Redis holds, and what it publishes through.
@@ -441,8 +497,12 @@ impl Driver {
         call.key(&ctx.keys.lease)
             .key(&ctx.keys.want_json_patch)
             .key(&ctx.keys.want_merge_patch)
+            .key(&ctx.keys.meta)
+            .key(&ctx.keys.log)
             .arg(&ctx.lease)
-            .arg(self.ttl().as_millis() as u64);
+            .arg(self.ttl().as_millis() as u64)
+            .arg(epoch_text(self.topic.epoch()))
+            .arg(c.spec.history_ttl.as_secs().max(1));
         let answer = c.conn.script(&call).await.ok()?;
         Renewed::parse(&answer)
     }
@@ -495,6 +555,7 @@ impl Driver {
         };
         tokio::pin!(local);
         let mut probe = Instant::now() + self.tick();
+        let mut answered = 0;
         loop {
             tokio::select! {
                 biased;
@@ -502,16 +563,29 @@ impl Driver {
                 exit = &mut local => return Next::Exit(exit),
                 () = sleep_until(probe) => {
                     probe = Instant::now() + self.tick();
-                    if let Some(j) = self.join(ctx, false).await {
-                        info!("redis answers: back to the cluster");
-                        stop.cancel();
-                        if mode == OnRedisDown::Stale && j.status.is_none() {
+                    let Some(j) = self.join(ctx, false).await else {
+                        answered = 0;
+                        continue;
+                    };
+                    // Twice in a row, so a flapping Redis doesn't flap every client.
+                    answered += 1;
+                    if answered < 2 {
+                        continue;
+                    }
+                    info!("redis answers: back to the cluster");
+                    stop.cancel();
+                    if mode == OnRedisDown::Stale {
+                        if j.status.is_none() {
                             let ev = status_event("healthy", "cluster store available");
                             self.topic.set_status(None, ev);
                         }
-                        self.catch_up(&j);
-                        return Next::Follow;
+                        self.catch_up(ctx, &j);
+                    } else {
+                        // Clients hold a newer document than the cluster's: they keep it
+                        // until the cluster's next change.
+                        ctx.older_than = Some(EventId { epoch: j.epoch, seq: j.seq });
                     }
+                    return Next::Follow;
                 }
                 // Drained, so the queue never fills; the log has it all when Redis is back.
                 ev = ctx.feed.rx.recv() => if ev.is_none() {

@@ -178,6 +178,10 @@ impl Publish for Holder {
     /// Also keeps when it polled and the validators in Redis, for the next holder.
     fn record_poll(&self, result: PollResult, size: u64, validators: &Validators) {
         Publish::record_poll(&*self.topic, result, size, validators);
+        // An unchanged first poll vouches for the document loaded from Redis.
+        if result != PollResult::Error {
+            self.topic.set_ready(Readiness::Ready);
+        }
         let cluster = self.cluster.clone();
         // Owned, so the write can outlive this call.
         let (meta, lease, value) = (
@@ -189,9 +193,15 @@ impl Publish for Holder {
             validators.etag().unwrap_or("").to_string(),
             validators.last_modified().unwrap_or("").to_string(),
         );
+        let epoch = epoch_text(self.topic.epoch());
         tokio::spawn(async move {
             let mut call = cluster.scripts.polled.prepare_invoke();
-            call.key(meta).key(lease).arg(value).arg(etag).arg(lm);
+            call.key(meta)
+                .key(lease)
+                .arg(value)
+                .arg(etag)
+                .arg(lm)
+                .arg(epoch);
             let _ = cluster.conn.script(&call).await;
         });
     }

@@ -13,6 +13,8 @@ mod feed;
 mod holder;
 mod keys;
 mod scripts;
+#[cfg(test)]
+mod tests;
 mod wire;
 
 use std::sync::Arc;
@@ -91,3 +93,6 @@ impl Cluster {
         }
     }
 }
+
+#[cfg(test)]
+mod review_tests;

@@ -15,12 +15,14 @@ local function now_ms()
 end
 -- The epoch is valid only on the Redis process that created it: one that restarted, even from
 -- a dump, or a replica promoted without the last writes, starts a new one (and empties the log),
--- so an old id gets a snapshot, never a patch against another base.
-local function epoch(meta, log, candidate, ttl)
+-- so an old id gets a snapshot, never a patch against another base. So does a log lost while
+-- its meta stayed (evicted): nobody could continue from it. The lease goes too: its holder must
+-- join the new epoch before it publishes again.
+local function epoch(meta, log, lease, candidate, ttl)
   local m = redis.call('HMGET', meta, 'e', 's', 'rid')
   local rid = run_id()
-  if m[1] and m[3] == rid then return end
-  redis.call('DEL', meta, log)
+  if m[1] and m[3] == rid and (m[2] == '0' or redis.call('EXISTS', log) == 1) then return end
+  redis.call('DEL', meta, log, lease)
   redis.call('HSET', meta, 'e', candidate, 's', 0, 'rid', rid, 'b', 0)
   redis.call('EXPIRE', meta, ttl)
 end
@@ -33,12 +35,20 @@ end
 /// caller's when it is in the epoch and at most that many behind, else the newest ones (so a
 /// follower's periodic check costs nothing when it is up to date).
 const JOIN: &str = r#"
-epoch(KEYS[1], KEYS[2], ARGV[3], ARGV[4])
+epoch(KEYS[1], KEYS[2], KEYS[3], ARGV[3], ARGV[4])
 local ttl = tonumber(ARGV[2])
 if string.find(ARGV[6], 'j') then redis.call('SET', KEYS[4], 1, 'PX', ttl * 3) end
 if string.find(ARGV[6], 'm') then redis.call('SET', KEYS[5], 1, 'PX', ttl * 3) end
 local held = 0
-if ARGV[1] ~= '' and redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ttl) then held = 1 end
+if ARGV[1] ~= '' then
+  -- Its own lease, from a renewal that timed out but landed, is still its own.
+  if redis.call('GET', KEYS[3]) == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[3], ttl)
+    held = 1
+  elseif redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ttl) then
+    held = 1
+  end
+end
 local holder = redis.call('GET', KEYS[3]) or ''
 local m = redis.call('HMGET', KEYS[1], 'e', 's', 'st', 'etag', 'lm', 't')
 local age = -1
@@ -55,11 +65,19 @@ end
 return {held, holder, m[1], m[2], m[3] or '', m[4] or '', m[5] or '', age, frames}
 "#;
 
-/// KEYS lease, want:json-patch, want:merge-patch. ARGV lease value, ttl ms.
-/// Returns {held, json-patch wanted, merge-patch wanted}.
+/// KEYS lease, want:json-patch, want:merge-patch, meta, log. ARGV lease value, ttl ms, the
+/// holder's epoch, history ttl s. Returns {held, json-patch wanted, merge-patch wanted}. Keeps
+/// what is polled in Redis however long it goes unchanged; a holder whose epoch is gone (meta
+/// expired or lost) holds nothing and joins again.
 const RENEW: &str = r#"
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0, 0, 0} end
+if redis.call('HGET', KEYS[4], 'e') ~= ARGV[3] then
+  redis.call('DEL', KEYS[1])
+  return {0, 0, 0}
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[4], ARGV[4])
+redis.call('EXPIRE', KEYS[5], ARGV[4])
 return {1, redis.call('EXISTS', KEYS[2]), redis.call('EXISTS', KEYS[3])}
 "#;
 
@@ -104,6 +122,7 @@ return 'OK'
 /// KEYS meta, lease. ARGV lease value, failing ('1' or '0'), event, channel.
 const STATUS: &str = r#"
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 'NOTHOLDER' end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'EPOCH' end
 if ARGV[2] == '1' then
   redis.call('HSET', KEYS[1], 'st', ARGV[3])
 else
@@ -122,11 +141,11 @@ redis.call('PUBLISH', ARGV[4], 'd ' .. ARGV[2] .. '\n' .. ARGV[3])
 return 'OK'
 "#;
 
-/// KEYS meta, lease. ARGV lease value, etag, last-modified. When the last poll ran and what it
-/// left: a new holder keeps the cadence and can ask for a 304.
+/// KEYS meta, lease. ARGV lease value, etag, last-modified, the holder's epoch. When the last
+/// poll ran and what it left: a new holder keeps the cadence and can ask for a 304.
 const POLLED: &str = r#"
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HGET', KEYS[1], 'e') ~= ARGV[4] then return 0 end
 redis.call('HSET', KEYS[1], 't', now_ms(), 'etag', ARGV[2], 'lm', ARGV[3])
 return 1
 "#;
