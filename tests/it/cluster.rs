@@ -107,6 +107,17 @@ impl Cluster {
         }
     }
 
+    /// Restarts gateway `i` reaching Redis at `redis` (e.g. through a `Proxy`).
+    async fn reboot_via(&mut self, i: usize, redis: &str) {
+        self.kill(i);
+        let cfg = self
+            .cfg
+            .clone()
+            .cluster_option("node_id", NODES[i])
+            .cluster_option("redis", redis);
+        self.gws[i] = Some(Gateway::start(&cfg).await);
+    }
+
     fn gw(&self, i: usize) -> &Gateway {
         self.gws[i].as_ref().expect("a running gateway")
     }

@@ -17,9 +17,11 @@ use futures_util::{Stream, StreamExt};
 use serde_json::{json, Value};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
+mod proxy;
 mod record;
 mod redis_server;
 
+pub use proxy::Proxy;
 pub use record::{Ledger, Recorder, Seen};
 pub use redis_server::{redis_text, Redis};
 

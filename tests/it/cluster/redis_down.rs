@@ -209,3 +209,31 @@ async fn with_redis_gone_for_a_while_clients_are_served_and_an_empty_redis_start
     let got = all_reach(&mut clients, &next).await;
     one_patch_each(&got, &clients);
 }
+
+// On two threads: the test's own relay must keep pace while the test waits for clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_to_redis_that_go_silent_are_replaced_and_no_event_is_skipped() {
+    let Some(mut c) = cluster(|cfg| cfg).await else {
+        return;
+    };
+    let relay = Proxy::to(c.redis.port).await;
+    c.reboot_via(1, &relay.redis_url()).await;
+    let mut clients: Vec<Recorder> = c
+        .clients()
+        .await
+        .into_iter()
+        .map(Recorder::allow_gaps)
+        .collect();
+    c.holder().await;
+    // b's command connection and subscription stay open and carry nothing, as after a NAT
+    // forgot them: b must notice, connect again and catch up.
+    relay.silence_open_connections();
+    for _ in 0..2 {
+        let next = c.change();
+        all_reach(&mut clients, &next).await;
+    }
+    c.holder().await;
+    let next = c.change();
+    let got = all_reach(&mut clients, &next).await;
+    one_patch_each(&got, &clients);
+}
