@@ -237,3 +237,37 @@ async fn connections_to_redis_that_go_silent_are_replaced_and_no_event_is_skippe
     let got = all_reach(&mut clients, &next).await;
     one_patch_each(&got, &clients);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_that_goes_silent_while_commands_work_delays_no_event_past_a_lease_ttl() {
+    let Some(mut c) = cluster(|cfg| cfg).await else {
+        return;
+    };
+    let relay = Proxy::to(c.redis.port).await;
+    c.reboot_via(1, &relay.redis_url()).await;
+    let mut clients: Vec<Recorder> = c
+        .clients()
+        .await
+        .into_iter()
+        .map(Recorder::allow_gaps)
+        .collect();
+    c.holder().await;
+    // The pitfall of every Redis pub/sub user: a feed that looks open and carries nothing,
+    // while Redis answers every command.
+    relay.silence_open_subscriptions();
+    for _ in 0..2 {
+        let changed = Instant::now();
+        let next = c.change();
+        all_reach(&mut clients, &next).await;
+        let took = changed.elapsed();
+        assert!(
+            took <= TTL + 2 * INTERVAL,
+            "a change took {took:?} to reach b's client"
+        );
+    }
+    // Its ping notices (within a second or two) and b subscribes again.
+    all_quiet(&mut clients, 2 * TTL).await;
+    let next = c.change();
+    let got = all_reach(&mut clients, &next).await;
+    one_patch_each(&got, &clients);
+}
