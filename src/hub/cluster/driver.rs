@@ -378,18 +378,8 @@ impl Driver {
                 }
                 () = sleep_until(renew_at) => {
                     renew_at = Instant::now() + self.tick();
-                    let sent = Instant::now();
-                    match self.renew(ctx).await {
-                        Some(r) if r.held => {
-                            valid_until = sent + ttl - ttl / 10;
-                            holder.renewed(&r);
-                        }
-                        Some(_) => {
-                            warn!("lease lost: another gateway polls now");
-                            c.counts.lease_lost.inc();
-                            return Next::Follow;
-                        }
-                        None => {}
+                    if !self.renewed(ctx, &holder, &mut valid_until).await {
+                        return Next::Follow;
                     }
                 }
                 exit = &mut poll => {
@@ -488,6 +478,26 @@ impl Driver {
                     .is_some_and(|id| id.epoch != f.epoch || f.seq > id.seq.max(sent))
             }
             _ => false,
+        }
+    }
+
+    /// Renews the lease, moving its local validity on; false once it is gone.
+    async fn renewed(&self, ctx: &Ctx, holder: &Holder, valid_until: &mut Instant) -> bool {
+        let ttl = self.ttl();
+        let sent = Instant::now();
+        match self.renew(ctx).await {
+            Some(r) if r.held => {
+                *valid_until = sent + ttl - ttl / 10;
+                holder.renewed(&r);
+                true
+            }
+            Some(_) => {
+                warn!("lease lost: another gateway polls now");
+                self.cluster.counts.lease_lost.inc();
+                false
+            }
+            // A deadline missed: the validity runs out unless the next renewal lands.
+            None => true,
         }
     }
 

@@ -15,6 +15,8 @@ mod keys;
 mod scripts;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_driver;
 mod wire;
 
 use std::sync::Arc;
@@ -93,6 +95,3 @@ impl Cluster {
         }
     }
 }
-
-#[cfg(test)]
-mod review_tests;

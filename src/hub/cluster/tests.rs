@@ -15,9 +15,9 @@ use super::wire::{epoch_text, Joined};
 use crate::hub::StreamKey;
 use crate::metrics::Metrics;
 
-struct Redis {
+pub(super) struct Redis {
     child: Child,
-    port: u16,
+    pub port: u16,
 }
 
 impl Drop for Redis {
@@ -27,26 +27,30 @@ impl Drop for Redis {
     }
 }
 
-/// A fresh `redis-server`, or `None` (with a message) where none is installed; under `CI` a
-/// missing one fails.
-async fn redis() -> Option<Redis> {
+/// Whether `redis-server` is installed; says so when not. Under `CI` a missing one fails.
+pub(super) fn installed() -> bool {
     if Command::new("redis-server")
         .arg("--version")
         .output()
-        .is_err()
+        .is_ok()
     {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "redis-server is not installed"
-        );
-        eprintln!("skipped: redis-server is not installed");
-        return None;
+        return true;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "redis-server is not installed"
+    );
+    eprintln!("skipped: redis-server is not installed");
+    false
+}
+
+pub(super) fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A fresh `redis-server` on `port`, answering.
+pub(super) async fn redis_on(port: u16) -> Redis {
     let mut child = Command::new("redis-server")
         .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
         .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
@@ -58,13 +62,20 @@ async fn redis() -> Option<Redis> {
             .await
             .is_ok()
         {
-            return Some(Redis { child, port });
+            return Redis { child, port };
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let _ = child.kill();
     let _ = child.wait();
     panic!("redis-server did not start");
+}
+
+async fn redis() -> Option<Redis> {
+    if !installed() {
+        return None;
+    }
+    Some(redis_on(free_port()).await)
 }
 
 struct Setup {

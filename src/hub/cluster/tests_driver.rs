@@ -1,7 +1,6 @@
-//! Review findings on the Lua scripts, each a promise the scripts do not keep yet, checked
-//! against a real `redis-server` on a free loopback port (skipped where none is installed).
+//! What a review found the scripts and the driver did wrong, each now a promise they keep,
+//! checked against a real `redis-server` on a free loopback port.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +13,7 @@ use super::conn::Conn;
 use super::counts::Counts;
 use super::keys::Keys;
 use super::scripts::Scripts;
+use super::tests::{free_port, installed, redis_on, Redis};
 use super::wire::{epoch_text, Joined, Renewed};
 use super::{Cluster, Driver};
 use crate::config;
@@ -22,37 +22,12 @@ use crate::hub::topic::Topic;
 use crate::hub::{fixtures, StreamKey};
 use crate::metrics::Metrics;
 
-struct Redis(Child);
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 struct Setup {
     _redis: Redis,
     port: u16,
     conn: Conn,
     scripts: Scripts,
     keys: Keys,
-}
-
-fn installed() -> bool {
-    let there = Command::new("redis-server")
-        .arg("--version")
-        .output()
-        .is_ok();
-    if !there {
-        eprintln!("skipped: redis-server is not installed");
-    }
-    there
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 async fn setup() -> Option<Setup> {
@@ -64,22 +39,7 @@ async fn setup() -> Option<Setup> {
 
 /// A `redis-server` on `port`, and what the tests call it with.
 async fn setup_on(port: u16) -> Setup {
-    let child = Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server starts");
-    let redis = Redis(child);
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let redis = redis_on(port).await;
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap();
     let counts = Arc::new(Counts::new(&Metrics::new().unwrap()).unwrap());
     Setup {
@@ -155,14 +115,18 @@ impl Setup {
     }
 
     /// What the holder does between changes: renew every ttl/3, record every poll (a 304).
-    async fn renew_and_poll(&self, lease: &str) {
+    async fn renew_and_poll(&self, lease: &str, epoch: u64) {
         let mut renew = self.scripts.renew.prepare_invoke();
         renew
             .key(&self.keys.lease)
             .key(&self.keys.want_json_patch)
             .key(&self.keys.want_merge_patch)
+            .key(&self.keys.meta)
+            .key(&self.keys.log)
             .arg(lease)
-            .arg(LEASE_TTL_MS);
+            .arg(LEASE_TTL_MS)
+            .arg(epoch_text(epoch))
+            .arg(HISTORY_TTL_S);
         let r = Renewed::parse(&self.conn.script(&renew).await.unwrap()).unwrap();
         assert!(r.held, "the holder keeps its lease throughout");
         let mut polled = self.scripts.polled.prepare_invoke();
@@ -171,7 +135,8 @@ impl Setup {
             .key(&self.keys.lease)
             .arg(lease)
             .arg("\"v1\"")
-            .arg("");
+            .arg("")
+            .arg(epoch_text(epoch));
         self.conn.script(&polled).await.unwrap();
     }
 
@@ -196,7 +161,7 @@ async fn an_instance_polled_without_changes_keeps_its_document_in_redis() {
     assert_eq!(r.publish("a:1", a.epoch, 1).await, "OK");
     // Three times the history ttl of polls that find nothing new, the lease renewed throughout.
     for _ in 0..10 {
-        r.renew_and_poll("a:1").await;
+        r.renew_and_poll("a:1", a.epoch).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let b = r.join("", (0, 0)).await;
@@ -241,9 +206,10 @@ async fn a_status_write_never_leaves_a_key_without_a_ttl() {
         .arg("1")
         .arg("event: upstream-status\ndata: {}\n\n")
         .arg(&r.keys.channel);
-    assert_eq!(text(&r.conn.script(&call).await.unwrap()), "OK");
+    // Refused: the epoch is gone, and no key without a TTL is made.
+    assert_eq!(text(&r.conn.script(&call).await.unwrap()), "EPOCH");
     let ttl = r.ttl(&r.keys.meta).await;
-    assert!(ttl != -1, "meta left without a TTL (TTL answered {ttl})");
+    assert_eq!(ttl, -2, "no meta left behind (TTL answered {ttl})");
 }
 
 /// This gateway ("a") in a cluster on `port`, with one stream instance to drive.
