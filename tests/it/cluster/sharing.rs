@@ -160,8 +160,9 @@ async fn a_stream_with_cluster_false_is_polled_by_each_gateway_for_its_own_clien
     let from = Instant::now();
     all_quiet(&mut clients, 5 * INTERVAL).await;
     let polls = c.polls(DOC, from, Instant::now());
+    // One poller would make 5 or 6; three make about 15.
     assert!(
-        polls >= 3 * 4,
+        polls >= 10,
         "{polls} requests in 5 intervals from 3 local pollers"
     );
     let epochs: std::collections::HashSet<String> = clients.iter().map(Recorder::epoch).collect();
