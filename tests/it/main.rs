@@ -5,6 +5,7 @@ mod support;
 mod admin;
 mod browser;
 mod cli;
+mod cluster;
 mod config_errors;
 mod connections;
 mod cors;

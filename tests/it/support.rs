@@ -17,6 +17,14 @@ use futures_util::{Stream, StreamExt};
 use serde_json::{json, Value};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
+mod proxy;
+mod record;
+mod redis_server;
+
+pub use proxy::Proxy;
+pub use record::{Ledger, Recorder, Seen};
+pub use redis_server::{redis_text, Redis};
+
 /// How long any single expectation may take before a test fails.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -354,6 +362,16 @@ impl SseClient {
         }
     }
 
+    /// Waits up to `d`: `None` if nothing came, `Some(None)` when the stream ended (or broke).
+    pub async fn within(&mut self, d: Duration) -> Option<Option<Event>> {
+        let next = tokio::time::timeout(d, self.events.next()).await.ok()?;
+        let ev = next.and_then(Result::ok);
+        if let Some(ev) = &ev {
+            self.take(ev);
+        }
+        Some(ev)
+    }
+
     /// What a browser does with an event it receives: remember its id, update the document.
     fn take(&mut self, ev: &Event) {
         if !ev.id.is_empty() {
@@ -428,6 +446,8 @@ struct Resource {
     by_auth: Option<HashMap<String, Value>>,
     /// The next this many requests get this status instead.
     fail_times: (u16, usize),
+    /// When each request arrived.
+    arrivals: Vec<Instant>,
 }
 
 impl Default for Resource {
@@ -443,6 +463,7 @@ impl Default for Resource {
             version: 0,
             by_auth: None,
             fail_times: (200, 0),
+            arrivals: Vec::new(),
         }
     }
 }
@@ -456,6 +477,7 @@ impl Respond for State {
         let Some(r) = map.get_mut(req.url.path()) else {
             return ResponseTemplate::new(404);
         };
+        r.arrivals.push(Instant::now());
         if r.fail_times.1 > 0 {
             r.fail_times.1 -= 1;
             return ResponseTemplate::new(r.fail_times.0);
@@ -612,6 +634,12 @@ impl Upstream {
             .into_iter()
             .filter(|r| r.url.path() == path)
             .collect()
+    }
+
+    /// When each request for `path` arrived, in order: to measure a cadence.
+    pub fn arrivals(&self, path: &str) -> Vec<Instant> {
+        let map = self.state.0.lock().expect("state");
+        map.get(path).map_or_else(Vec::new, |r| r.arrivals.clone())
     }
 
     pub async fn count(&self, path: &str) -> usize {
@@ -847,6 +875,10 @@ impl Cfg {
     pub fn params(self, patterns: Value) -> Cfg {
         self.option("params", patterns)
     }
+    /// `false` keeps this stream in each process, outside the cluster.
+    pub fn cluster(self, shared: bool) -> Cfg {
+        self.option("cluster", shared)
+    }
     /// This stream's own CORS policy, e.g. `json!({"origins": ["*"]})`.
     pub fn stream_cors(self, policy: Value) -> Cfg {
         self.option("cors", policy)
@@ -879,6 +911,40 @@ impl Cfg {
     /// The demo API and page, on its own port.
     pub fn demo(self, port: u16) -> Cfg {
         self.top("demo", json!({"listen": format!("127.0.0.1:{port}")}))
+    }
+
+    /// Worker threads: one keeps several gateways on two cores from starving each other.
+    pub fn threads(self, n: u64) -> Cfg {
+        self.top("threads", n)
+    }
+
+    /// Joins the cluster on `redis` (a `redis://` URL) as `node`, under `prefix` (one per test,
+    /// so tests sharing a Redis stay apart), with the timings the cluster tests are written for:
+    /// a lease of 1 s, 300 ms per Redis command, `local` polling while Redis is down.
+    /// Keys set before (`cluster_option`) stay.
+    pub fn in_cluster(self, redis: &str, prefix: &str, node: &str) -> Cfg {
+        let section = [
+            ("redis", redis),
+            ("prefix", prefix),
+            ("node_id", node),
+            ("key_secret", "0123456789abcdef0123"),
+            ("lease_ttl", "1s"),
+            ("timeout", "300ms"),
+            ("on_redis_down", "local"),
+            ("history_ttl", "1h"),
+        ];
+        section.into_iter().fold(self, |cfg, (key, value)| {
+            let set = cfg.doc.get("cluster").is_some_and(|c| c.get(key).is_some());
+            if set {
+                cfg
+            } else {
+                cfg.cluster_option(key, value)
+            }
+        })
+    }
+    /// Sets `cluster.key`, e.g. `cluster_option("on_redis_down", "stale")`.
+    pub fn cluster_option(self, key: &str, value: impl Into<Value>) -> Cfg {
+        self.section("cluster", key, value.into())
     }
 
     /// Sets `limits.key`, e.g. `limit("max_clients", 1)` or `limit("keepalive", "1s")`.
