@@ -31,7 +31,9 @@ pub enum Down {
 pub struct Conn {
     client: Client,
     timeout: Duration,
-    live: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    /// The connection in use; never locked across an `.await` (a command waiting on a lock
+    /// that a connect holds, in a future nobody polls, is how a holder hung for a whole outage).
+    live: Mutex<Option<MultiplexedConnection>>,
     up: AtomicBool,
     /// The last failure's text, for `/readyz`.
     why: Mutex<Option<String>>,
@@ -44,7 +46,7 @@ impl Conn {
         Conn {
             client,
             timeout,
-            live: tokio::sync::Mutex::new(None),
+            live: Mutex::new(None),
             // Until the first command says otherwise: a start with Redis down logs it once.
             up: AtomicBool::new(true),
             why: Mutex::new(None),
@@ -95,17 +97,18 @@ impl Conn {
                 warn!(error = %e, "redis refused a command");
             }
             Err(e) => {
-                *self.live.lock().await = None;
+                *self.live.lock() = None;
                 self.mark_down(e);
             }
         }
         result
     }
 
+    /// The live connection, or a new one (two commands that find none may both connect: the
+    /// later one is kept, the other dropped with its command).
     async fn connection(&self) -> Result<MultiplexedConnection, RedisError> {
-        let mut live = self.live.lock().await;
-        if let Some(c) = &*live {
-            return Ok(c.clone());
+        if let Some(c) = self.live.lock().clone() {
+            return Ok(c);
         }
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
@@ -114,7 +117,7 @@ impl Conn {
             .client
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
-        *live = Some(c.clone());
+        *self.live.lock() = Some(c.clone());
         Ok(c)
     }
 
