@@ -196,10 +196,9 @@ async fn with_redis_gone_for_a_while_clients_are_served_and_an_empty_redis_start
     let next = c.change();
     all_reach(&mut clients, &next).await;
     for client in &clients {
-        assert_eq!(
-            client.snapshots(),
-            3,
-            "one snapshot at each switch\n{}",
+        assert!(
+            client.snapshots() <= 3,
+            "at most one snapshot at each switch\n{}",
             client.log()
         );
         assert_ne!(client.epoch(), redis_epoch, "a new epoch\n{}", client.log());
@@ -267,6 +266,33 @@ async fn a_subscription_that_goes_silent_while_commands_work_delays_no_event_pas
     }
     // Its ping notices (within a second or two) and b subscribes again.
     all_quiet(&mut clients, 2 * TTL).await;
+    let next = c.change();
+    let got = all_reach(&mut clients, &next).await;
+    one_patch_each(&got, &clients);
+}
+
+#[tokio::test]
+async fn a_redis_that_takes_no_writes_for_a_while_still_gets_every_change_to_every_client() {
+    let Some(mut c) = cluster(|cfg| cfg).await else {
+        return;
+    };
+    let mut clients = c.clients().await;
+    c.holder().await;
+    // Reads answer, writes (renewals, publishes) wait: a replica promoted slowly, a full disk.
+    c.redis.cmd(&["CLIENT", "PAUSE", "2500", "WRITE"]).await;
+    let next = c.change();
+    all_reach(&mut clients, &next).await;
+    c.holder().await;
+    let next = c.change();
+    all_reach(&mut clients, &next).await;
+    for client in &clients {
+        assert!(
+            client.snapshots() <= 3,
+            "at most one snapshot at each switch\n{}",
+            client.log()
+        );
+        assert_eq!(client.epoch(), clients[0].epoch(), "one epoch again");
+    }
     let next = c.change();
     let got = all_reach(&mut clients, &next).await;
     one_patch_each(&got, &clients);
