@@ -272,7 +272,7 @@ async fn a_subscription_that_goes_silent_while_commands_work_delays_no_event_pas
 }
 
 #[tokio::test]
-async fn a_redis_that_takes_no_writes_for_a_while_still_gets_every_change_to_every_client() {
+async fn with_redis_taking_no_writes_for_a_while_every_client_still_gets_every_change() {
     let Some(mut c) = cluster(|cfg| cfg).await else {
         return;
     };
