@@ -192,3 +192,26 @@ async fn a_refresh_asked_of_a_follower_makes_the_holder_poll_now() {
     assert_eq!(c.polls(DOC, from, Instant::now()), 0);
     assert_eq!(c.up.count(DOC).await, 2, "the first poll and the refresh");
 }
+
+#[tokio::test]
+async fn a_format_asked_for_on_a_follower_is_encoded_by_the_holder() {
+    let Some(mut c) = cluster(|cfg| cfg).await else {
+        return;
+    };
+    let mut clients = c.clients().await;
+    let h = c.holder().await;
+    let follower = (h + 1) % NODES.len();
+    let path = format!("{PATH}?format=merge-patch");
+    let mut merge = Recorder::connect(c.gw(follower), &path, "merge", &c.ledger).await;
+    merge.snapshot(&doc(0)).await;
+    clients.push(merge);
+    // The holder learns what the followers' clients want when it renews its lease.
+    let mut kinds = Vec::new();
+    for _ in 0..3 {
+        let next = c.change();
+        let got = all_reach(&mut clients, &next).await;
+        kinds.push(got[3].iter().map(|s| s.event.clone()).collect::<Vec<_>>());
+    }
+    assert_eq!(kinds[2], ["merge-patch"], "{}", clients[3].log());
+    assert_eq!(clients[3].last_id(), clients[0].last_id());
+}
