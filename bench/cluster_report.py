@@ -100,7 +100,7 @@ def table(single, c, s):
             row(f"  change {i}", lat(e))
         row("CPU per change: gateways / load gen / other",
             f'{ch["gateways_cpu_ms_per_change"]:.0f} / {ch["loadgen_cpu_ms_per_change"]:.0f} / '
-            f'{ch["host_other_cpu_ms_per_change"]:.0f} ms')
+            f'{ch["host_other_cpu_ms_per_change"]:.0f} ms (softirq {ch["host_softirq_ms_per_change"]:.0f})')
     pss = ", ".join(f'{g["node"]} {g["pss_kb_per_client"]:.2f}' for g in c["per_gateway"])
     row("PSS per client (KB)", pss)
     worst = s["pss_worst_vs_single_pct"]

@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use sse_loadgen::procfs::{cpu_ms, host_cpu_ms, memory, tree_cpu_ms};
+use sse_loadgen::procfs::{cpu_ms, host_cpu_ms, host_softirq_ms, memory, tree_cpu_ms};
 use sse_loadgen::stamp::pct;
 
 use crate::agents::Agents;
@@ -234,6 +234,7 @@ async fn changes(b: &mut Bench) -> Value {
     };
     let gw_cpu = |b: &Bench| -> f64 { b.args.gateways.iter().map(|g| tree_cpu_ms(g.pid)).sum() };
     let (cpu0, own0, host0) = (gw_cpu(b), tree_cpu_ms(std::process::id()), host_cpu_ms());
+    let soft0 = host_softirq_ms();
     let c0 = b.up.borrow().counts();
     let r0 = match &b.redis {
         Some(r) => Some(r.sample().await),
@@ -271,5 +272,6 @@ async fn changes(b: &mut Bench) -> Value {
         "gateways_cpu_ms_per_change": cpu / n,
         "loadgen_cpu_ms_per_change": own / n,
         "host_other_cpu_ms_per_change": ((host_cpu_ms() - host0) - cpu - own - redis_cpu).max(0.0) / n,
+        "host_softirq_ms_per_change": (host_softirq_ms() - soft0) / n,
     })
 }
