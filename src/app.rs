@@ -36,6 +36,8 @@ use crate::state::Shared;
 pub enum AppError {
     #[error("cannot build the upstream HTTP client")]
     Client(#[source] reqwest::Error),
+    #[error(transparent)]
+    Hub(#[from] crate::hub::HubStartError),
     #[error("cannot start the poller runtime")]
     Runtime(#[source] std::io::Error),
     #[error("cannot register the metrics")]
@@ -60,7 +62,7 @@ pub enum AppError {
 /// the old one hands them over on SIGQUIT).
 pub fn run(config: Config, path: PathBuf, upgrade: bool) -> Result<(), AppError> {
     pingora::tls::install_default_crypto_provider();
-    let (hub, metrics) = hub()?;
+    let (hub, metrics) = hub(config.cluster.clone())?;
     let max_connections = preflight(&config, upgrade)?;
     let upgrade_sock = upgrade::socket(config.upgrade_sock.as_deref())?;
     let certs = match &config.tls {
@@ -78,7 +80,7 @@ pub fn run(config: Config, path: PathBuf, upgrade: bool) -> Result<(), AppError>
     ));
     server.add_service(background_service(
         "shutdown relay",
-        ShutdownRelay(side.clone()),
+        ShutdownRelay(side.clone(), shared.hub.clone()),
     ));
     add_admin(&mut server, shared.clone(), config.admin.listen);
     // Held until the process exits (`run_forever` never returns): pingora drops its services as
@@ -103,7 +105,9 @@ pub fn run(config: Config, path: PathBuf, upgrade: bool) -> Result<(), AppError>
 }
 
 /// The upstream clients, the metrics and the hub that polls with them.
-fn hub() -> Result<(Arc<LocalHub>, Arc<Metrics>), AppError> {
+fn hub(
+    cluster: Option<Arc<crate::config::Cluster>>,
+) -> Result<(Arc<LocalHub>, Arc<Metrics>), AppError> {
     let client = crate::upstream::Clients::new(|| {
         reqwest::Client::builder()
             .user_agent(concat!("sse-gateway/", env!("CARGO_PKG_VERSION")))
@@ -112,7 +116,7 @@ fn hub() -> Result<(Arc<LocalHub>, Arc<Metrics>), AppError> {
     })
     .map_err(AppError::Client)?;
     let metrics = Arc::new(Metrics::new().map_err(AppError::Metrics)?);
-    let hub = Arc::new(LocalHub::new(client, metrics.clone()).map_err(AppError::Runtime)?);
+    let hub = Arc::new(LocalHub::new(client, metrics.clone(), cluster).map_err(AppError::Hub)?);
     let gauges = Gauges::new(Arc::downgrade(&hub) as Weak<dyn Hub>).map_err(AppError::Metrics)?;
     metrics.register(gauges).map_err(AppError::Metrics)?;
     Ok((hub, metrics))
@@ -221,7 +225,7 @@ fn add_demo(server: &mut Server, listen: SocketAddr) {
 
 /// Hands pingora's shutdown signal (SIGTERM, SIGINT) to the streams, which pingora's request
 /// callbacks never see.
-struct ShutdownRelay(Arc<ClientSide>);
+struct ShutdownRelay(Arc<ClientSide>, Arc<dyn Hub>);
 
 #[async_trait::async_trait]
 impl BackgroundService for ShutdownRelay {
@@ -229,6 +233,8 @@ impl BackgroundService for ShutdownRelay {
         let _ = shutdown.changed().await;
         info!("shutting down: telling clients to reconnect");
         self.0.shut_down();
+        // Leases first go to the others, so the instances' cadence goes on without a gap.
+        self.1.shut_down().await;
     }
 }
 

@@ -14,6 +14,24 @@ pub struct Validators {
 }
 
 impl Validators {
+    /// Validators an earlier poll got (cluster mode keeps them in Redis for the next holder).
+    /// Values that are no header value are dropped: the next poll is then unconditional.
+    pub fn new(etag: Option<&str>, last_modified: Option<&str>) -> Validators {
+        let value = |v: Option<&str>| v.and_then(|v| HeaderValue::from_str(v).ok());
+        Validators {
+            etag: value(etag),
+            last_modified: value(last_modified),
+        }
+    }
+
+    pub fn etag(&self) -> Option<&str> {
+        self.etag.as_ref().and_then(|v| v.to_str().ok())
+    }
+
+    pub fn last_modified(&self) -> Option<&str> {
+        self.last_modified.as_ref().and_then(|v| v.to_str().ok())
+    }
+
     fn from_headers(h: &HeaderMap) -> Validators {
         Validators {
             etag: h.get(header::ETAG).cloned(),

@@ -76,7 +76,8 @@ const CLOCK_EVERY: u32 = 1024;
 impl PatchWriter {
     fn value(&mut self, old: &Value, new: &Value) -> Result<(), OverBudget> {
         self.steps = self.steps.wrapping_add(1);
-        if self.steps % CLOCK_EVERY == 0 && self.until.is_some_and(|t| Instant::now() >= t) {
+        if self.steps.is_multiple_of(CLOCK_EVERY) && self.until.is_some_and(|t| Instant::now() >= t)
+        {
             return Err(OverBudget);
         }
         match (old, new) {

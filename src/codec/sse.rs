@@ -41,6 +41,17 @@ pub fn event(name: Option<&str>, id: Option<&str>, data: &str) -> Bytes {
     buf.freeze()
 }
 
+/// The data of one encoded event, its `data:` lines joined by LF: what a client's `event.data`
+/// is. (A new cluster holder reads the document it continues from out of the last snapshot.)
+pub fn data_of(event: &[u8]) -> String {
+    let text = String::from_utf8_lossy(event);
+    let lines: Vec<&str> = text
+        .split('\n')
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    lines.join("\n")
+}
+
 fn field(buf: &mut BytesMut, prefix: &[u8], value: &str) {
     debug_assert!(!value.contains(['\r', '\n', '\0']), "{value:?}");
     buf.put_slice(prefix);
@@ -125,6 +136,14 @@ pub fn comment(text: &str) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_data_of_an_event_is_what_it_was_made_of() {
+        for data in ["{\"a\":1}", "two\nlines", "", "x: y"] {
+            let e = event(Some("snapshot"), Some("1-2"), data);
+            assert_eq!(data_of(&e), data);
+        }
+    }
     use eventsource_stream::Eventsource;
     use futures_util::StreamExt;
     use proptest::prelude::*;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::{DiffMode, Forwarding, Idle, Limits};
+use super::{DiffMode, Forwarding, Idle, Limits, OnRedisDown};
 
 pub const LISTEN: &str = "0.0.0.0:8080";
 /// Loopback: off it, the admin listener needs a token.
@@ -60,6 +60,9 @@ pub mod stream {
     pub const MAX_INSTANCES: usize = 1000;
     pub const MAX_BODY: usize = 8 << 20;
     pub const FOLLOW_REDIRECTS: bool = false;
+    /// Shared through the `cluster:` Redis whenever there is one: one poller for the cluster is
+    /// the point of it, and a stream opts out rather than in.
+    pub const CLUSTER: bool = true;
     /// A parameter without a pattern of its own: RFC 3986 unreserved characters.
     pub const PARAM: &str = "^[A-Za-z0-9._~-]+$";
 
@@ -68,4 +71,19 @@ pub mod stream {
     pub fn refresh_limit(interval: Duration) -> Duration {
         interval / 4
     }
+}
+
+/// The `cluster:` section's keys that have a default (`redis` has none; `lease_ttl`'s is each
+/// stream's interval, `Cluster::lease_ttl`).
+pub mod cluster {
+    use super::*;
+
+    pub const PREFIX: &str = "sse-gateway";
+    /// Far below any lease, yet a loaded Redis on another host answers well within it.
+    pub const TIMEOUT: Duration = Duration::from_millis(500);
+    pub const ON_REDIS_DOWN: OnRedisDown = OnRedisDown::Local;
+    /// A day: a browser tab left overnight still resumes without a snapshot.
+    pub const HISTORY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+    /// The node id's host part when the host has no readable name.
+    pub const HOST_FALLBACK: &str = "gateway";
 }

@@ -1,10 +1,11 @@
 //! What `sse-gateway check` prints: everything the gateway would serve, one line per part,
-//! without secrets (upstream URLs lose their password, headers show names only).
+//! without secrets (upstream and Redis URLs lose their password, headers show names only, the
+//! cluster's key secret only whether it is set).
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::{Config, Idle, StreamSpec};
+use super::{Cluster, Config, Idle, OnRedisDown, StreamSpec};
 
 impl Config {
     /// The operator's view of this config; writing to a `String` cannot fail.
@@ -23,9 +24,12 @@ impl Config {
             );
         }
         for st in &self.streams {
-            stream(&mut s, st);
+            stream(&mut s, st, self.cluster.as_deref());
         }
         proxy(&mut s, self);
+        if let Some(c) = &self.cluster {
+            cluster(&mut s, c);
+        }
         operator(&mut s, self);
         s
     }
@@ -65,8 +69,8 @@ fn listeners(s: &mut String, c: &Config) {
     );
 }
 
-/// One line per stream: its settings, then what it forwards and follows.
-fn stream(s: &mut String, st: &StreamSpec) {
+/// One line per stream: its settings, then what it forwards and follows, and how it is shared.
+fn stream(s: &mut String, st: &StreamSpec, cluster: Option<&Cluster>) {
     let idle = match st.idle {
         Idle::Never => "never".to_string(),
         Idle::After(x) => human(x),
@@ -100,7 +104,35 @@ fn stream(s: &mut String, st: &StreamSpec) {
     if st.follow_redirects {
         s.push_str(", follows same-origin redirects");
     }
+    match (st.cluster, cluster) {
+        (false, _) => s.push_str(", cluster: false (in this process only)"),
+        (true, Some(c)) => {
+            let _ = write!(s, ", shared, lease_ttl {}", human(c.lease_ttl(st.interval)));
+        }
+        (true, None) => {}
+    }
     s.push('\n');
+}
+
+/// The Redis every shared stream goes through, and how this gateway behaves when it is down.
+fn cluster(s: &mut String, c: &Cluster) {
+    let lease = c
+        .lease_ttl
+        .map_or("each stream's interval (1s..10s)".into(), human);
+    let down = match c.on_redis_down {
+        OnRedisDown::Local => "local (each gateway polls for its own clients)",
+        OnRedisDown::Stale => "stale (nobody polls; clients are told)",
+    };
+    let _ = writeln!(
+        s,
+        "cluster: redis {} as node {}, prefix {}, key_secret {}, lease_ttl {lease}, timeout {}, on_redis_down {down}, history_ttl {}",
+        c.shown_redis(),
+        c.node_id,
+        c.prefix,
+        if c.key_secret.is_some() { "set" } else { "none" },
+        human(c.timeout),
+        human(c.history_ttl),
+    );
 }
 
 /// Where every request that is not a stream goes.

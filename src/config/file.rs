@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::error::ConfigError;
 use super::index::KeyIndex;
-use super::DiffMode;
+use super::{DiffMode, OnRedisDown};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +32,24 @@ pub struct File {
     pub preserve_host: Option<bool>,
     #[serde(default, with = "humantime_serde")]
     pub proxy_resolve_interval: Option<Duration>,
+    pub cluster: Option<ClusterFile>,
+}
+
+/// `cluster:`: absent, every stream stays in this process.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    pub redis: String,
+    pub prefix: Option<String>,
+    pub node_id: Option<String>,
+    pub key_secret: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub lease_ttl: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    pub on_redis_down: Option<OnRedisDown>,
+    #[serde(default, with = "humantime_serde")]
+    pub history_ttl: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,6 +106,7 @@ pub struct StreamFile {
     pub follow_redirects: Option<bool>,
     #[serde(default, with = "humantime_serde")]
     pub refresh_limit: Option<Duration>,
+    pub cluster: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -63,9 +63,8 @@ pub struct Cluster {
 impl Cluster {
     /// The lease ttl for a stream polled every `interval`.
     pub fn lease_ttl(&self, interval: Duration) -> Duration {
-        self.lease_ttl.unwrap_or_else(|| {
-            interval.clamp(Duration::from_secs(1), Duration::from_secs(10))
-        })
+        self.lease_ttl
+            .unwrap_or_else(|| interval.clamp(Duration::from_secs(1), Duration::from_secs(10)))
     }
 
     /// The Redis URL for logs: its password replaced.
@@ -84,7 +83,10 @@ impl fmt::Debug for Cluster {
             .field("redis", &self.shown_redis())
             .field("prefix", &self.prefix)
             .field("node_id", &self.node_id)
-            .field("key_secret", &self.key_secret.as_ref().map(|_| "<redacted>"))
+            .field(
+                "key_secret",
+                &self.key_secret.as_ref().map(|_| "<redacted>"),
+            )
             .field("lease_ttl", &self.lease_ttl)
             .field("timeout", &self.timeout)
             .field("on_redis_down", &self.on_redis_down)

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::defaults::*;
 use super::validate::parse_size;
-use super::{DiffMode, Idle};
+use super::{Cluster, DiffMode, Idle, OnRedisDown};
 
 fn readme_reference() -> String {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
@@ -23,6 +23,25 @@ fn duration(cell: &str) -> Duration {
 fn size(cell: &str) -> usize {
     let n = parse_size(cell).unwrap_or_else(|| panic!("`{cell}` is not a size"));
     usize::try_from(n).unwrap()
+}
+
+/// The (key, default) cells of the table after the line that starts with `label`.
+fn table<'a>(reference: &'a str, label: &str) -> Vec<(&'a str, &'a str)> {
+    let start = reference
+        .lines()
+        .position(|l| l.starts_with(label))
+        .unwrap_or_else(|| panic!("README: no line starting `{label}` above its table"));
+    reference
+        .lines()
+        .skip(start)
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .filter(|l| l.starts_with("| `"))
+        .map(|row| {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            (cells[1].trim_matches('`'), cells[2])
+        })
+        .collect()
 }
 
 /// Whether the README's default `cell` for stream key `key` is the code's.
@@ -52,6 +71,7 @@ fn stream_default_matches(key: &str, cell: &str) -> bool {
         "max_instances" => literal.parse::<usize>().unwrap() == MAX_INSTANCES,
         "forward_query" => literal.parse::<bool>().unwrap() == FORWARD_QUERY,
         "follow_redirects" => literal.parse::<bool>().unwrap() == FOLLOW_REDIRECTS,
+        "cluster" => literal.parse::<bool>().unwrap() == CLUSTER,
         other => panic!("the README lists stream key `{other}`: add its default here"),
     }
 }
@@ -60,17 +80,69 @@ fn stream_default_matches(key: &str, cell: &str) -> bool {
 fn the_readme_states_every_stream_default_of_the_code() {
     let reference = readme_reference();
     let mut keys = BTreeSet::new();
-    for row in reference.lines().filter(|l| l.starts_with("| `")) {
-        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
-        let key = cells[1].trim_matches('`');
+    for (key, cell) in table(&reference, "Stream keys") {
         assert!(
-            stream_default_matches(key, cells[2]),
-            "README: `{key}` defaults to {}, which is not the code's default",
-            cells[2]
+            stream_default_matches(key, cell),
+            "README: `{key}` defaults to {cell}, which is not the code's default"
         );
         keys.insert(key);
     }
-    assert_eq!(keys.len(), 21, "one row per stream key: {keys:?}");
+    assert_eq!(keys.len(), 22, "one row per stream key: {keys:?}");
+}
+
+/// Whether the README's default `cell` for `cluster.<key>` is the code's.
+fn cluster_default_matches(key: &str, cell: &str) -> bool {
+    use cluster::*;
+    let literal = cell.trim_matches('`');
+    match key {
+        "redis" => cell == "required",
+        "key_secret" => cell == "none",
+        "node_id" => cell == "the host name, `-`, 4 random hex digits",
+        "prefix" => literal == PREFIX,
+        "timeout" => duration(literal) == TIMEOUT,
+        "history_ttl" => duration(literal) == HISTORY_TTL,
+        "on_redis_down" => {
+            serde_json::from_value::<OnRedisDown>(literal.into()).unwrap() == ON_REDIS_DOWN
+        }
+        "lease_ttl" => cell == "the stream's `interval`, within `1s`..`10s`" && lease_is_clamped(),
+        other => panic!("the README lists cluster key `{other}`: add its default here"),
+    }
+}
+
+/// An unset `lease_ttl` is the interval, clamped to 1s..10s.
+fn lease_is_clamped() -> bool {
+    let c = Cluster {
+        redis: url::Url::parse("redis://h").unwrap(),
+        prefix: cluster::PREFIX.into(),
+        node_id: "n".into(),
+        key_secret: None,
+        lease_ttl: None,
+        timeout: cluster::TIMEOUT,
+        on_redis_down: cluster::ON_REDIS_DOWN,
+        history_ttl: cluster::HISTORY_TTL,
+    };
+    let s = Duration::from_secs;
+    [
+        (Duration::from_millis(100), s(1)),
+        (s(3), s(3)),
+        (s(3600), s(10)),
+    ]
+    .iter()
+    .all(|&(interval, lease)| c.lease_ttl(interval) == lease)
+}
+
+#[test]
+fn the_readme_states_every_cluster_default_of_the_code() {
+    let reference = readme_reference();
+    let mut keys = BTreeSet::new();
+    for (key, cell) in table(&reference, "`cluster:` keys") {
+        assert!(
+            cluster_default_matches(key, cell),
+            "README: `cluster.{key}` defaults to {cell}, which is not the code's default"
+        );
+        keys.insert(key);
+    }
+    assert_eq!(keys.len(), 8, "one row per cluster key: {keys:?}");
 }
 
 /// Whether the README example's value for `key` (dotted) is the code's default; `None` for
@@ -94,8 +166,15 @@ fn example_is_default(key: &str, value: &str) -> Option<bool> {
         "limits.proxy_connect_timeout" => duration(value) == l.proxy_connect_timeout,
         "limits.proxy_timeout" => duration(value) == l.proxy_timeout,
         "limits.proxy_max_body" => size(value) as u64 == l.proxy_max_body,
+        "cluster.prefix" => value == cluster::PREFIX,
+        "cluster.timeout" => duration(value) == cluster::TIMEOUT,
+        "cluster.history_ttl" => duration(value) == cluster::HISTORY_TTL,
+        "cluster.on_redis_down" => {
+            serde_json::from_value::<OnRedisDown>(value.into()).unwrap() == cluster::ON_REDIS_DOWN
+        }
         // An example, not a default: `threads` is one per CPU, `max_connections` comes
-        // from the open-file limit, and the rest have none.
+        // from the open-file limit, `cluster.node_id` from the host name and `lease_ttl` from
+        // each stream's interval, and the rest have none.
         "threads"
         | "proxy"
         | "limits.max_connections"
@@ -105,7 +184,11 @@ fn example_is_default(key: &str, value: &str) -> Option<bool> {
         | "tls.cert"
         | "tls.key"
         | "cors.origins"
-        | "cors.credentials" => return None,
+        | "cors.credentials"
+        | "cluster.redis"
+        | "cluster.node_id"
+        | "cluster.key_secret"
+        | "cluster.lease_ttl" => return None,
         other => {
             panic!("the README's example sets `{other}`: say here whether it is a default")
         }
@@ -145,5 +228,5 @@ fn the_readme_example_shows_the_code_defaults() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 16, "every default the example shows was checked");
+    assert_eq!(checked, 20, "every default the example shows was checked");
 }

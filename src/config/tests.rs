@@ -453,6 +453,7 @@ fn change_field(spec: &mut StreamSpec, n: usize) -> bool {
         cors,
         follow_redirects,
         refresh_limit,
+        cluster,
     } = spec;
     let ms = Duration::from_millis(1);
     match n {
@@ -489,6 +490,7 @@ fn change_field(spec: &mut StreamSpec, n: usize) -> bool {
         }
         19 => *follow_redirects = !*follow_redirects,
         20 => *refresh_limit += ms,
+        21 => *cluster = !*cluster,
         _ => return false,
     }
     true
@@ -515,7 +517,7 @@ fn changing_any_field_of_a_stream_makes_its_spec_unequal() {
         assert_ne!(spec, fresh(), "field {n} changed");
         n += 1;
     }
-    assert_eq!(n, 21, "every field was changed");
+    assert_eq!(n, 22, "every field was changed");
 }
 
 #[test]

@@ -66,7 +66,7 @@ pub fn prices(t: u64) -> Value {
         let digits = if *base > 1000.0 { 2 } else { 4 };
         let scale = 10f64.powi(digits);
         let price = (base * (1.0 + walk * 0.01) * scale).round() / scale;
-        let moved = mix(t ^ ((i as u64) << 20)) % 2 == 0;
+        let moved = mix(t ^ ((i as u64) << 20)).is_multiple_of(2);
         quotes.insert(
             (*symbol).to_string(),
             json!({

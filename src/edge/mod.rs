@@ -377,7 +377,7 @@ impl Edge {
     ) -> Reply {
         self.shared.metrics.overloaded.inc();
         let total = self.shared.metrics.overloaded.get();
-        if total.is_power_of_two() || total % 1000 == 0 {
+        if total.is_power_of_two() || total.is_multiple_of(1000) {
             warn!(overloaded_total = total, reason, "client turned away");
         }
         let retry = session::jittered(spec.retry, OVERLOADED_SPREAD);

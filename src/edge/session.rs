@@ -262,6 +262,7 @@ mod tests {
 
     fn frame(seq: u64) -> Frame {
         Frame {
+            epoch: 1,
             seq,
             snapshot: Bytes::from(format!("event: snapshot\ndata: {seq}\n\n")),
             json_patch: Some(Bytes::from(format!("event: patch\ndata: {seq}\n\n"))),

@@ -49,6 +49,7 @@ streams:
   - path: /sse/users/{user}/feed
     upstream: other
     diff: snapshot
+    cluster: false
 proxy: api
 proxy_trust_forwarded: false
 preserve_host: false
@@ -77,6 +78,15 @@ demo:
 tls:
   cert: tls.crt
   key: tls.key
+cluster:
+  redis: rediss://:${TOKEN}@127.0.0.1:6379/0
+  prefix: sse-gateway
+  node_id: gw-1
+  key_secret: "${TOKEN}-0123456789abcdef"
+  lease_ttl: 3s
+  timeout: 500ms
+  on_redis_down: local
+  history_ttl: 24h
 "#;
 
 fn env(var: &str) -> Option<String> {
@@ -102,6 +112,16 @@ fn check(text: &str, outcome: &Result<Config, ConfigErrors>) -> Result<(), TestC
                 prop_assert!(!s.interval.is_zero() && !s.timeout.is_zero());
                 prop_assert!(s.max_instances >= 1 && s.replay <= 100_000);
                 prop_assert!(s.params.len() == s.path.params().count());
+            }
+            if let Some(cl) = &c.cluster {
+                // A lease outlives a few Redis command timeouts, on every shared stream.
+                for s in c.streams.iter().filter(|s| s.cluster) {
+                    prop_assert!(cl.lease_ttl(s.interval) >= cl.timeout * 2);
+                }
+                if let Some(pw) = cl.redis.password() {
+                    let shown = cl.shown_redis();
+                    prop_assert!(!shown.contains(&format!(":{pw}@")), "{shown}");
+                }
             }
         }
         Err(errs) => {

@@ -109,6 +109,10 @@ mod tests {
         fn refresh(&self, _: &str, _: &str) -> Refreshed {
             Refreshed::default()
         }
+        fn cluster_state(&self) -> Option<String> {
+            None
+        }
+        async fn shut_down(&self) {}
     }
 
     fn instance(stream: &str, clients: usize) -> InstanceInfo {
@@ -120,6 +124,7 @@ mod tests {
             last_poll: None,
             last_result: None,
             upstream_healthy: true,
+            cluster: None,
         }
     }
 

@@ -11,6 +11,7 @@ use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use super::cluster::{Cluster, ClusterError, Driver};
 use super::instance::{count_down_idle, Instance};
 use super::poller::{Exit, Poller};
 use super::source::{Source, Upstream};
@@ -19,7 +20,7 @@ use super::{
     Fingerprint, Hub, HubError, InstanceInfo, Refreshed, StreamKey, SubscribeRequest, Subscription,
 };
 use crate::codec::sse;
-use crate::config::{Idle, StreamSpec};
+use crate::config::{self, Idle, StreamSpec};
 use crate::metrics::Metrics;
 use crate::upstream;
 
@@ -33,6 +34,15 @@ const RECONNECT_RETRY_MS: std::ops::RangeInclusive<u64> = 250..=1000;
 /// First polls started by a client are spread over at most this, so the client is not kept waiting.
 const CLIENT_START_JITTER: Duration = Duration::from_millis(100);
 
+/// Why the hub could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HubStartError {
+    #[error("cannot start the pollers' runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+}
+
 pub struct LocalHub {
     inner: Arc<Inner>,
     /// Pollers run here, off the threads that serve clients, so diffing never stalls a client.
@@ -41,6 +51,8 @@ pub struct LocalHub {
 
 struct Inner {
     topics: Mutex<Topics>,
+    /// In cluster mode, what instances of clustered streams share with the other gateways.
+    cluster: Option<Arc<Cluster>>,
     source: Arc<dyn Source>,
     metrics: Arc<Metrics>,
     handle: tokio::runtime::Handle,
@@ -138,6 +150,7 @@ impl Topics {
 /// template, with the same parameters, query and forwarded headers.
 fn keyed_alike(a: &StreamSpec, b: &StreamSpec) -> bool {
     a.poll == b.poll
+        && a.cluster == b.cluster
         && a.forward_headers == b.forward_headers
         && a.forward_query == b.forward_query
         && a.params == b.params
@@ -167,14 +180,30 @@ fn reconnect_event(reason: &str, spread: u64) -> Bytes {
 }
 
 impl LocalHub {
-    pub fn new(client: upstream::Clients, metrics: Arc<Metrics>) -> std::io::Result<LocalHub> {
+    /// With `cluster`, clustered streams share their pollers through its Redis.
+    pub fn new(
+        client: upstream::Clients,
+        metrics: Arc<Metrics>,
+        cluster: Option<Arc<config::Cluster>>,
+    ) -> Result<LocalHub, HubStartError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("sse-pollers")
             .enable_all()
-            .build()?;
+            .build()
+            .map_err(HubStartError::Runtime)?;
+        let cluster = match cluster {
+            Some(spec) => {
+                let _in = runtime.enter();
+                Some(Arc::new(Cluster::start(spec, &metrics)?))
+            }
+            None => None,
+        };
         let source = Arc::new(Upstream(client));
         let mut hub = LocalHub::on(runtime.handle().clone(), source, metrics);
+        if let Some(inner) = Arc::get_mut(&mut hub.inner) {
+            inner.cluster = cluster;
+        }
         hub.runtime = Some(runtime);
         Ok(hub)
     }
@@ -189,6 +218,7 @@ impl LocalHub {
         LocalHub {
             inner: Arc::new(Inner {
                 topics: Mutex::new(Topics::default()),
+                cluster: None,
                 source,
                 metrics,
                 handle,
@@ -268,17 +298,31 @@ impl Inner {
             topic: topic.clone(),
             source: self.source.clone(),
             first_delay,
+            seed: None,
         };
         let cancel = instance.cancel.clone();
         let out = topic.clone();
-        self.handle.spawn(
-            async move {
-                info!("poller started");
-                let exit = poller.run(&*out, cancel).await;
-                ended.exit(exit);
-            }
-            .instrument(span.clone()),
-        );
+        let clustered = self.cluster.clone().filter(|_| topic.spec.load().cluster);
+        let run = async move {
+            let exit = match clustered {
+                Some(cluster) => {
+                    info!("instance started (clustered)");
+                    let driver = Driver {
+                        cluster,
+                        topic: poller.topic,
+                        source: poller.source,
+                        first_delay: poller.first_delay,
+                    };
+                    driver.run(cancel).await
+                }
+                None => {
+                    info!("poller started");
+                    poller.run(&*out, cancel).await
+                }
+            };
+            ended.exit(exit);
+        };
+        self.handle.spawn(run.instrument(span.clone()));
         let hub = Arc::downgrade(self);
         let idle = topic.clone();
         let take_if_idle = move || take_if_idle(&hub, &idle);
@@ -308,6 +352,7 @@ impl Ended {
             // Whoever took it out said why: idle, reload or eviction.
             Exit::Cancelled => debug!("poller cancelled"),
             Exit::Denied(status) => info!(status, "poller stopped: access refused"),
+            Exit::Lost => info!("poller stopped: it may no longer publish"),
         }
     }
 }
@@ -315,7 +360,7 @@ impl Ended {
 impl Drop for Ended {
     fn drop(&mut self) {
         // No-ops when the hub already closed it and took it out.
-        let last = reconnect_event("stream instance stopped", self.topic.epoch);
+        let last = reconnect_event("stream instance stopped", self.topic.epoch());
         self.topic.close(last);
         if let Some(hub) = self.hub.upgrade() {
             let mut topics = hub.topics();
@@ -369,6 +414,21 @@ impl Hub for LocalHub {
             .map(|(_, i)| i.topic.clone())
             .collect();
         topics.iter().map(|t| t.info()).collect()
+    }
+
+    fn cluster_state(&self) -> Option<String> {
+        self.inner.cluster.as_ref().map(|c| c.state_line())
+    }
+
+    async fn shut_down(&self) {
+        let Some(cluster) = self.inner.cluster.clone() else {
+            return;
+        };
+        let closing = self
+            .inner
+            .handle
+            .spawn(async move { cluster.close(Duration::from_secs(1)).await });
+        let _ = closing.await;
     }
 
     fn refresh(&self, stream: &str, target: &str) -> Refreshed {
@@ -429,7 +489,7 @@ impl Hub for LocalHub {
             };
             if rekeyed {
                 info!(stream = %key.stream, instance = %topic.label, "stream re-keyed; its clients reconnect");
-                topic.close(reconnect_event("stream reconfigured", topic.epoch));
+                topic.close(reconnect_event("stream reconfigured", topic.epoch()));
             } else {
                 warn!(stream = %key.stream, "stream removed; closing its clients");
                 topic.close(removed_event());
@@ -467,7 +527,7 @@ mod tests {
     fn hub() -> LocalHub {
         pingora::tls::install_default_crypto_provider();
         let clients = upstream::Clients::new(reqwest::Client::builder).unwrap();
-        LocalHub::new(clients, Arc::new(Metrics::new().unwrap())).unwrap()
+        LocalHub::new(clients, Arc::new(Metrics::new().unwrap()), None).unwrap()
     }
 
     /// The key a request for `id` routes to: the poll template with `id` in it.

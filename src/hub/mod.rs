@@ -5,6 +5,7 @@
 //! through `Publish`: the seam where cluster mode puts a Redis publisher, so that one replica
 //! polls an instance and every replica's sessions read its frames from a local `Topic`.
 
+mod cluster;
 #[cfg(test)]
 mod fixtures;
 mod gauges;
@@ -29,7 +30,7 @@ use http::{HeaderName, HeaderValue};
 use crate::config::{DiffMode, StreamSpec};
 
 pub(crate) use gauges::Gauges;
-pub use local::LocalHub;
+pub use local::{HubStartError, LocalHub};
 pub use topic::Subscription;
 /// For the edge's session tests, which run a real subscription over an in-memory wire, and
 /// routing's, which check where a key's target lands.
@@ -58,6 +59,13 @@ pub trait Hub: Send + Sync + 'static {
     /// upstreams that can call a webhook when their data changes: now, or when its refresh window
     /// opens, so a flood of refreshes can't outpace the interval or cut a backoff short.
     fn refresh(&self, stream: &str, target: &str) -> Refreshed;
+
+    /// In cluster mode, a line for `/readyz`: whether Redis answers and what happens if not.
+    fn cluster_state(&self) -> Option<String>;
+
+    /// The gateway is stopping: in cluster mode, hand every lease this gateway holds to the
+    /// others now rather than when it expires.
+    async fn shut_down(&self);
 }
 
 /// What a refresh did, counted in instances.
@@ -82,6 +90,25 @@ pub struct InstanceInfo {
     pub last_poll: Option<String>,
     pub last_result: Option<&'static str>,
     pub upstream_healthy: bool,
+    /// In cluster mode: who polls this instance, and what this gateway does for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterInfo>,
+}
+
+/// An instance's place in the cluster, as `/streams` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ClusterInfo {
+    /// This gateway's `node_id`.
+    pub node: String,
+    /// `holder` (this gateway polls it for the cluster), `follower` (another does), `local`
+    /// (Redis is down: this gateway polls for its own clients), `stale` (Redis is down: nobody
+    /// polls; clients keep the last document).
+    pub role: &'static str,
+    /// The node that holds the lease, when known.
+    pub holder: Option<String>,
+    /// The instance's name in Redis (a keyed hash of its stream, target and forwarded
+    /// headers): the same on every gateway, unlike `instance` for one that forwards headers.
+    pub key: String,
 }
 
 /// What a session asks the hub for.

@@ -9,13 +9,14 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::publish::{PollResult, Publish};
+use super::publish::{Lost, PollResult, Publish};
 use super::schedule::{backoff, Schedule, Step};
 use super::source::Source;
 use crate::codec::diff;
 use crate::codec::sse;
 use crate::config::{DiffMode, StreamSpec};
 use crate::hub::topic::{Frame, Topic};
+use crate::hub::EventId;
 use crate::metrics::Metrics;
 use crate::upstream::{FetchError, Fetched, Validators};
 
@@ -30,6 +31,8 @@ pub enum Exit {
     Cancelled,
     /// The upstream refused these credentials: clients were told and closed.
     Denied(u16),
+    /// It may no longer publish (cluster mode: the lease went elsewhere, or Redis is gone).
+    Lost,
 }
 
 pub struct Poller {
@@ -38,6 +41,19 @@ pub struct Poller {
     pub source: Arc<dyn Source>,
     /// Delay before the first poll, so instances started together don't poll in one burst.
     pub first_delay: Duration,
+    /// What an earlier poller of this instance left (cluster mode: the replica that held it
+    /// before): its document, so the first change is a patch against what clients hold, and
+    /// its validators, so the first poll can be a 304.
+    pub seed: Option<Seed>,
+}
+
+/// What a poller starts from.
+pub struct Seed {
+    /// The document's text, as the snapshot event carried it.
+    pub doc: Option<String>,
+    pub validators: Validators,
+    /// The upstream was failing: the first good poll says it is back.
+    pub failing: bool,
 }
 
 /// The last document, as change detection compares it.
@@ -67,6 +83,30 @@ struct Last {
 }
 
 impl Last {
+    fn seeded(seed: Option<Seed>) -> Last {
+        let Some(Seed {
+            doc: Some(doc),
+            validators,
+            ..
+        }) = seed
+        else {
+            return Last::default();
+        };
+        let doc = match serde_json::from_str::<Value>(&doc) {
+            Ok(v) => Doc::Json(v),
+            Err(_) => Doc::Other(Bytes::from(doc)),
+        };
+        let len = match &doc {
+            Doc::Json(v) => v.to_string().len(),
+            Doc::Other(b) => b.len(),
+        };
+        Last {
+            doc: Some(Arc::new(doc)),
+            validators,
+            len: len as u64,
+        }
+    }
+
     /// Another diff mode or another source: what clients hold can't be patched into it, so the
     /// next poll publishes a fresh snapshot. (A changed `poll` never gets here: the hub closes
     /// the instance and its clients come back re-keyed.)
@@ -82,11 +122,14 @@ impl Last {
 impl Poller {
     /// Polls until the hub cancels it or the upstream refuses access. Never counts clients:
     /// whether anyone still listens is the hub's business.
-    pub async fn run(self, out: &dyn Publish, cancel: CancellationToken) -> Exit {
+    pub async fn run(mut self, out: &dyn Publish, cancel: CancellationToken) -> Exit {
+        let seed = self.seed.take();
+        let failing = seed.as_ref().is_some_and(|s| s.failing);
+        let mut last = Last::seeded(seed);
         let topic = &self.topic;
         let mut running = topic.spec.load_full();
         let mut at = Schedule::new(Instant::now(), self.first_delay, running.heartbeat);
-        let mut last = Last::default();
+        at.failures = u32::from(failing);
         loop {
             let spec = topic.spec.load_full();
             if !Arc::ptr_eq(&spec, &running) {
@@ -111,12 +154,14 @@ impl Poller {
             }
             topic.refresh_polling();
             let step = match self.poll(out, &spec, &mut last).await {
-                Ok(polled) => self.on_fetched(out, &spec, &at, &mut last, polled),
-                Err(e) => self.on_failed(out, &spec, &at, last.doc.is_some(), &e),
+                Ok(polled) => self.on_fetched(out, &spec, &at, &mut last, polled).await,
+                Err(e) => self.on_failed(out, &spec, &at, &last, &e).await,
             };
-            if let Step::Stop(status) = step {
-                return Exit::Denied(status);
-            }
+            let step = match step {
+                Ok(Step::Stop(status)) => return Exit::Denied(status),
+                Ok(step) => step,
+                Err(Lost) => return Exit::Lost,
+            };
             at.next(&step, due, Instant::now(), spec.interval);
             if at.failing() {
                 topic.hold_refreshes_until(at.next_poll);
@@ -157,31 +202,32 @@ impl Poller {
         Ok(polled)
     }
 
-    fn on_fetched(
+    async fn on_fetched(
         &self,
         out: &dyn Publish,
         spec: &StreamSpec,
         at: &Schedule,
         last: &mut Last,
         polled: Polled,
-    ) -> Step {
+    ) -> Result<Step, Lost> {
         if at.failing() {
             info!("upstream back");
-            out.set_status(None, status_event("healthy", None, None));
+            out.set_status(None, status_event("healthy", None, None))
+                .await?;
         }
-        let result = self.publish_if_changed(out, spec, last, polled);
-        out.record_poll(result, last.len);
-        Step::Cadence
+        let result = self.publish_if_changed(out, spec, last, polled).await?;
+        out.record_poll(result, last.len, &last.validators);
+        Ok(Step::Cadence)
     }
 
     /// Publishes what changed; the result says whether it did (`Changed`).
-    fn publish_if_changed(
+    async fn publish_if_changed(
         &self,
         out: &dyn Publish,
         spec: &StreamSpec,
         last: &mut Last,
         polled: Polled,
-    ) -> PollResult {
+    ) -> Result<PollResult, Lost> {
         let result = match polled {
             Polled::NotModified => PollResult::NotModified,
             Polled::Unchanged => PollResult::Unchanged,
@@ -193,34 +239,35 @@ impl Poller {
                 last.doc = Some(new);
                 debug!(seq = frame.seq, "poll: changed");
                 count_bytes(&self.topic.metrics, spec, &frame);
-                out.publish(frame);
-                return PollResult::Changed;
+                out.publish(frame).await?;
+                return Ok(PollResult::Changed);
             }
         };
         debug!(result = result.as_str(), "poll");
-        result
+        Ok(result)
     }
 
-    fn on_failed(
+    async fn on_failed(
         &self,
         out: &dyn Publish,
         spec: &StreamSpec,
         at: &Schedule,
-        had_doc: bool,
+        last: &Last,
         e: &FetchError,
-    ) -> Step {
-        out.record_poll(PollResult::Error, 0);
+    ) -> Result<Step, Lost> {
+        out.record_poll(PollResult::Error, 0, &last.validators);
         let status = e.status();
-        match refusal(status, had_doc, at.confirming) {
+        match refusal(status, last.doc.is_some(), at.confirming) {
             Refusal::Deny(status) => {
                 warn!(status, "upstream refused credentials; closing instance");
                 let data = json!({ "reason": "upstream refused access", "status": status });
-                out.deny(status, sse::event(Some("end"), None, &data.to_string()));
-                return Step::Stop(status);
+                out.deny(status, sse::event(Some("end"), None, &data.to_string()))
+                    .await;
+                return Ok(Step::Stop(status));
             }
             Refusal::Confirm => {
                 info!(status, "upstream refused access; polling again to confirm");
-                return Step::Confirm;
+                return Ok(Step::Confirm);
             }
             Refusal::No => {}
         }
@@ -230,9 +277,9 @@ impl Poller {
         } else {
             warn!(error = %e, cause = %e.causes(), "upstream failing");
             let ev = status_event("failing", status, Some(e));
-            out.set_status(Some(ev.clone()), ev);
+            out.set_status(Some(ev.clone()), ev).await?;
         }
-        Step::Backoff(backoff(spec, failures, e))
+        Ok(Step::Backoff(backoff(spec, failures, e)))
     }
 }
 
@@ -290,7 +337,6 @@ async fn examine(
     json: bool,
 ) -> Result<Polled, FetchError> {
     let next = out.next_id();
-    let (seq, id) = (next.seq, next.to_string());
     let wants = |m| spec.diff == m || out.wants(m);
     let wanted = Wanted {
         json_patch: wants(DiffMode::JsonPatch),
@@ -309,7 +355,7 @@ async fn examine(
         if old.as_deref() == Some(&new) {
             return Ok(Polled::Unchanged);
         }
-        let frame = encode(seq, &id, old.as_deref(), &new, wanted);
+        let frame = encode(next, old.as_deref(), &new, wanted);
         Ok(Polled::Changed(Arc::new(new), frame))
     };
     match tokio::task::spawn_blocking(work).await {
@@ -330,7 +376,8 @@ struct Wanted {
 
 /// Encodes the change in every wanted format. A patch that would cost more than the snapshot
 /// is left out: its clients get the snapshot.
-fn encode(seq: u64, id: &str, old: Option<&Doc>, new: &Doc, wanted: Wanted) -> Frame {
+fn encode(next: EventId, old: Option<&Doc>, new: &Doc, wanted: Wanted) -> Frame {
+    let id = &next.to_string();
     let text = match new {
         Doc::Json(v) => v.to_string(),
         Doc::Other(b) => String::from_utf8_lossy(b).into_owned(),
@@ -355,7 +402,8 @@ fn encode(seq: u64, id: &str, old: Option<&Doc>, new: &Doc, wanted: Wanted) -> F
         _ => (None, None),
     };
     Frame {
-        seq,
+        epoch: next.epoch,
+        seq: next.seq,
         snapshot,
         json_patch,
         merge_patch,
@@ -375,8 +423,7 @@ mod tests {
         let old = Doc::Json(json!({"a": 2, "b": 1}));
         let new = Doc::Json(json!({"a": 3, "b": 1}));
         let f = encode(
-            3,
-            "x-3",
+            EventId { epoch: 1, seq: 3 },
             Some(&old),
             &new,
             Wanted {
@@ -387,8 +434,7 @@ mod tests {
         assert!(f.json_patch.is_none());
         assert!(f.merge_patch.unwrap().ends_with(b"data: {\"a\":3}\n\n"));
         let f = encode(
-            3,
-            "x-3",
+            EventId { epoch: 1, seq: 3 },
             None,
             &new,
             Wanted {
@@ -432,7 +478,7 @@ mod tests {
             old in json_doc(),
             new in json_doc(),
         ) {
-            let f = encode(2, "e-2", Some(&Doc::Json(old.clone())), &Doc::Json(new.clone()), Wanted { json_patch: true, merge_patch: true });
+            let f = encode(EventId { epoch: 1, seq: 2 }, Some(&Doc::Json(old.clone())), &Doc::Json(new.clone()), Wanted { json_patch: true, merge_patch: true });
             let snapshot: Value = serde_json::from_str(&data(&f.snapshot)).unwrap();
             prop_assert_eq!(&snapshot, &wire(&new));
             if let Some(p) = &f.json_patch {
@@ -454,8 +500,7 @@ mod tests {
         let old = Doc::Json(json!({ key.clone(): vec![0; 50_000] }));
         let new = Doc::Json(json!({ key: vec![1; 50_000] }));
         let f = encode(
-            2,
-            "e-2",
+            EventId { epoch: 1, seq: 2 },
             Some(&old),
             &new,
             Wanted {
@@ -467,8 +512,7 @@ mod tests {
         let small = Doc::Json(json!({"n": 1, "about": "long enough for a patch to be cheaper"}));
         let smaller = Doc::Json(json!({"n": 2, "about": "long enough for a patch to be cheaper"}));
         let f = encode(
-            2,
-            "e-2",
+            EventId { epoch: 1, seq: 2 },
             Some(&small),
             &smaller,
             Wanted {
@@ -546,6 +590,7 @@ mod timing {
             topic: topic.clone(),
             source: script.clone(),
             first_delay: Duration::ZERO,
+            seed: None,
         };
         let out = topic.clone();
         let cancel = CancellationToken::new();
@@ -706,7 +751,7 @@ mod timing {
         assert_eq!(info.last_result, Some("not_modified"));
         assert_eq!(
             info.event_id,
-            Some(topic.id(1).to_string()),
+            topic.current_id().map(|id| id.to_string()),
             "still the first document"
         );
         let m = &topic.metrics;

@@ -5,6 +5,7 @@ use bytes::Bytes;
 use super::topic::{Frame, Readiness, Topic};
 use super::EventId;
 use crate::config::DiffMode;
+use crate::upstream::Validators;
 
 /// What one poll found, as `/streams` and the `polls` metric name it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,46 +28,57 @@ impl PollResult {
     }
 }
 
+/// This replica may no longer write the instance: in cluster mode its lease is gone (another
+/// replica polls now) or Redis stopped answering. The poller stops; the hub decides what next.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Lost;
+
 /// Where a poller puts what it found: the instance's `Topic` here, which this process's sessions
-/// read. This is where the cluster hub plugs in a Redis publisher, so that one replica polls an
-/// instance and every replica's sessions get its frames; the poller does not change.
+/// read; in cluster mode Redis first (`cluster::Holder`), fenced by the lease, so that one
+/// replica polls an instance and every replica's sessions get its frames. The poller does not
+/// change.
+#[async_trait::async_trait]
 pub trait Publish: Send + Sync {
     /// The id the next change carries.
     fn next_id(&self) -> EventId;
     /// Whether some client reads `format`: a patch format nobody reads is not encoded.
     fn wants(&self, format: DiffMode) -> bool;
     /// A new version of the document, numbered as `next_id` said.
-    fn publish(&self, frame: Frame);
+    async fn publish(&self, frame: Frame) -> Result<(), Lost>;
     /// The upstream's health: `Some(event)` while it fails, `None` once it is back; `event` goes
     /// out either way.
-    fn set_status(&self, failing: Option<Bytes>, event: Bytes);
+    async fn set_status(&self, failing: Option<Bytes>, event: Bytes) -> Result<(), Lost>;
     /// The upstream refused these credentials: clients end with `last`, and clients that come
     /// later are answered `status`.
-    fn deny(&self, status: u16, last: Bytes);
+    async fn deny(&self, status: u16, last: Bytes);
     fn heartbeat(&self);
     /// A poll ended with `result`. `size` is the body the document stands for (a 304 stands for
     /// the last one; 0 after an error): what each client would have downloaded polling alone.
-    fn record_poll(&self, result: PollResult, size: u64);
+    /// `validators` are those the next poll sends.
+    fn record_poll(&self, result: PollResult, size: u64, validators: &Validators);
 }
 
+#[async_trait::async_trait]
 impl Publish for Topic {
     fn next_id(&self) -> EventId {
-        self.id(self.current_seq() + 1)
+        Topic::next_id(self)
     }
 
     fn wants(&self, format: DiffMode) -> bool {
         self.format_in_use(format)
     }
 
-    fn publish(&self, frame: Frame) {
+    async fn publish(&self, frame: Frame) -> Result<(), Lost> {
         Topic::publish(self, frame);
+        Ok(())
     }
 
-    fn set_status(&self, failing: Option<Bytes>, event: Bytes) {
+    async fn set_status(&self, failing: Option<Bytes>, event: Bytes) -> Result<(), Lost> {
         Topic::set_status(self, failing, event);
+        Ok(())
     }
 
-    fn deny(&self, status: u16, last: Bytes) {
+    async fn deny(&self, status: u16, last: Bytes) {
         self.set_ready(Readiness::Denied(status));
         self.close(last);
     }
@@ -76,7 +88,7 @@ impl Publish for Topic {
     }
 
     /// Counts the polling a client would have done where the clients are counted.
-    fn record_poll(&self, result: PollResult, size: u64) {
+    fn record_poll(&self, result: PollResult, size: u64, _: &Validators) {
         let m = &self.metrics;
         m.polls.with_label_values(&[result.as_str()]).inc();
         m.polling_equivalent_bytes

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::{broadcast, watch, Notify};
 
-use super::{Delivery, EventId, InstanceInfo, StreamKey};
+use super::{ClusterInfo, Delivery, EventId, InstanceInfo, StreamKey};
 use crate::codec::sse;
 use crate::config::{DiffMode, StreamSpec};
 use crate::metrics::Metrics;
@@ -21,6 +21,8 @@ use crate::metrics::Metrics;
 /// One change, as every format encodes it. Formats nobody used when it was published are `None`;
 /// a client wanting one gets the snapshot instead, which is always a valid next event.
 pub struct Frame {
+    /// Every frame of a ring shares one epoch; a frame of another starts the ring afresh.
+    pub epoch: u64,
     pub seq: u64,
     pub snapshot: Bytes,
     pub json_patch: Option<Bytes>,
@@ -54,7 +56,8 @@ impl Frame {
 /// its sequence number, and its bytes are read from the ring, which `replay_bytes` bounds.
 #[derive(Clone)]
 enum Message {
-    Event(u64),
+    /// The epoch and sequence of a frame: a client compares both with what it holds.
+    Event(u64, u64),
     /// An `upstream-status` event (a few hundred bytes): not replayed, so it carries no id.
     Status(Bytes),
     Heartbeat,
@@ -92,9 +95,12 @@ impl<T> PerFormat<T> {
 
 #[derive(Default)]
 struct State {
-    /// The recent frames, oldest first. Never empty after the first publish (it keeps at least
-    /// the last frame whatever `replay` and `replay_bytes` say), so its back is the current
-    /// document and its sequence.
+    /// What the ring's ids start with: random per instance here, the cluster's in cluster mode,
+    /// where it changes when Redis lost its data or this replica polls alone for a while.
+    epoch: u64,
+    /// The recent frames, oldest first, with consecutive sequences. Never empty after the first
+    /// publish (it keeps at least the last frame whatever `replay` and `replay_bytes` say), so
+    /// its back is the current document and its sequence.
     ring: VecDeque<Arc<Frame>>,
     ring_bytes: usize,
     /// The current `upstream-status` event while the upstream fails.
@@ -122,7 +128,6 @@ pub struct Topic {
     pub label: String,
     /// Swapped by a reload that retunes the stream; the poller reads it before every poll.
     pub spec: ArcSwap<StreamSpec>,
-    pub epoch: u64,
     /// Read by every client for every event, written once per change. A blocking lock, not
     /// tokio's: no section holds it across an `.await`, and each is a few field reads or writes.
     state: RwLock<State>,
@@ -138,6 +143,8 @@ pub struct Topic {
     pub metrics: Arc<Metrics>,
     /// When the last poll ended, and its result.
     last_poll: Mutex<Option<(std::time::SystemTime, &'static str)>>,
+    /// Set by the cluster driver: who polls this instance.
+    pub cluster: Mutex<Option<ClusterInfo>>,
 }
 
 /// How many clients an instance has, and since when: the hub stops an instance that has had
@@ -170,8 +177,10 @@ impl Topic {
             key,
             label,
             spec: ArcSwap::new(spec),
-            epoch: rand::random::<u64>() & 0xffff_ffff_ffff,
-            state: RwLock::new(State::default()),
+            state: RwLock::new(State {
+                epoch: random_epoch(),
+                ..State::default()
+            }),
             tx,
             ready: watch::channel(Readiness::Pending).0,
             clients: watch::channel(Occupancy {
@@ -187,6 +196,7 @@ impl Topic {
             }),
             metrics,
             last_poll: Mutex::new(None),
+            cluster: Mutex::new(None),
         }
     }
 
@@ -221,15 +231,41 @@ impl Topic {
         Member(self.clone())
     }
 
-    pub fn id(&self, seq: u64) -> EventId {
+    pub fn epoch(&self) -> u64 {
+        self.read().epoch
+    }
+
+    /// The id the next change carries: one past the current document's, in the current epoch.
+    pub fn next_id(&self) -> EventId {
+        let st = self.read();
         EventId {
-            epoch: self.epoch,
-            seq,
+            epoch: st.epoch,
+            seq: st.seq() + 1,
         }
     }
 
-    pub fn current_seq(&self) -> u64 {
-        self.read().seq()
+    /// The current document's id, if there is one.
+    pub fn current_id(&self) -> Option<EventId> {
+        let st = self.read();
+        let seq = st.seq();
+        (seq > 0).then_some(EventId {
+            epoch: st.epoch,
+            seq,
+        })
+    }
+
+    /// The current document as a snapshot event.
+    pub fn current_snapshot(&self) -> Option<Bytes> {
+        self.read().snapshot()
+    }
+
+    /// Starts numbering under `epoch` with no document: clients keep theirs until the next
+    /// frame, a snapshot for them since its epoch is not theirs.
+    pub fn begin_epoch(&self, epoch: u64) {
+        let mut st = self.state();
+        st.epoch = epoch;
+        st.ring.clear();
+        st.ring_bytes = 0;
     }
 
     pub fn format_in_use(&self, format: DiffMode) -> bool {
@@ -244,11 +280,34 @@ impl Topic {
         self.ready.send_replace(r);
     }
 
-    /// Publishes a new document version. `frame.seq` must be the current seq + 1.
+    /// Publishes a new document version: normally the next sequence of the epoch. Any other
+    /// (a cluster feed that skipped some, or another epoch) starts the ring afresh, so a replay
+    /// never spans a gap, and clients get it as a snapshot.
     pub fn publish(&self, frame: Frame) {
-        let frame = Arc::new(frame);
+        self.publish_all(vec![frame]);
+    }
+
+    /// Publishes frames in order, under one lock: a client that attaches meanwhile sees all of
+    /// them or none, never half a catch-up (cluster mode loads a replica's history this way).
+    pub fn publish_all(&self, frames: Vec<Frame>) {
+        if frames.is_empty() {
+            return;
+        }
         let spec = self.spec.load();
         let mut st = self.state();
+        for frame in frames {
+            self.push(&mut st, &spec, Arc::new(frame));
+        }
+        drop(st);
+        self.set_ready(Readiness::Ready);
+    }
+
+    fn push(&self, st: &mut State, spec: &StreamSpec, frame: Arc<Frame>) {
+        if frame.epoch != st.epoch || frame.seq != st.seq() + 1 {
+            st.epoch = frame.epoch;
+            st.ring.clear();
+            st.ring_bytes = 0;
+        }
         st.ring_bytes += frame.size();
         st.ring.push_back(frame.clone());
         while st.ring.len() > spec.replay.max(1)
@@ -259,9 +318,7 @@ impl Topic {
             }
         }
         // Sent under the lock, so a subscriber that read the state sees exactly what follows it.
-        let _ = self.tx.send(Message::Event(frame.seq));
-        drop(st);
-        self.set_ready(Readiness::Ready);
+        let _ = self.tx.send(Message::Event(frame.epoch, frame.seq));
     }
 
     /// Records the upstream's health: `Some(event)` while failing, `None` when healthy again;
@@ -274,24 +331,27 @@ impl Topic {
         self.set_ready(Readiness::Ready);
     }
 
+    /// Whether the upstream is failing (an `upstream-status` is kept for new clients).
+    pub fn failing(&self) -> bool {
+        self.read().failing.is_some()
+    }
+
     pub fn record_poll(&self, result: &'static str) {
         *self.last_poll.lock() = Some((std::time::SystemTime::now(), result));
     }
 
     pub fn info(&self) -> InstanceInfo {
-        let (seq, healthy) = {
-            let st = self.read();
-            (st.seq(), st.failing.is_none())
-        };
+        let (id, healthy) = (self.current_id(), self.read().failing.is_none());
         let last = *self.last_poll.lock();
         InstanceInfo {
             stream: self.key.stream.to_string(),
             instance: self.label.clone(),
             clients: self.clients(),
-            event_id: (seq > 0).then(|| self.id(seq).to_string()),
+            event_id: id.map(|id| id.to_string()),
             last_poll: last.map(|(t, _)| humantime::format_rfc3339_millis(t).to_string()),
             last_result: last.map(|(_, r)| r),
             upstream_healthy: healthy,
+            cluster: self.cluster.lock().clone(),
         }
     }
 
@@ -356,6 +416,11 @@ impl Topic {
     }
 }
 
+/// 48 bits, so an id's epoch stays 12 hex digits.
+pub fn random_epoch() -> u64 {
+    rand::random::<u64>() & 0xffff_ffff_ffff
+}
+
 /// When refreshes may poll: at most once per `refresh_limit` (by default a quarter interval, so a
 /// flood of them adds at most four polls per interval), and never before a failing upstream's
 /// backoff or `Retry-After` ends.
@@ -404,7 +469,7 @@ impl Member {
         if ended.is_none() {
             let seq = st.seq();
             let replay = resume
-                .filter(|id| id.epoch == topic.epoch && id.seq <= seq && seq > 0)
+                .filter(|id| id.epoch == st.epoch && id.seq <= seq && seq > 0)
                 .and_then(|id| {
                     let first = st.ring.front()?.seq;
                     (id.seq + 1 >= first).then_some(id.seq)
@@ -421,12 +486,13 @@ impl Member {
             start.extend(st.failing.clone());
         }
         let rx = topic.tx.subscribe();
-        let last_seq = st.seq();
+        let (epoch, last_seq) = (st.epoch, st.seq());
         drop(st);
         Subscription {
             member: self,
             start,
             rx,
+            epoch,
             last_seq,
             chosen,
             ended,
@@ -444,6 +510,8 @@ pub struct Subscription {
     /// client has a document a patch can apply to: every path that raises it from 0 sends one
     /// (the snapshot at attach or resync, a replay from an id of this topic, or frame 1).
     last_seq: u64,
+    /// The epoch `last_seq` counts in.
+    epoch: u64,
     chosen: Option<DiffMode>,
     /// The instance's last event, once this subscription has seen it end.
     ended: Option<Bytes>,
@@ -467,11 +535,11 @@ impl Subscription {
                 return Delivery::Close(last.clone());
             }
             match self.rx.recv().await {
-                Ok(Message::Event(seq)) => {
-                    if seq <= self.last_seq {
+                Ok(Message::Event(epoch, seq)) => {
+                    if epoch == self.epoch && seq <= self.last_seq {
                         continue;
                     }
-                    if let Some(bytes) = self.event(seq) {
+                    if let Some(bytes) = self.event(epoch, seq) {
                         return Delivery::Send(bytes);
                     }
                 }
@@ -492,7 +560,7 @@ impl Subscription {
                         self.ended = Some(last);
                         continue;
                     }
-                    self.last_seq = st.seq();
+                    (self.epoch, self.last_seq) = (st.epoch, st.seq());
                     // Skip the rest of the backlog too: it is older than the snapshot.
                     self.rx = topic.tx.subscribe();
                     if let Some(snapshot) = st.snapshot() {
@@ -504,20 +572,26 @@ impl Subscription {
         }
     }
 
-    /// The bytes for event `seq`, the one after `last_seq`: from the ring, or the current
-    /// snapshot when the ring no longer holds it (this client fell behind the replay bounds).
-    fn event(&mut self, seq: u64) -> Option<Bytes> {
+    /// The bytes for event `seq` of `epoch`: its patch when it follows what this client holds,
+    /// from the ring; else the current snapshot (this client fell behind the replay bounds, or
+    /// the epoch changed, or a cluster feed skipped some). `None` for a message older than the
+    /// state: the state's own message is still on its way.
+    fn event(&mut self, epoch: u64, seq: u64) -> Option<Bytes> {
         let topic = &self.member.0;
         let st = topic.read();
+        if epoch != st.epoch {
+            return None;
+        }
+        let follows = epoch == self.epoch && seq == self.last_seq + 1;
         let frame = st
             .ring
             .front()
             .and_then(|first| seq.checked_sub(first.seq))
             .and_then(|i| st.ring.get(usize::try_from(i).ok()?))
-            .filter(|f| f.seq == seq && seq == self.last_seq + 1);
+            .filter(|f| f.seq == seq && follows);
         let Some(frame) = frame else {
             topic.metrics.clients_resynced.inc();
-            self.last_seq = st.seq();
+            (self.epoch, self.last_seq) = (st.epoch, st.seq());
             return st.snapshot();
         };
         let format = self.chosen.unwrap_or_else(|| topic.spec.load().diff);
@@ -546,6 +620,16 @@ impl Drop for Member {
 }
 
 #[cfg(test)]
+impl Topic {
+    fn id(&self, seq: u64) -> EventId {
+        EventId {
+            epoch: self.epoch(),
+            seq,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -570,6 +654,7 @@ mod tests {
 
     fn frame(seq: u64) -> Frame {
         Frame {
+            epoch: 7,
             seq,
             snapshot: Bytes::from(format!("snapshot {seq}\n")),
             json_patch: (seq > 1).then(|| Bytes::from(format!("patch {seq}\n"))),
@@ -621,7 +706,7 @@ mod tests {
             t.publish(frame(seq));
         }
         let foreign = EventId {
-            epoch: t.epoch ^ 1,
+            epoch: t.epoch() ^ 1,
             seq: 4,
         };
         for resume in [None, Some(foreign), Some(t.id(1)), Some(t.id(99))] {
@@ -691,7 +776,7 @@ mod tests {
             t.publish(frame(seq));
         }
         assert_eq!(t.read().ring.len(), 1);
-        assert_eq!(t.current_seq(), 3);
+        assert_eq!(t.current_id().map(|id| id.seq), Some(3));
         let resumed = t
             .join()
             .attach(Some(DiffMode::JsonPatch), Some(t.id(1)))
@@ -701,6 +786,53 @@ mod tests {
         assert_eq!(text(&sub.take_start()), ["snapshot 3"]);
         t.publish(frame(4));
         assert_eq!(next(&mut sub).await, "patch 4");
+    }
+
+    #[tokio::test]
+    async fn a_gap_or_another_epoch_reaches_clients_as_a_snapshot_never_a_patch() {
+        let t = topic(16);
+        for seq in 1..=3 {
+            t.publish(frame(seq));
+        }
+        let mut sub = t.join().attach(Some(DiffMode::JsonPatch), None);
+        assert_eq!(text(&sub.take_start()), ["snapshot 3"]);
+        // A cluster feed that skipped 4: its patch 5 would apply to the wrong base.
+        t.publish(frame(5));
+        assert_eq!(next(&mut sub).await, "snapshot 5");
+        t.publish(frame(6));
+        assert_eq!(next(&mut sub).await, "patch 6");
+        // Redis lost its data: a new epoch starts, at a seq this client already passed.
+        let other = |seq| Frame {
+            epoch: 8,
+            ..frame(seq)
+        };
+        t.publish(other(2));
+        assert_eq!(next(&mut sub).await, "snapshot 2");
+        t.publish(other(3));
+        assert_eq!(next(&mut sub).await, "patch 3");
+        // The ring starts afresh at each: no replay spans a gap or two epochs.
+        let old = EventId { epoch: 7, seq: 5 };
+        let mut resumed = t.join().attach(Some(DiffMode::JsonPatch), Some(old));
+        assert_eq!(text(&resumed.take_start()), ["snapshot 3"]);
+        let mut inside = t.join().attach(Some(DiffMode::JsonPatch), Some(t.id(2)));
+        assert_eq!(text(&inside.take_start()), ["patch 3"]);
+    }
+
+    #[tokio::test]
+    async fn a_new_epoch_without_a_document_keeps_clients_on_theirs_until_its_first_frame() {
+        let t = topic(16);
+        t.publish(frame(1));
+        t.publish(frame(2));
+        let mut sub = t.join().attach(Some(DiffMode::JsonPatch), None);
+        sub.take_start();
+        t.begin_epoch(9);
+        assert_eq!(t.next_id(), EventId { epoch: 9, seq: 1 });
+        assert!(t.current_id().is_none());
+        t.publish(Frame {
+            epoch: 9,
+            ..frame(1)
+        });
+        assert_eq!(next(&mut sub).await, "snapshot 1");
     }
 
     #[test]
@@ -737,6 +869,7 @@ mod tests {
     async fn a_lagging_client_pins_no_more_than_the_replay_bytes() {
         let t = topic_with("replay: 1000\n    replay_bytes: 8KiB");
         let big = |seq: u64| Frame {
+            epoch: 7,
             seq,
             snapshot: Bytes::from(format!("snapshot {seq} {}\n", "x".repeat(1000))),
             json_patch: Some(Bytes::from(format!("patch {seq}\n"))),

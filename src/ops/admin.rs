@@ -47,7 +47,11 @@ impl ServeHttp for Admin {
             (Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
             (Method::GET, "/readyz") => {
                 if bound(routes.config.listen).await {
-                    text(StatusCode::OK, "ready\n")
+                    // Ready either way: with Redis down the gateway still serves (the mode says how).
+                    match self.shared.hub.cluster_state() {
+                        Some(line) => text(StatusCode::OK, &format!("ready\n{line}\n")),
+                        None => text(StatusCode::OK, "ready\n"),
+                    }
                 } else {
                     text(StatusCode::SERVICE_UNAVAILABLE, "the client listener is not up yet\n")
                 }

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use crate::causes;
-use crate::config::{self, Config};
+use crate::config::{self, Cluster, Config};
 use crate::ops::tls::CertStore;
 use crate::routes::Routes;
 use crate::state::Shared;
@@ -68,11 +68,11 @@ impl Reloader {
         if !self.changed(&text, force) {
             return Outcome::Unchanged;
         }
-        let new = match config::from_bytes(&self.path, &text) {
+        let old = self.shared.routes.load_full();
+        let new = match config::from_bytes_reloading(&self.path, &text, &old.config) {
             Ok(c) => c,
             Err(errors) => return self.refuse(trigger, &errors),
         };
-        let old = self.shared.routes.load_full();
         if let Err(why) = self.prepare(&new, &old.config) {
             return self.refuse(trigger, &why);
         }
@@ -124,6 +124,13 @@ impl Reloader {
                 "admin.listen changed: it takes effect only after a restart"
             );
         }
+        // The hub joined the cluster at start-up, with these settings.
+        if let Some(why) = cluster_change(new.cluster.as_deref(), old.cluster.as_deref()) {
+            return Err(format!(
+                "{why}: only a restart applies a change to `cluster:` (a stream's own \
+                 `cluster` flag may change live)"
+            ));
+        }
         // Validation saw the configured address; the one bound is what decides who can reach it.
         let bound = old.admin.listen;
         if !bound.ip().is_loopback() && new.admin.token.is_none() {
@@ -158,10 +165,50 @@ fn keep_unchanged(mut new: Config, old: &Config) -> Config {
             *spec = same.clone();
         }
     }
+    // `prepare` refused any other: the hub keeps the section it joined with.
+    if new.cluster == old.cluster {
+        new.cluster = old.cluster.clone();
+    }
     // The listeners are bound once; keep reporting the addresses actually served.
     new.listen = old.listen;
     new.admin.listen = old.admin.listen;
     new
+}
+
+/// What differs between the running `cluster:` section and the configured one, if anything.
+fn cluster_change(new: Option<&Cluster>, old: Option<&Cluster>) -> Option<String> {
+    let (new, old) = match (new, old) {
+        (None, None) => return None,
+        (Some(_), None) => return Some("`cluster:` was added".into()),
+        (None, Some(_)) => return Some("`cluster:` was removed".into()),
+        (Some(new), Some(old)) if new == old => return None,
+        (Some(new), Some(old)) => (new, old),
+    };
+    let Cluster {
+        redis,
+        prefix,
+        node_id,
+        key_secret,
+        lease_ttl,
+        timeout,
+        on_redis_down,
+        history_ttl,
+    } = new;
+    let changed: Vec<String> = [
+        ("redis", *redis != old.redis),
+        ("prefix", *prefix != old.prefix),
+        ("node_id", *node_id != old.node_id),
+        ("key_secret", *key_secret != old.key_secret),
+        ("lease_ttl", *lease_ttl != old.lease_ttl),
+        ("timeout", *timeout != old.timeout),
+        ("on_redis_down", *on_redis_down != old.on_redis_down),
+        ("history_ttl", *history_ttl != old.history_ttl),
+    ]
+    .into_iter()
+    .filter(|(_, differs)| *differs)
+    .map(|(key, _)| format!("`cluster.{key}`"))
+    .collect();
+    Some(format!("{} changed", changed.join(", ")))
 }
 
 fn hash(bytes: &[u8]) -> u64 {
@@ -277,12 +324,16 @@ mod tests {
     const CONFIG: &str = "listen: 127.0.0.1:1\nadmin:\n  listen: 127.0.0.1:2\nupstreams:\n  api:\n    url: http://127.0.0.1:9\nstreams:\n  - path: /sse/doc\n    upstream: api\n";
 
     fn reloader(path: &Path) -> Reloader {
-        std::fs::write(path, CONFIG).unwrap();
+        reloader_running(path, CONFIG)
+    }
+
+    fn reloader_running(path: &Path, text: &str) -> Reloader {
+        std::fs::write(path, text).unwrap();
         let config = config::load(path).unwrap();
         pingora::tls::install_default_crypto_provider();
         let clients = crate::upstream::Clients::new(reqwest::Client::builder).unwrap();
         let metrics = Arc::new(crate::metrics::Metrics::new().unwrap());
-        let hub = crate::hub::LocalHub::new(clients, metrics.clone()).unwrap();
+        let hub = crate::hub::LocalHub::new(clients, metrics.clone(), None).unwrap();
         let shared = Arc::new(Shared {
             routes: arc_swap::ArcSwap::from_pointee(Routes::new(config)),
             hub: Arc::new(hub),
@@ -365,6 +416,60 @@ mod tests {
         );
         std::fs::remove_file(&path).unwrap();
         assert_eq!(r.reload("test", false), Outcome::Refused);
+    }
+
+    #[test]
+    fn a_changed_cluster_section_waits_for_a_restart_but_a_streams_flag_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.yaml");
+        let running = format!("{CONFIG}cluster:\n  redis: redis://127.0.0.1:6379/0\n");
+        let r = reloader_running(&path, &running);
+        let joined = r.shared.routes.load().config.cluster.clone().unwrap();
+        // An unset node_id keeps the running one's random suffix, so the section is unchanged.
+        std::fs::write(&path, running.replace("/sse/doc", "/sse/other")).unwrap();
+        assert_eq!(r.reload("test", false), Outcome::Applied);
+        let now = r.shared.routes.load_full();
+        assert!(Arc::ptr_eq(now.config.cluster.as_ref().unwrap(), &joined));
+        let local = running.replace("upstream: api\n", "upstream: api\n    cluster: false\n");
+        std::fs::write(&path, &local).unwrap();
+        assert_eq!(r.reload("test", false), Outcome::Applied);
+        assert!(!r.shared.routes.load().config.streams[0].cluster);
+        for refused in [
+            format!("{local}  timeout: 200ms\n"),
+            local.replace("127.0.0.1:6379", "10.0.0.2:6379"),
+            CONFIG.to_string(),
+        ] {
+            std::fs::write(&path, &refused).unwrap();
+            assert_eq!(r.reload("test", false), Outcome::Refused, "{refused}");
+            let still = r.shared.routes.load().config.cluster.clone().unwrap();
+            assert!(Arc::ptr_eq(&still, &joined), "the running config stays");
+        }
+    }
+
+    #[test]
+    fn a_cluster_change_names_each_key_that_changed() {
+        let c = |text: &str| {
+            let yaml = format!("{CONFIG}cluster:\n  redis: redis://h\n  node_id: n\n{text}");
+            let resolve = |_: &str, port| Some(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+            config::parse("g.yaml", &yaml, &|_| None, &resolve)
+                .unwrap()
+                .cluster
+                .unwrap()
+        };
+        let (old, new) = (c(""), c("  timeout: 200ms\n  prefix: p\n"));
+        assert_eq!(cluster_change(Some(&old), Some(&old)), None);
+        assert_eq!(
+            cluster_change(Some(&new), Some(&old)).unwrap(),
+            "`cluster.prefix`, `cluster.timeout` changed"
+        );
+        assert_eq!(
+            cluster_change(None, Some(&old)).unwrap(),
+            "`cluster:` was removed"
+        );
+        assert_eq!(
+            cluster_change(Some(&old), None).unwrap(),
+            "`cluster:` was added"
+        );
     }
 
     #[test]

@@ -267,3 +267,44 @@ fn an_admin_listener_off_loopback_without_a_token_is_refused() {
         "set `admin.token`",
     );
 }
+
+#[test]
+fn a_cluster_section_is_checked_and_check_never_prints_its_secrets() {
+    refused(
+        &format!("{GOOD}cluster:\n  redis: redis://:s3cret@127.0.0.1:99999/0\n"),
+        9,
+        "cluster.redis",
+        "not a URL like redis://",
+    );
+    let Checked { stderr, .. } = check(&format!(
+        "{GOOD}cluster:\n  redis: redis://:s3cret@127.0.0.1:99999/0\n"
+    ));
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+    let Checked {
+        code,
+        stdout,
+        stderr,
+        ..
+    } = check_with_env(
+        &format!(
+            "{GOOD}    cluster: false\ncluster:\n  redis: ${{REDIS_URL}}\n  key_secret: ${{SSE_CLUSTER_SECRET}}\n"
+        ),
+        &[
+            ("REDIS_URL", "rediss://:s3cret@127.0.0.1:6380/1"),
+            ("SSE_CLUSTER_SECRET", "0123456789abcdef-s3cret"),
+        ],
+    );
+    assert!(code == 0, "{stderr}");
+    assert!(
+        stdout.contains("cluster: redis rediss://:redacted@127.0.0.1:6380/1 as node "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(", cluster: false (in this process only)"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("s3cret"),
+        "secrets are never printed: {stdout}"
+    );
+}

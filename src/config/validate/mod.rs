@@ -1,6 +1,7 @@
 //! File structs → `Config`: every semantic check, every error reported. No I/O: the
-//! environment and name resolution come in as functions.
+//! environment, name resolution and the host's default node id come in as functions.
 
+mod cluster;
 mod cors;
 mod env;
 mod errors;
@@ -15,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::defaults;
-use super::file::{AdminFile, DemoFile, File, StreamFile};
+use super::file::{AdminFile, DemoFile, File, ShutdownFile, StreamFile};
 use super::index::KeyIndex;
 use super::{Admin, Config, ConfigErrors, Cors, Demo, StreamSpec, Tls, Upstream};
 use cors::cors;
@@ -30,6 +31,7 @@ pub fn validate(
     file: File,
     env: &dyn Fn(&str) -> Option<String>,
     resolve: &dyn Fn(&str, u16) -> Option<SocketAddr>,
+    node_id: &dyn Fn() -> String,
 ) -> Result<Config, ConfigErrors> {
     let mut errs = Errors {
         source: source.clone(),
@@ -51,6 +53,11 @@ pub fn validate(
         valid: &upstreams,
     };
     let streams = streams(errs, &file, &ups);
+    let cluster = file
+        .cluster
+        .as_ref()
+        .and_then(|c| cluster::cluster(errs, c, &streams, env, node_id))
+        .map(Arc::new);
     let proxy = file.proxy.as_ref().and_then(|name| proxy(errs, name, &ups));
     let demo = file.demo.as_ref().map(|d| demo(errs, d));
     let limits = limits::limits(errs, file.limits.as_ref());
@@ -65,16 +72,7 @@ pub fn validate(
         cert: base.join(&t.cert),
         key: base.join(&t.key),
     });
-    let shutdown = file.shutdown.as_ref();
-    let grace = shutdown.and_then(|s| s.grace);
-    let shutdown_grace = capped(
-        errs,
-        "shutdown.grace",
-        grace.unwrap_or(defaults::SHUTDOWN_GRACE),
-    );
-    let upgrade_sock: Option<PathBuf> = shutdown
-        .and_then(|s| s.upgrade_sock.as_ref())
-        .map(|p| base.join(p));
+    let (shutdown_grace, upgrade_sock) = shutdown(errs, file.shutdown.as_ref(), &base);
     // An empty or cut-short file is valid YAML: refusing it keeps a half-written reload from
     // closing every stream and the proxy (security review F7).
     if file.streams.is_empty() && file.proxy.is_none() {
@@ -100,8 +98,21 @@ pub fn validate(
         admin,
         tls,
         forwarding,
-        cluster: None,
+        cluster,
     })
+}
+
+/// `shutdown`: the grace period, and the hand-over socket (relative to the config file).
+fn shutdown(
+    errs: &mut Errors,
+    s: Option<&ShutdownFile>,
+    base: &Path,
+) -> (std::time::Duration, Option<PathBuf>) {
+    let grace = s.and_then(|s| s.grace).unwrap_or(defaults::SHUTDOWN_GRACE);
+    let upgrade_sock = s
+        .and_then(|s| s.upgrade_sock.as_ref())
+        .map(|p| base.join(p));
+    (capped(errs, "shutdown.grace", grace), upgrade_sock)
 }
 
 fn proxy(errs: &mut Errors, name: &str, ups: &Upstreams) -> Option<Arc<Upstream>> {

@@ -39,6 +39,7 @@ struct Merged<'a> {
     forward_query: Option<Set<'a, bool>>,
     max_instances: Option<Set<'a, usize>>,
     follow_redirects: Option<Set<'a, bool>>,
+    cluster: Option<Set<'a, bool>>,
 }
 
 impl<'a> Merged<'a> {
@@ -77,6 +78,7 @@ impl<'a> Merged<'a> {
             forward_query: merge!(forward_query),
             max_instances: merge!(max_instances),
             follow_redirects: merge!(follow_redirects),
+            cluster: merge!(cluster),
         }
     }
 }
@@ -168,7 +170,7 @@ pub(super) fn stream(
         cors: None,
         follow_redirects: or(&m.follow_redirects, sd::FOLLOW_REDIRECTS),
         refresh_limit: t.refresh_limit,
-        cluster: true,
+        cluster: or(&m.cluster, sd::CLUSTER),
     })
 }
 
