@@ -43,19 +43,22 @@ def checked():
 
 
 def net_redis(c):
-    """Redis per change, minus what it does per second anyway times the seconds per change."""
-    per_change = c.get("changes", {}).get("redis_per_change")
-    per_s = c.get("idle", {}).get("redis_per_s")
+    """Redis per change (in a window from just before it until every client had it), minus what
+    it does per second anyway (the idle window) times the window."""
+    ch = c.get("changes", {})
+    per_change, per_s = ch.get("redis_per_change"), c.get("idle", {}).get("redis_per_s")
     if not per_change or not per_s:
         return None
-    secs = c["changes"]["seconds"] / max(len(c["changes"]["each"]), 1)
+    secs = ch["redis_window_s_per_change"]
     by = {k: round(v - per_s["by_command"].get(k, 0) * secs, 1)
           for k, v in per_change["by_command"].items()}
     return {
-        "seconds_per_change": secs,
+        "window_s": secs,
         "commands": round(per_change["commands"] - per_s["commands"] * secs, 1),
-        "by_command": {k: v for k, v in by.items() if abs(v) >= 0.5},
-        "cpu_ms": round(per_change["cpu_ms"] - per_s["cpu_ms"] * secs, 2),
+        "by_command": {k: v for k, v in by.items() if abs(v) >= 0.1},
+        "raw_commands": per_change["commands"],
+        "on_cpu_ms": round(per_change["on_cpu_ms"] - per_s["on_cpu_ms"] * secs, 2),
+        "raw_on_cpu_ms": per_change["on_cpu_ms"],
         "idle_commands_per_s": per_s["commands"],
         "idle_by_command_per_s": per_s["by_command"],
         "idle_cpu_pct": per_s["cpu_ms"] / 10.0,
@@ -109,8 +112,10 @@ def table(single, c, s):
     r = s["redis_net_per_change"]
     if r:
         by = ", ".join(f"{k} {v:g}" for k, v in r["by_command"].items())
-        row("Redis per change (net of background)", f'{r["commands"]:g} commands ({by}), {r["cpu_ms"]:.2f} ms CPU')
-        row("Redis background", f'{r["idle_commands_per_s"]:.1f} commands/s, {r["idle_cpu_pct"]:.2f}% CPU')
+        row("Redis per change (net of background)",
+            f'{r["commands"]:g} commands ({by}), {r["on_cpu_ms"]:.2f} ms CPU')
+        row("  raw, in a window of", f'{r["raw_commands"]:g} commands, {r["raw_on_cpu_ms"]:.2f} ms CPU, {r["window_s"] * 1000:.0f} ms')
+        row("Redis background (idle)", f'{r["idle_commands_per_s"]:.1f} commands/s, {r["idle_cpu_pct"]:.2f}% CPU')
     t = c.get("takeover")
     if t and "skipped" in t:
         row("holder killed", t["skipped"])

@@ -1,9 +1,11 @@
 //! What Redis spent: its CPU from /proc and its commands from `INFO commandstats` (redis-cli).
+//! Per change it does little, so a change's cost is measured over a window around it and the
+//! background (lease renewals, measured while idle) is subtracted by the report.
 
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
-use sse_loadgen::procfs::cpu_ms;
+use sse_loadgen::procfs::{cpu_ms, on_cpu_ms};
 
 #[derive(Clone, Copy)]
 pub struct Redis {
@@ -15,7 +17,10 @@ pub struct Redis {
 #[derive(Clone, Default)]
 pub struct Sample {
     pub calls: BTreeMap<String, u64>,
+    /// User + system, from /proc/<pid>/stat (10 ms ticks).
     pub cpu_ms: f64,
+    /// On-CPU time from schedstat (ns).
+    pub on_cpu_ms: f64,
 }
 
 impl Redis {
@@ -31,6 +36,7 @@ impl Redis {
         Sample {
             calls: parse_commandstats(&text),
             cpu_ms: cpu_ms(&self.pid.to_string()),
+            on_cpu_ms: on_cpu_ms(self.pid),
         }
     }
 }
@@ -48,24 +54,37 @@ fn parse_commandstats(text: &str) -> BTreeMap<String, u64> {
 }
 
 impl Sample {
+    /// What happened between `before` and `self`, added to `self`'s running total `into`.
+    pub fn add_since(&self, before: &Sample, into: &mut Sample) {
+        for (k, v) in &self.calls {
+            *into.calls.entry(k.clone()).or_default() +=
+                v - before.calls.get(k).copied().unwrap_or(0);
+        }
+        into.cpu_ms += self.cpu_ms - before.cpu_ms;
+        into.on_cpu_ms += self.on_cpu_ms - before.on_cpu_ms;
+    }
+
     /// Commands and CPU between `before` and `self`, per `per` (changes, or seconds).
     pub fn since(&self, before: &Sample, per: f64) -> Value {
+        let mut d = Sample::default();
+        self.add_since(before, &mut d);
+        d.per(per)
+    }
+
+    /// This total, per `per`.
+    pub fn per(&self, per: f64) -> Value {
         let per = per.max(f64::MIN_POSITIVE);
         let calls: BTreeMap<&String, f64> = self
             .calls
             .iter()
-            .map(|(k, v)| {
-                (
-                    k,
-                    (v - before.calls.get(k).copied().unwrap_or(0)) as f64 / per,
-                )
-            })
+            .map(|(k, v)| (k, *v as f64 / per))
             .filter(|(_, v)| *v > 0.0)
             .collect();
         json!({
             "commands": calls.values().sum::<f64>(),
             "by_command": calls,
-            "cpu_ms": (self.cpu_ms - before.cpu_ms) / per,
+            "cpu_ms": self.cpu_ms / per,
+            "on_cpu_ms": self.on_cpu_ms / per,
         })
     }
 }

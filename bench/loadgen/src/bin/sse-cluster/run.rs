@@ -14,7 +14,7 @@ use sse_loadgen::stamp::pct;
 
 use crate::agents::Agents;
 use crate::gateways::{Admin, Gateway};
-use crate::redis::Redis;
+use crate::redis::{Redis, Sample};
 use crate::upstream::{self, Upstream};
 
 #[derive(clap::Args)]
@@ -55,7 +55,7 @@ pub struct RunArgs {
     /// SIGKILL the lease holder after the changes and time its replacement.
     #[arg(long)]
     pub kill_holder: bool,
-    /// Refresh on every gateway (each polls alone without `cluster:`); else on the first only.
+    /// Refresh on every gateway (each polls alone without `cluster:`); else on the holder.
     #[arg(long)]
     pub refresh_all: bool,
     /// Seconds the clients may take to attach.
@@ -153,10 +153,7 @@ async fn attach(b: &mut Bench, before: &[u64]) -> Value {
 /// No changes for `idle` seconds: what the upstream and Redis see while nothing happens.
 async fn idle(b: &mut Bench) -> Value {
     let c0 = b.up.borrow().counts();
-    let r0 = match &b.redis {
-        Some(r) => Some(r.sample().await),
-        None => None,
-    };
+    let r0 = sample(b).await;
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(b.args.idle)).await;
     let secs = t0.elapsed().as_secs_f64();
@@ -225,25 +222,26 @@ pub fn latency(lat: &[u64]) -> Value {
 }
 
 /// `changes` changes a second apart: each one's latency to every client, and the CPU and Redis
-/// commands they cost (the idle window's rate is the background to subtract).
+/// commands they cost. Redis is sampled just before each change and once every client has it,
+/// so little of its background work (the idle window's rate, which the report subtracts) falls
+/// in those windows.
 async fn changes(b: &mut Bench) -> Value {
-    let refresh_on: Vec<Gateway> = if b.args.refresh_all {
-        b.args.gateways.clone()
-    } else {
-        b.args.gateways.iter().take(1).cloned().collect()
-    };
+    let refresh_on = refresh_targets(b).await;
     let gw_cpu = |b: &Bench| -> f64 { b.args.gateways.iter().map(|g| tree_cpu_ms(g.pid)).sum() };
     let (cpu0, own0, host0) = (gw_cpu(b), tree_cpu_ms(std::process::id()), host_cpu_ms());
-    let soft0 = host_softirq_ms();
+    let (soft0, redis0) = (host_softirq_ms(), redis_cpu(b));
     let c0 = b.up.borrow().counts();
-    let r0 = match &b.redis {
-        Some(r) => Some(r.sample().await),
-        None => None,
-    };
     let t0 = Instant::now();
     let (mut each, mut all, mut last) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut in_windows, mut window_s) = (Sample::default(), 0.0);
     for _ in 0..b.args.changes {
+        let before = sample(b).await;
+        let w0 = Instant::now();
         let lat = change(b, &refresh_on).await;
+        if let (Some(after), Some(before)) = (sample(b).await, before) {
+            after.add_since(&before, &mut in_windows);
+            window_s += w0.elapsed().as_secs_f64();
+        }
         each.push(latency(&lat));
         last.push(pct(&lat, 1.0));
         all.extend(lat);
@@ -252,26 +250,47 @@ async fn changes(b: &mut Bench) -> Value {
     let secs = t0.elapsed().as_secs_f64();
     let n = b.args.changes as f64;
     let (cpu, own) = (gw_cpu(b) - cpu0, tree_cpu_ms(std::process::id()) - own0);
-    let redis_cpu = match &r0 {
-        Some(r0) => cpu_ms(&b.redis.map_or(0, |r| r.pid).to_string()) - r0.cpu_ms,
-        None => 0.0,
-    };
-    let redis = match (&b.redis, r0) {
-        (Some(r), Some(r0)) => r.sample().await.since(&r0, n),
-        _ => Value::Null,
-    };
+    let redis = redis_cpu(b) - redis0;
     all.sort_unstable();
     last.sort_by(f64::total_cmp);
     json!({
         "seconds": secs,
+        "refresh_on": refresh_on.iter().map(|g| g.pid).collect::<Vec<_>>(),
         "each": each,
         "latency": latency(&all),
         "last_client_ms_median": last.get(last.len() / 2).copied().unwrap_or(0.0),
         "upstream": b.up.borrow().counts().since(&c0),
-        "redis_per_change": redis,
+        "redis_per_change": b.redis.map(|_| in_windows.per(n)),
+        "redis_window_s_per_change": window_s / n,
         "gateways_cpu_ms_per_change": cpu / n,
         "loadgen_cpu_ms_per_change": own / n,
-        "host_other_cpu_ms_per_change": ((host_cpu_ms() - host0) - cpu - own - redis_cpu).max(0.0) / n,
+        "host_other_cpu_ms_per_change": ((host_cpu_ms() - host0) - cpu - own - redis).max(0.0) / n,
         "host_softirq_ms_per_change": (host_softirq_ms() - soft0) / n,
     })
+}
+
+/// Where a change's refresh goes: every gateway without a cluster (each polls alone); else the
+/// holder, so a change costs Redis what the holder's own poll finding it would (a refresh on a
+/// follower travels to the holder through Redis: one more PUBLISH).
+async fn refresh_targets(b: &Bench) -> Vec<Gateway> {
+    if b.args.refresh_all {
+        return b.args.gateways.clone();
+    }
+    for g in &b.args.gateways {
+        if b.admin.role(g).await.role.as_deref() == Some("holder") {
+            return vec![g.clone()];
+        }
+    }
+    b.args.gateways.iter().take(1).cloned().collect()
+}
+
+async fn sample(b: &Bench) -> Option<Sample> {
+    match &b.redis {
+        Some(r) => Some(r.sample().await),
+        None => None,
+    }
+}
+
+fn redis_cpu(b: &Bench) -> f64 {
+    b.redis.map_or(0.0, |r| cpu_ms(&r.pid.to_string()))
 }
