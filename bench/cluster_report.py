@@ -84,6 +84,10 @@ def lat(x):
     return f'{x["p50_ms"]:.0f} / {x["p99_ms"]:.0f} / {x["max_ms"]:.0f} ms ({x["clients"]:,} clients)'
 
 
+def num(x, fmt=".2f"):
+    return "-" if x is None else format(x, fmt)
+
+
 def table(single, c, s):
     print(f'Cluster: {c["gateways"]} gateways, {c["clients"]:,} clients from {c["agents"]} processes')
     row("connected / dropped, attach", f'{c["connected"]:,} / {c["dropped"]:,}, {c["attach_s"]:.1f} s')
@@ -91,7 +95,7 @@ def table(single, c, s):
     if idle:
         by = ", ".join(f"{k} {v}" for k, v in idle["upstream"]["by_node"].items())
         row(f'upstream requests per {idle["interval_s"]:g} s interval (idle)',
-            f'{idle["upstream_requests_per_interval"]:.2f}  ({idle["upstream"]["requests"]} in '
+            f'{num(idle["upstream_requests_per_interval"])}  ({idle["upstream"]["requests"]} in '
             f'{idle["seconds"]:.0f} s: {by})')
         roles = ", ".join(f'{n["node"]} {n["role"] or "-"}' for n in idle["nodes"])
         row("roles in /streams", roles)
@@ -121,11 +125,12 @@ def table(single, c, s):
         row("holder killed", t["skipped"])
     elif t:
         row(f'holder {t["killed"]} SIGKILLed: new holder',
-            f'{t["new_holder"]} after {t["holder_after_ms"] or float("nan"):.0f} ms')
-        row("  change made at the kill, reached all", f'{t["change_reached_all_ms"] or float("nan"):.0f} ms; ' + lat(t["change_at_kill"]))
+            f'{t["new_holder"]} after {num(t["holder_after_ms"], ".0f")} ms')
+        row("  change made at the kill, reached all",
+            f'{num(t["change_reached_all_ms"], ".0f")} ms; ' + lat(t["change_at_kill"]))
         row("  upstream requests meanwhile", f'{t["upstream_during"]["requests"]} {t["upstream_during"]["by_node"]}')
         row("  next change (refreshed)", lat(t["next_change"]))
-        row("  upstream requests per interval after", f'{t["upstream_requests_per_interval_after"]:.2f} {t["upstream_after"]["by_node"]}')
+        row("  upstream requests per interval after", f'{num(t["upstream_requests_per_interval_after"])} {t["upstream_after"]["by_node"]}')
 
 
 def main():

@@ -34,9 +34,9 @@ pub fn stamp(data: &str) -> Option<(u64, u64)> {
     Some((find("seq")?, find("t")?))
 }
 
-/// `stamp` for large events (polled mode), without parsing 50 KB of JSON per client: the
-/// stamps are top-level numbers in a document, or `replace` ops in a patch.
-fn stamp_scan(data: &str) -> Option<(u64, u64)> {
+/// `stamp` for large events (polled mode), or for many clients (sse-cluster), without parsing
+/// the JSON: the stamps are top-level numbers in a document, or `replace` ops in a patch.
+pub fn stamp_scan(data: &str) -> Option<(u64, u64)> {
     let number = |key: &str| -> Option<u64> {
         let after = |pattern: String| data.find(&pattern).map(|i| i + pattern.len());
         let at = after(format!("\"path\":\"/{key}\",\"value\":"))

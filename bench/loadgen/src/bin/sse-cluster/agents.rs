@@ -30,6 +30,31 @@ impl Status {
     }
 }
 
+/// Where one change has got.
+#[derive(Default)]
+pub struct Reach {
+    /// Clients that have it.
+    pub clients: usize,
+    /// Clients streaming.
+    pub connected: usize,
+    /// Gateways (bit i: gateway i) at least one client had it from.
+    pub reached: u64,
+    /// Gateways with clients streaming.
+    pub streaming: u64,
+}
+
+impl Reach {
+    /// Every streaming client has it.
+    pub fn everywhere(&self) -> bool {
+        self.connected > 0 && self.clients >= self.connected
+    }
+
+    /// A client of each gateway has it: every gateway has done its part with Redis.
+    pub fn on_every_gateway(&self) -> bool {
+        self.streaming != 0 && self.reached & self.streaming == self.streaming
+    }
+}
+
 impl Agents {
     /// `clients` split evenly over `n` agents, each with every gateway's URL.
     pub fn start(
@@ -113,16 +138,22 @@ impl Agents {
         s
     }
 
-    /// (clients that have `seq`, clients streaming).
-    pub async fn count(&mut self, seq: u64) -> (usize, usize) {
+    /// How far `seq` has got.
+    pub async fn count(&mut self, seq: u64) -> Reach {
         let answers = self.ask(&format!("count {seq}")).await;
-        let sum = |k: &str| {
-            answers
-                .iter()
-                .map(|a| a[k].as_u64().unwrap_or(0) as usize)
-                .sum()
-        };
-        (sum("n"), sum("connected"))
+        let mut r = Reach::default();
+        for a in answers {
+            r.clients += a["n"].as_u64().unwrap_or(0) as usize;
+            r.reached |= a["reached"].as_u64().unwrap_or(0);
+            for (i, c) in a["connected"].as_array().into_iter().flatten().enumerate() {
+                let c = c.as_u64().unwrap_or(0) as usize;
+                r.connected += c;
+                if c > 0 {
+                    r.streaming |= 1 << (i % 64);
+                }
+            }
+        }
+        r
     }
 
     /// Every client's latency for `seq`, in µs, sorted.

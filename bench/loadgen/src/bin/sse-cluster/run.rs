@@ -162,7 +162,7 @@ async fn idle(b: &mut Bench) -> Value {
         (Some(r), Some(r0)) => r.sample().await.since(&r0, secs),
         _ => Value::Null,
     };
-    let intervals = secs / b.args.interval;
+    let per_interval = b.up.borrow().counts().per_interval(&c0, b.args.interval);
     let mut nodes = Vec::new();
     for (i, g) in b.args.gateways.iter().enumerate() {
         let role = b.admin.role(g).await;
@@ -178,31 +178,60 @@ async fn idle(b: &mut Bench) -> Value {
         "seconds": secs,
         "interval_s": b.args.interval,
         "upstream": ups,
-        "upstream_requests_per_interval": ups["requests"].as_f64().unwrap_or(0.0) / intervals,
+        "upstream_requests_per_interval": per_interval,
         "redis_per_s": redis,
         "nodes": nodes,
     })
 }
 
-/// Changes the document, asks for a refresh, and waits until every streaming client has it;
-/// the latencies of all of them, in µs, sorted.
-pub async fn change(b: &mut Bench, refresh_on: &[Gateway]) -> Vec<u64> {
+/// One change: its latency to every streaming client (µs, sorted), and what Redis did from
+/// just before it until a client of every gateway had it (by then each gateway has read it from
+/// Redis; the rest is fan-out), with that window's length in seconds.
+pub struct Changed {
+    pub lat: Vec<u64>,
+    pub redis: Option<(Sample, f64)>,
+}
+
+/// Changes the document, asks for a refresh, and waits until every streaming client has it.
+pub async fn change(b: &mut Bench, refresh_on: &[Gateway]) -> Changed {
     let seq = b.seq;
     b.seq += 1;
+    let before = sample(b).await;
+    let t0 = Instant::now();
     b.up.borrow_mut().change(seq);
     for g in refresh_on {
         b.admin.refresh(g, &b.args.path).await;
     }
-    wait_delivered(b, seq, Duration::from_secs(30)).await;
-    b.agents.latencies(seq).await
+    let mut redis = None;
+    let mut pending = before;
+    loop {
+        let reach = b.agents.count(seq).await;
+        if reach.on_every_gateway() {
+            if let Some(before) = pending.take() {
+                let window = t0.elapsed().as_secs_f64();
+                if let Some(after) = sample(b).await {
+                    let mut d = Sample::default();
+                    after.add_since(&before, &mut d);
+                    redis = Some((d, window));
+                }
+            }
+        }
+        if reach.everywhere() || t0.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Changed {
+        lat: b.agents.latencies(seq).await,
+        redis,
+    }
 }
 
 /// Until every streaming client has `seq` (true), or `limit` passes (false).
 pub async fn wait_delivered(b: &mut Bench, seq: u64, limit: Duration) -> bool {
     let t0 = Instant::now();
     loop {
-        let (n, connected) = b.agents.count(seq).await;
-        if connected > 0 && n >= connected {
+        if b.agents.count(seq).await.everywhere() {
             return true;
         }
         if t0.elapsed() > limit {
@@ -222,9 +251,8 @@ pub fn latency(lat: &[u64]) -> Value {
 }
 
 /// `changes` changes a second apart: each one's latency to every client, and the CPU and Redis
-/// commands they cost. Redis is sampled just before each change and once every client has it,
-/// so little of its background work (the idle window's rate, which the report subtracts) falls
-/// in those windows.
+/// commands they cost. Redis is sampled in a short window around each change (`Changed`), so
+/// little of its background work (the idle window's rate, which the report subtracts) falls in.
 async fn changes(b: &mut Bench) -> Value {
     let refresh_on = refresh_targets(b).await;
     let gw_cpu = |b: &Bench| -> f64 { b.args.gateways.iter().map(|g| tree_cpu_ms(g.pid)).sum() };
@@ -235,12 +263,10 @@ async fn changes(b: &mut Bench) -> Value {
     let (mut each, mut all, mut last) = (Vec::new(), Vec::new(), Vec::new());
     let (mut in_windows, mut window_s) = (Sample::default(), 0.0);
     for _ in 0..b.args.changes {
-        let before = sample(b).await;
-        let w0 = Instant::now();
-        let lat = change(b, &refresh_on).await;
-        if let (Some(after), Some(before)) = (sample(b).await, before) {
-            after.add_since(&before, &mut in_windows);
-            window_s += w0.elapsed().as_secs_f64();
+        let Changed { lat, redis } = change(b, &refresh_on).await;
+        if let Some((d, secs)) = redis {
+            d.add_since(&Sample::default(), &mut in_windows);
+            window_s += secs;
         }
         each.push(latency(&lat));
         last.push(pct(&lat, 1.0));

@@ -53,11 +53,13 @@ pub async fn run(b: &mut Bench) -> Value {
     let during = b.up.borrow().counts().since(&c0);
     let lat = b.agents.latencies(seq).await;
     let status = b.agents.status(b.args.gateways.len()).await;
-    let next = change(b, &survivors[..1]).await;
+    let on = &survivors[holder_at.map_or(0, |(i, _)| i)];
+    let next = change(b, std::slice::from_ref(on)).await.lat;
     let c1 = b.up.borrow().counts();
     let window = b.args.interval * AFTER_INTERVALS;
     tokio::time::sleep(Duration::from_secs_f64(window)).await;
-    let after = b.up.borrow().counts().since(&c1);
+    let c2 = b.up.borrow().counts();
+    let (after, per_interval) = (c2.since(&c1), c2.per_interval(&c1, b.args.interval));
     json!({
         "killed": format!("g{}", h + 1),
         "killed_named_holder": roles[h].holder,
@@ -68,7 +70,7 @@ pub async fn run(b: &mut Bench) -> Value {
         "surviving_clients": status.total(),
         "upstream_during": during,
         "next_change": latency(&next),
-        "upstream_requests_per_interval_after": after["requests"].as_f64().unwrap_or(0.0) / AFTER_INTERVALS,
+        "upstream_requests_per_interval_after": per_interval,
         "upstream_after": after,
     })
 }

@@ -19,6 +19,8 @@ pub struct Upstream {
     pub requests: u64,
     pub not_modified: u64,
     pub by_node: BTreeMap<String, u64>,
+    /// When each request came, in ns on CLOCK_MONOTONIC.
+    pub times: Vec<u128>,
 }
 
 /// Counts at one moment, to subtract.
@@ -27,9 +29,19 @@ pub struct Counts {
     pub requests: u64,
     pub not_modified: u64,
     pub by_node: BTreeMap<String, u64>,
+    pub times: Vec<u128>,
 }
 
 impl Counts {
+    /// Requests per `interval` seconds since `before`, from the span between the first and last
+    /// of them: counting a window's requests would be off by one at either edge.
+    pub fn per_interval(&self, before: &Counts, interval: f64) -> Option<f64> {
+        let times = self.times.get(before.times.len()..)?;
+        let (first, last) = (times.first()?, times.last()?);
+        let span = (last - first) as f64 / 1e9;
+        (times.len() >= 2 && span > 0.0).then(|| (times.len() - 1) as f64 * interval / span)
+    }
+
     /// What happened since `before`, as JSON.
     pub fn since(&self, before: &Counts) -> Value {
         let by_node: BTreeMap<&String, u64> = self
@@ -70,6 +82,7 @@ impl Upstream {
             requests: self.requests,
             not_modified: self.not_modified,
             by_node: self.by_node.clone(),
+            times: self.times.clone(),
         }
     }
 }
@@ -103,6 +116,7 @@ fn answer(up: &mut Upstream, req: &str) -> String {
     let not_modified = header(req, "if-none-match") == Some(etag.as_str());
     let node = header(req, "x-bench-node").unwrap_or("?").to_string();
     up.requests += 1;
+    up.times.push(now_ns());
     up.not_modified += u64::from(not_modified);
     *up.by_node.entry(node).or_default() += 1;
     if not_modified {
