@@ -37,17 +37,16 @@ pub fn stamp(data: &str) -> Option<(u64, u64)> {
 /// `stamp` for large events (polled mode), or for many clients (sse-cluster), without parsing
 /// the JSON: the stamps are top-level numbers in a document, or `replace` ops in a patch.
 pub fn stamp_scan(data: &str) -> Option<(u64, u64)> {
-    let number = |key: &str| -> Option<u64> {
-        let after = |pattern: String| data.find(&pattern).map(|i| i + pattern.len());
-        let at = after(format!("\"path\":\"/{key}\",\"value\":"))
-            .or_else(|| after(format!("\"{key}\":")))?;
-        let digits: String = data[at..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        digits.parse().ok()
+    let number = |in_patch: &str, in_doc: &str| -> Option<u64> {
+        let after = |pattern: &str| data.find(pattern).map(|i| i + pattern.len());
+        let at = after(in_patch).or_else(|| after(in_doc))?;
+        let digits = data[at..].bytes().take_while(u8::is_ascii_digit).count();
+        data[at..at + digits].parse().ok()
     };
-    Some((number("seq")?, number("t")?))
+    Some((
+        number(r#""path":"/seq","value":"#, r#""seq":"#)?,
+        number(r#""path":"/t","value":"#, r#""t":"#)?,
+    ))
 }
 
 /// The `p` quantile of sorted latencies in µs, in ms.
@@ -57,4 +56,20 @@ pub fn pct(sorted: &[u64], p: f64) -> f64 {
     }
     let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[i] as f64 / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_are_found_in_a_snapshot_and_in_a_patch() {
+        let snapshot = r#"event: snapshot
+data: {"pad":"bbb","seq":2,"t":123}"#;
+        let patch = r#"data: [{"op":"replace","path":"/pad","value":"ccc"},{"op":"replace","path":"/seq","value":3},{"op":"replace","path":"/t","value":456}]"#;
+        assert_eq!(stamp_scan(snapshot), Some((2, 123)));
+        assert_eq!(stamp_scan(patch), Some((3, 456)));
+        assert_eq!(stamp(r#"{"seq":2,"t":123}"#), Some((2, 123)));
+        assert_eq!(stamp_scan(": heartbeat"), None);
+    }
 }

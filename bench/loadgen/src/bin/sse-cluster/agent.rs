@@ -8,16 +8,16 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use eventsource_stream::Eventsource;
-use futures_util::StreamExt;
 use serde_json::json;
 use sse_loadgen::stamp::{now_ns, stamp_scan};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::Semaphore;
+
+use crate::wire;
 
 #[derive(clap::Args, Clone)]
 pub struct AgentArgs {
@@ -61,21 +61,19 @@ pub async fn run(args: AgentArgs) {
         connected: vec![0; args.urls.len()],
         ..State::default()
     }));
-    let http: Vec<reqwest::Client> = (0..args.sources.max(1))
-        .filter_map(|i| {
-            reqwest::Client::builder()
-                .no_proxy()
-                .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + i)))
-                .pool_max_idle_per_host(0)
-                .build()
-                .ok()
-        })
-        .collect();
-    if http.is_empty() {
-        eprintln!("sse-cluster agent: no HTTP client could be built");
-        return;
+    let mut gateways = Vec::new();
+    for url in &args.urls {
+        match parse_url(url) {
+            Some(g) => gateways.push(g),
+            None => {
+                eprintln!("sse-cluster agent: `{url}` is not http://IP:PORT/PATH");
+                return;
+            }
+        }
     }
+    let scratch = wire::scratch();
     let gate = Arc::new(Semaphore::new(args.connecting.max(1)));
+    let sources = usize::from(args.sources.clamp(1, 250));
     let spawner = {
         let (state, args) = (state.clone(), args.clone());
         async move {
@@ -84,10 +82,11 @@ pub async fn run(args: AgentArgs) {
                 let Ok(permit) = gate.clone().acquire_owned().await else {
                     return;
                 };
-                let gateway = g % args.urls.len();
-                let h = http[g % http.len()].clone();
-                let url = args.urls[gateway].clone();
-                tokio::task::spawn_local(client(h, url, gateway, state.clone(), permit));
+                let gateway = g % gateways.len();
+                let (to, path) = gateways[gateway].clone();
+                let source = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + (g % sources) as u8));
+                let open = wire::open(source, to, path, scratch.clone());
+                tokio::task::spawn_local(client(open, gateway, state.clone(), permit));
             }
         }
     };
@@ -130,30 +129,26 @@ fn answer(s: &State, line: &str, clients: usize) -> serde_json::Value {
     }
 }
 
+/// `http://IP:PORT/PATH` as (address, path).
+fn parse_url(url: &str) -> Option<(SocketAddr, String)> {
+    let rest = url.strip_prefix("http://")?;
+    let (addr, path) = rest.split_at(rest.find('/')?);
+    Some((addr.parse().ok()?, path.to_string()))
+}
+
 /// One SSE client: attach (holding a connect permit until the response head), then record the
 /// latency of every stamped event until the stream ends. It does not reconnect: after a gateway
 /// is killed its clients are counted as gone, since five gateways can't take 100,000 under the
 /// open-file limit.
 async fn client(
-    http: reqwest::Client,
-    url: String,
+    open: impl std::future::Future<Output = Option<wire::Stream>>,
     gateway: usize,
     state: Rc<RefCell<State>>,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
-    let resp = http
-        .get(&url)
-        .header("accept", "text/event-stream")
-        .send()
-        .await;
+    let stream = open.await;
     drop(permit);
-    let streaming = resp.ok().filter(|r| {
-        r.status() == 200
-            && r.headers()
-                .get("content-type")
-                .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
-    });
-    let Some(resp) = streaming else {
+    let Some(stream) = stream else {
         let mut s = state.borrow_mut();
         s.dropped += 1;
         s.settled += 1;
@@ -164,19 +159,33 @@ async fn client(
         s.connected[gateway] += 1;
         s.settled += 1;
     }
-    let mut events = resp.bytes_stream().eventsource();
-    while let Some(Ok(ev)) = events.next().await {
-        let at = now_ns();
-        // Scanned, not parsed: at 100,000 clients the load generator's CPU is on the
-        // critical path of every change (it shares the two cores with the gateways).
-        if let Some((seq, t)) = stamp_scan(&ev.data) {
-            let lat = (at.saturating_sub(u128::from(t)) / 1000) as u64;
-            let mut s = state.borrow_mut();
-            s.seen.entry(seq).or_default().push(lat);
-            *s.reached.entry(seq).or_default() |= 1 << (gateway % 64);
-        }
-    }
+    stream
+        .events(|event| {
+            let at = now_ns();
+            // Scanned, not parsed: the stamps are plain numbers in a snapshot or a patch.
+            let text = std::str::from_utf8(event).unwrap_or("");
+            if let Some((seq, t)) = stamp_scan(text) {
+                let lat = (at.saturating_sub(u128::from(t)) / 1000) as u64;
+                let mut s = state.borrow_mut();
+                s.seen.entry(seq).or_default().push(lat);
+                *s.reached.entry(seq).or_default() |= 1 << (gateway % 64);
+            }
+        })
+        .await;
     let mut s = state.borrow_mut();
     s.connected[gateway] -= 1;
     s.dropped += 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gateway_url_is_an_address_and_a_path() {
+        let (addr, path) = parse_url("http://127.0.0.1:8080/sse/doc").unwrap();
+        assert_eq!(addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(path, "/sse/doc");
+        assert!(parse_url("http://localhost:8080/sse").is_none());
+    }
 }

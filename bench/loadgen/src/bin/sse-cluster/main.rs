@@ -9,6 +9,7 @@ mod redis;
 mod run;
 mod takeover;
 mod upstream;
+mod wire;
 
 use clap::{Parser, Subcommand};
 
