@@ -1,7 +1,7 @@
 //! N SSE clients against one server: memory per idle client, fan-out latency of each change, and
 //! the server's CPU per change. One thread, so it takes one of the machine's cores at most.
 //!
-//! Each change carries its send time (`t`, ns since the epoch) and sequence (`seq`); a client
+//! Each change carries its send time (`t`, ns on CLOCK_MONOTONIC) and sequence (`seq`); a client
 //! reads them from the snapshot, the patch ops or the published message, so one parser serves the
 //! gateway and its peers alike.
 
@@ -9,13 +9,16 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use sse_loadgen::http1::{header, read_head};
+use sse_loadgen::procfs::{cpu_ms, host_cpu_ms, memory, tree_cpu_ms};
+use sse_loadgen::stamp::{now_ns, pct, stamp};
+use tokio::io::AsyncWriteExt;
 
 #[derive(Parser, Clone)]
 struct Args {
@@ -63,50 +66,8 @@ struct Args {
     duration: f64,
 }
 
-fn now_ns() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos())
-}
-
 fn message(seq: u64, size: usize) -> Value {
     json!({ "seq": seq, "t": now_ns() as u64, "pad": "x".repeat(size) })
-}
-
-/// (seq, t) from whatever the event carries: a document, a JSON Patch, a merge patch.
-fn stamp(data: &str) -> Option<(u64, u64)> {
-    if data.len() > 4096 {
-        return stamp_scan(data);
-    }
-    let v: Value = serde_json::from_str(data).ok()?;
-    let find = |key: &str| -> Option<u64> {
-        match &v {
-            Value::Object(m) => m.get(key)?.as_u64(),
-            Value::Array(ops) => ops
-                .iter()
-                .find(|op| op["path"] == format!("/{key}"))?
-                .get("value")?
-                .as_u64(),
-            _ => None,
-        }
-    };
-    Some((find("seq")?, find("t")?))
-}
-
-/// `stamp` for large events (polled mode), without parsing 50 KB of JSON per client: the
-/// stamps are top-level numbers in a document, or `replace` ops in a patch.
-fn stamp_scan(data: &str) -> Option<(u64, u64)> {
-    let number = |key: &str| -> Option<u64> {
-        let after = |pattern: String| data.find(&pattern).map(|i| i + pattern.len());
-        let at = after(format!("\"path\":\"/{key}\",\"value\":"))
-            .or_else(|| after(format!("\"{key}\":")))?;
-        let digits: String = data[at..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        digits.parse().ok()
-    };
-    Some((number("seq")?, number("t")?))
 }
 
 /// A document of about `size` bytes: `items` of ~100 bytes each, a share of them rewritten
@@ -165,87 +126,6 @@ impl PolledDoc {
         let body = json!({ "seq": self.seq, "t": now_ns() as u64, "items": items }).to_string();
         self.body = body.clone();
         Some(body)
-    }
-}
-
-/// `pid` and its descendants.
-fn tree(pid: u32) -> Vec<u32> {
-    let mut pids = vec![pid];
-    let mut i = 0;
-    while i < pids.len() {
-        let p = pids[i];
-        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
-            for t in tasks.flatten() {
-                let children =
-                    std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-                pids.extend(
-                    children
-                        .split_whitespace()
-                        .filter_map(|c| c.parse::<u32>().ok()),
-                );
-            }
-        }
-        i += 1;
-    }
-    pids.sort_unstable();
-    pids.dedup();
-    pids
-}
-
-/// PSS and RSS in KB of `pid` and its children.
-fn memory(pid: u32) -> (u64, u64) {
-    let pids = tree(pid);
-    let field = |text: &str, name: &str| -> u64 {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            .unwrap_or(0)
-    };
-    pids.iter().fold((0, 0), |(pss, rss), p| {
-        let rollup = std::fs::read_to_string(format!("/proc/{p}/smaps_rollup")).unwrap_or_default();
-        (pss + field(&rollup, "Pss:"), rss + field(&rollup, "Rss:"))
-    })
-}
-
-/// User + system CPU time of a process tree, in ms.
-fn tree_cpu_ms(pid: u32) -> f64 {
-    tree(pid).iter().map(|p| cpu_ms(&p.to_string())).sum()
-}
-
-/// Busy CPU time of the whole host (all processes, kernel included), in ms: what is left after
-/// the server's and the load generator's own is the machine's other load during a run.
-fn host_cpu_ms() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let line = stat.lines().next().unwrap_or("");
-    // cpu user nice system idle iowait irq softirq steal ...
-    let f: Vec<f64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    let busy: f64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| f.get(i)).sum();
-    busy * ms_per_tick()
-}
-
-/// User + system CPU time of a process, in ms.
-fn cpu_ms(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // utime and stime are fields 14 and 15, in clock ticks; `after` starts at field 3.
-    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) * ms_per_tick()
-}
-
-/// The length of the clock tick /proc counts CPU time in, in ms: `USER_HZ`, which the kernel
-/// may be built with other than 100.
-fn ms_per_tick() -> f64 {
-    // SAFETY: sysconf has no preconditions; it returns -1 for a name it does not know.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if hz > 0 {
-        1000.0 / hz as f64
-    } else {
-        10.0
     }
 }
 
@@ -330,37 +210,6 @@ async fn serve_upstream(addr: SocketAddr, shared: Rc<RefCell<Shared>>) {
     }
 }
 
-/// The next request head on `sock` (through its blank line), keeping in `buf` whatever
-/// follows it; `None` once the client closes or sends a head past 64 KB.
-async fn read_head(sock: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
-    const END: &[u8] = b"\r\n\r\n";
-    let mut searched = 0;
-    loop {
-        if let Some(i) = buf[searched..].windows(END.len()).position(|w| w == END) {
-            let end = searched + i + END.len();
-            return Some(buf.drain(..end).collect());
-        }
-        if buf.len() > 64 * 1024 {
-            return None;
-        }
-        // The terminator may straddle two reads.
-        searched = buf.len().saturating_sub(END.len() - 1);
-        let mut chunk = [0u8; 8192];
-        match sock.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-}
-
-/// The value of header `name` (any case) in a request head.
-fn header<'h>(head: &'h str, name: &str) -> Option<&'h str> {
-    head.lines().skip(1).find_map(|line| {
-        let (n, v) = line.split_once(':')?;
-        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
-
 async fn client(http: reqwest::Client, url: String, stream: usize, shared: Rc<RefCell<Shared>>) {
     let resp = match http
         .get(&url)
@@ -405,14 +254,6 @@ async fn client(http: reqwest::Client, url: String, stream: usize, shared: Rc<Re
     let mut s = shared.borrow_mut();
     s.connected -= 1;
     s.dropped += 1;
-}
-
-fn pct(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i] as f64 / 1000.0
 }
 
 async fn run(args: Args) -> Value {
