@@ -19,6 +19,7 @@ mod failover;
 mod redis_down;
 mod resume;
 mod sharing;
+mod tls;
 
 /// One cluster test at a time, across the whole test binary.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());

@@ -18,11 +18,23 @@ pub struct Redis {
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
+    /// Serving TLS only, with this self-signed certificate for `localhost` (PEM).
+    tls: Option<std::path::PathBuf>,
 }
 
 impl Redis {
     /// A fresh, empty server; `None` (after saying why) when `redis-server` is not installed.
     pub async fn start() -> Option<Redis> {
+        Redis::start_with(false).await
+    }
+
+    /// The same, serving TLS only (`rediss://`), under a self-signed certificate for
+    /// `localhost` at `certificate()`.
+    pub async fn start_tls() -> Option<Redis> {
+        Redis::start_with(true).await
+    }
+
+    async fn start_with(tls: bool) -> Option<Redis> {
         if Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -42,7 +54,11 @@ impl Redis {
             child: None,
             port: free_port(),
             dir: tempfile::tempdir().expect("temp dir"),
+            tls: None,
         };
+        if tls {
+            redis.tls = Some(redis.write_certificate());
+        }
         // A port handed out twice fails to bind: try another.
         for _ in 0..3 {
             if redis.spawn().await {
@@ -53,9 +69,30 @@ impl Redis {
         panic!("redis-server did not start:\n{}", redis.log());
     }
 
-    /// `redis://127.0.0.1:<port>/0`, for the gateways' `cluster.redis`.
+    /// `redis://127.0.0.1:<port>/0` (`rediss://localhost:<port>/0` with TLS), for the
+    /// gateways' `cluster.redis`.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        match self.tls {
+            Some(_) => format!("rediss://localhost:{}/0", self.port),
+            None => format!("redis://127.0.0.1:{}/0", self.port),
+        }
+    }
+
+    /// The certificate a TLS server presents, for a client to trust.
+    pub fn certificate(&self) -> Option<&Path> {
+        self.tls.as_deref()
+    }
+
+    fn write_certificate(&self) -> std::path::PathBuf {
+        let names = vec!["localhost".to_string()];
+        let cert = rcgen::generate_simple_self_signed(names).expect("a certificate");
+        let (crt, key) = (
+            self.dir.path().join("redis.crt"),
+            self.dir.path().join("redis.key"),
+        );
+        std::fs::write(&crt, cert.cert.pem()).expect("write the certificate");
+        std::fs::write(&key, cert.signing_key.serialize_pem()).expect("write the key");
+        crt
     }
 
     /// SIGKILL: the server and everything it held are gone (nothing is persisted).
@@ -125,8 +162,24 @@ impl Redis {
     /// (its port taken) or never answered.
     async fn spawn(&mut self) -> bool {
         let log = std::fs::File::create(self.log_path()).expect("log file");
+        let port = self.port.to_string();
+        let listen: Vec<String> = match &self.tls {
+            None => vec!["--port".into(), port],
+            Some(crt) => {
+                let crt = crt.display().to_string();
+                let key = self.dir.path().join("redis.key").display().to_string();
+                let args = ["--port", "0", "--tls-port", &port, "--tls-cert-file", &crt];
+                let more = ["--tls-key-file", &key, "--tls-ca-cert-file", &crt];
+                let args = args
+                    .iter()
+                    .chain(&more)
+                    .chain(&["--tls-auth-clients", "no"]);
+                args.map(|a| a.to_string()).collect()
+            }
+        };
         let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(&listen)
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .args([
                 "--loglevel",
@@ -148,13 +201,25 @@ impl Redis {
                 self.child = None;
                 return false;
             }
-            if let Ok(Ok(_)) = tokio::time::timeout(COMMAND_TIME, self.query(&["PING"])).await {
+            if self.answers().await {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.kill();
         false
+    }
+
+    /// PING answered; with TLS (which this test process does not trust), the port open.
+    async fn answers(&self) -> bool {
+        if self.tls.is_some() {
+            let addr = ("127.0.0.1", self.port);
+            return tokio::net::TcpStream::connect(addr).await.is_ok();
+        }
+        matches!(
+            tokio::time::timeout(COMMAND_TIME, self.query(&["PING"])).await,
+            Ok(Ok(_))
+        )
     }
 
     fn signal(&self, name: &str) {
