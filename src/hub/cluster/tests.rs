@@ -241,3 +241,22 @@ async fn an_epoch_lives_only_on_the_redis_that_made_it() {
     );
     assert!(j.frames.is_empty(), "and the old log is gone");
 }
+
+#[tokio::test]
+async fn a_log_lost_while_its_meta_stayed_starts_a_new_epoch() {
+    let Some(r) = setup().await else { return };
+    r.join("a:1", 10_000).await;
+    assert_eq!(r.publish("a:1", 0xabc, 1, 10, 8, 1 << 20).await, "OK");
+    // Evicted under memory pressure: nobody could continue from a meta without its frames.
+    let mut cmd = redis::cmd("DEL");
+    cmd.arg(&r.keys.log);
+    r.conn.cmd(&cmd).await.unwrap();
+    let j = r.join("b:2", 10_000).await;
+    assert_eq!(j.seq, 0, "the epoch starts over");
+    assert!(j.frames.is_empty());
+    assert!(j.held, "and the old holder's lease went with the old epoch");
+    assert_eq!(
+        r.publish("a:1", 0xabc, 2, 10, 8, 1 << 20).await,
+        "NOTHOLDER"
+    );
+}
