@@ -24,6 +24,7 @@
 //! - `fuzz` (tests only): fuzz targets as property tests; `cargo test fuzz`.
 
 pub mod app;
+mod assets;
 mod causes;
 mod codec;
 mod config;

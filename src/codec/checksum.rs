@@ -1,0 +1,128 @@
+//! Pure: the checksum in every event id, which says what document a client holds after the
+//! event, so a client can tell that its copy drifted (a patch applied to the wrong base, a
+//! replayed event) instead of rendering a wrong document forever.
+//!
+//! It is the first 8 bytes of SHA-256 over the RFC 8785 (JSON Canonicalization Scheme) form of
+//! the whole document: a browser rebuilds that form from its parsed value with nothing but
+//! `JSON.stringify`'s number and string rules and a key sort, whatever order or spacing the
+//! upstream used. For a body that is not JSON, it is over the text the client is sent.
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// The checksum of a JSON document, over its RFC 8785 form.
+pub fn of_json(doc: &Value) -> u64 {
+    // A `Value` always canonicalises (no NaN, no non-string keys); should the crate still
+    // refuse one, its compact form gives a checksum no client matches, and a client that
+    // checks resyncs rather than trusting it.
+    let canonical =
+        serde_json_canonicalizer::to_vec(doc).unwrap_or_else(|_| doc.to_string().into());
+    first8(&canonical)
+}
+
+/// The checksum of a text document: its UTF-8 bytes as a client's `event.data` holds them.
+pub fn of_text(data: &str) -> u64 {
+    first8(data.as_bytes())
+}
+
+/// How the checksum is written in an id: 16 lowercase hex digits.
+pub fn hex(sum: u64) -> String {
+    format!("{sum:016x}")
+}
+
+fn first8(bytes: &[u8]) -> u64 {
+    let digest = Sha256::digest(bytes);
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn canonical(text: &str) -> String {
+        let v: Value = serde_json::from_str(text).unwrap();
+        String::from_utf8(serde_json_canonicalizer::to_vec(&v).unwrap()).unwrap()
+    }
+
+    /// RFC 8785 §3.2.2's example, byte for byte.
+    #[test]
+    fn the_rfcs_example_canonicalises_as_the_rfc_prints_it() {
+        let input = r#"{
+          "numbers": [333333333.33333329, 1E30, 4.50, 2e-3, 0.000000000000000000000000001],
+          "string": "\u20ac$\u000F\u000aA'\u0042\u0022\u005c\\\"\/",
+          "literals": [null, true, false]
+        }"#;
+        assert_eq!(
+            canonical(input),
+            r#"{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],"string":"€$\u000f\nA'B\"\\\\\"/"}"#
+        );
+    }
+
+    /// RFC 8785 §3.2.3: keys sort by UTF-16 code units, so the emoji (a surrogate pair starting
+    /// 0xD83D) comes before U+FB33, unlike a sort by code points.
+    #[test]
+    fn keys_sort_by_utf16_code_units() {
+        let input =
+            r#"{"\u20ac":1,"\r":2,"\ufb33":3,"1":4,"\ud83d\ude00":5,"\u0080":6,"\u00f6":7}"#;
+        let order: Vec<Value> = serde_json::from_str::<Value>(&canonical(input))
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .values()
+            .cloned()
+            .collect();
+        assert_eq!(order, [2, 4, 6, 7, 1, 5, 3].map(|n| json!(n)));
+    }
+
+    /// RFC 8785 Appendix B's number formatting (IEEE 754 bits → text), and integers past 2^53
+    /// written as the double a browser parses them into.
+    #[test]
+    fn numbers_are_written_as_ecmascript_writes_doubles() {
+        let cases: [(u64, &str); 12] = [
+            (0x0000000000000000, "0"),
+            (0x8000000000000000, "0"),
+            (0x0000000000000001, "5e-324"),
+            (0x8000000000000001, "-5e-324"),
+            (0x7fefffffffffffff, "1.7976931348623157e+308"),
+            (0x4340000000000000, "9007199254740992"),
+            (0x4430000000000000, "295147905179352830000"),
+            (0x44b52d02c7e14af5, "9.999999999999997e+22"),
+            (0x44b52d02c7e14af6, "1e+23"),
+            (0x3eb0c6f7a0b5ed8d, "0.000001"),
+            (0x3eb0c6f7a0b5ed8c, "9.999999999999997e-7"),
+            (0x444b1ae4d6e2ef50, "1e+21"),
+        ];
+        for (bits, text) in cases {
+            let v = json!(f64::from_bits(bits));
+            assert_eq!(
+                serde_json_canonicalizer::to_string(&v).unwrap(),
+                text,
+                "{bits:#x}"
+            );
+        }
+        assert_eq!(canonical("9007199254740993"), "9007199254740992");
+        assert_eq!(
+            canonical("[12345678901234567890, -0, 1.0]"),
+            "[12345678901234567000,0,1]"
+        );
+    }
+
+    /// The test vector the README's event reference prints, for client authors.
+    #[test]
+    fn the_documented_test_vector_holds() {
+        let doc: Value =
+            serde_json::from_str(r#"{ "b": [1, 2.50, "x"], "a": { "é": true, "z": null } }"#)
+                .unwrap();
+        assert_eq!(
+            String::from_utf8(serde_json_canonicalizer::to_vec(&doc).unwrap()).unwrap(),
+            r#"{"a":{"z":null,"é":true},"b":[1,2.5,"x"]}"#
+        );
+        assert_eq!(hex(of_json(&doc)), VECTOR_HASH);
+        assert_eq!(hex(of_text("plain text\nbody")), "c366ea626fb16186");
+    }
+
+    const VECTOR_HASH: &str = "462e36fe2242ede9";
+}
