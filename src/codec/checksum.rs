@@ -20,9 +20,13 @@ pub fn of_json(doc: &Value) -> u64 {
     first8(&canonical)
 }
 
-/// The checksum of a text document: its UTF-8 bytes as a client's `event.data` holds them.
-pub fn of_text(data: &str) -> u64 {
-    first8(data.as_bytes())
+/// The checksum of a text document: its UTF-8 bytes as a client's `event.data` holds them,
+/// where every CR LF or lone CR of the body is an LF (SSE splits data lines on all three).
+pub fn of_text(body: &str) -> u64 {
+    if !body.contains('\r') {
+        return first8(body.as_bytes());
+    }
+    first8(body.replace("\r\n", "\n").replace('\r', "\n").as_bytes())
 }
 
 /// How the checksum is written in an id: 16 lowercase hex digits.
@@ -122,6 +126,8 @@ mod tests {
         );
         assert_eq!(hex(of_json(&doc)), VECTOR_HASH);
         assert_eq!(hex(of_text("plain text\nbody")), "c366ea626fb16186");
+        assert_eq!(of_text("plain text\r\nbody"), of_text("plain text\nbody"));
+        assert_eq!(of_text("plain text\rbody"), of_text("plain text\nbody"));
     }
 
     const VECTOR_HASH: &str = "462e36fe2242ede9";

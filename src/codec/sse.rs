@@ -52,6 +52,15 @@ pub fn data_of(event: &[u8]) -> String {
     lines.join("\n")
 }
 
+/// The `id:` of one encoded event, if it has one. (A cluster replica reads an event's checksum
+/// back out of the bytes the holder encoded.)
+pub fn id_of(event: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(event).ok()?;
+    text.split('\n')
+        .take_while(|line| !line.is_empty())
+        .find_map(|line| line.strip_prefix("id: "))
+}
+
 fn field(buf: &mut BytesMut, prefix: &[u8], value: &str) {
     debug_assert!(!value.contains(['\r', '\n', '\0']), "{value:?}");
     buf.put_slice(prefix);

@@ -271,6 +271,16 @@ fn a_shared_stream_that_forwards_headers_needs_a_key_secret() {
     .unwrap();
 }
 
+/// Found by the config fuzzer: twice the largest duration overflowed, a panic at load.
+#[test]
+fn a_timeout_too_large_to_double_is_refused_not_a_panic() {
+    let text = format!("{STREAMS}cluster:\n  redis: redis://h\n  timeout: 18446744073709551615s\n");
+    let err = refused(&text);
+    assert!(err.contains("cluster.timeout"), "{err}");
+    let err = refused(&format!("{text}  lease_ttl: 2s\n"));
+    assert!(err.contains("cluster.lease_ttl"), "{err}");
+}
+
 #[test]
 fn a_lease_from_a_short_interval_must_outlive_two_timeouts() {
     let text =

@@ -33,7 +33,7 @@ use tracing::{debug, warn};
 use crate::codec::sse;
 use crate::config::{DiffMode, StreamSpec};
 use crate::demo;
-use crate::hub::{EventId, HubError, SubscribeRequest, Subscription};
+use crate::hub::{HubError, LastEventId, SubscribeRequest, Subscription};
 use crate::metrics::Metrics;
 use crate::ops::tls::CertStore;
 use crate::routes::{self, Routes};
@@ -403,7 +403,9 @@ impl Edge {
 /// What the client asked of its stream: a format (`?format=`), and where to resume from
 /// (`Last-Event-ID`, or `?lastEventId=` for clients that cannot set headers). An id that is not
 /// well formed is ignored: the client starts from a snapshot.
-fn options(req: &RequestHeader) -> std::result::Result<(Option<DiffMode>, Option<EventId>), Reply> {
+fn options(
+    req: &RequestHeader,
+) -> std::result::Result<(Option<DiffMode>, Option<LastEventId>), Reply> {
     let query = req.uri.query();
     let format = match routes::query_param(query, "format") {
         None => None,
@@ -423,7 +425,7 @@ fn options(req: &RequestHeader) -> std::result::Result<(Option<DiffMode>, Option
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .or_else(|| routes::query_param(query, "lastEventId"))
-        .and_then(|id| EventId::parse(&id));
+        .and_then(|id| LastEventId::parse(&id));
     Ok((format, resume))
 }
 

@@ -264,6 +264,7 @@ mod tests {
         Frame {
             epoch: 1,
             seq,
+            checksum: seq,
             snapshot: Bytes::from(format!("event: snapshot\ndata: {seq}\n\n")),
             json_patch: Some(Bytes::from(format!("event: patch\ndata: {seq}\n\n"))),
             merge_patch: None,

@@ -27,6 +27,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
+use crate::codec::checksum;
 use crate::config::{DiffMode, StreamSpec};
 
 pub(crate) use gauges::Gauges;
@@ -119,7 +120,7 @@ pub struct SubscribeRequest {
     /// reload that changes it.
     pub format: Option<DiffMode>,
     /// The `Last-Event-ID` the client resumes from, if any and well formed.
-    pub resume: Option<EventId>,
+    pub resume: Option<LastEventId>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -210,7 +211,8 @@ fn redact_query(target: &str) -> String {
     format!("{path}?{}", pairs.join("&"))
 }
 
-/// An SSE event id: `<epoch>-<seq>`.
+/// Where an event stands in its instance's history: `<epoch>-<seq>`, the first two parts of
+/// its id.
 ///
 /// The epoch is random per stream instance, so an id from before a restart, from another stream
 /// or from another instance can never be mistaken for a current one; the sequence increases by one
@@ -221,19 +223,49 @@ pub struct EventId {
     pub seq: u64,
 }
 
-impl EventId {
-    pub fn parse(s: &str) -> Option<EventId> {
-        let (epoch, seq) = s.trim().split_once('-')?;
-        Some(EventId {
-            epoch: u64::from_str_radix(epoch, 16).ok()?,
-            seq: seq.parse().ok()?,
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:012x}-{}", self.epoch, self.seq)
+    }
+}
+
+/// An event's whole id, `<epoch>-<seq>-<checksum>`: where it stands, and the checksum of the
+/// document it leaves a client with (`codec::checksum`). A client that resumes with one gets
+/// the events it missed only if both match what this instance sent, so a client whose copy went
+/// wrong gets a snapshot instead of patches for a document it does not have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LastEventId {
+    pub at: EventId,
+    pub checksum: u64,
+}
+
+impl LastEventId {
+    /// Reads an id of this form; any other (an `<epoch>-<seq>` id from before checksums, a
+    /// foreign id) is `None`, and its client starts from a snapshot.
+    pub fn parse(s: &str) -> Option<LastEventId> {
+        let mut parts = s.trim().split('-');
+        let (epoch, seq, sum) = (parts.next()?, parts.next()?, parts.next()?);
+        let hex = |t: &str, len: usize| {
+            (t.len() == len && t.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+                .then(|| u64::from_str_radix(t, 16).ok())
+                .flatten()
+        };
+        if parts.next().is_some() || seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        Some(LastEventId {
+            at: EventId {
+                epoch: hex(epoch, 12)?,
+                seq: seq.parse().ok()?,
+            },
+            checksum: hex(sum, 16)?,
         })
     }
 }
 
-impl fmt::Display for EventId {
+impl fmt::Display for LastEventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:012x}-{}", self.epoch, self.seq)
+        write!(f, "{}-{}", self.at, checksum::hex(self.checksum))
     }
 }
 
@@ -251,14 +283,32 @@ mod tests {
 
     #[test]
     fn event_ids_round_trip_and_refuse_garbage() {
-        let id = EventId {
-            epoch: 0xabc,
-            seq: 42,
+        let id = LastEventId {
+            at: EventId {
+                epoch: 0xabc,
+                seq: 42,
+            },
+            checksum: 0x462e36fe2242ede9,
         };
-        assert_eq!(id.to_string(), "000000000abc-42");
-        assert_eq!(EventId::parse(&id.to_string()), Some(id));
-        for bad in ["", "42", "zz-1", "1-", "-1", "1-x", "1-2-3"] {
-            assert_eq!(EventId::parse(bad), None, "{bad:?}");
+        assert_eq!(id.to_string(), "000000000abc-42-462e36fe2242ede9");
+        assert_eq!(LastEventId::parse(&id.to_string()), Some(id));
+        assert_eq!(
+            LastEventId::parse(" 000000000abc-42-462e36fe2242ede9\n"),
+            Some(id)
+        );
+        for bad in [
+            "",
+            "42",
+            "000000000abc-42",
+            "zz-1-462e36fe2242ede9",
+            "000000000abc--462e36fe2242ede9",
+            "000000000abc-+4-462e36fe2242ede9",
+            "000000000abc-42-462E36FE2242EDE9",
+            "000000000abc-42-462e36fe2242ede",
+            "000000000abc-42-462e36fe2242ede9-1",
+            "abc-42-462e36fe2242ede9",
+        ] {
+            assert_eq!(LastEventId::parse(bad), None, "{bad:?}");
         }
     }
 

@@ -12,11 +12,11 @@ use tracing::{debug, info, warn};
 use super::publish::{Lost, PollResult, Publish};
 use super::schedule::{backoff, Schedule, Step};
 use super::source::Source;
-use crate::codec::diff;
 use crate::codec::sse;
+use crate::codec::{checksum, diff};
 use crate::config::{DiffMode, StreamSpec};
 use crate::hub::topic::{Frame, Topic};
-use crate::hub::EventId;
+use crate::hub::{EventId, LastEventId};
 use crate::metrics::Metrics;
 use crate::upstream::{FetchError, Fetched, Validators};
 
@@ -377,12 +377,23 @@ struct Wanted {
 
 /// Encodes the change in every wanted format. A patch that would cost more than the snapshot
 /// is left out: its clients get the snapshot.
+///
+/// The checksum of the new document is computed here, once per change, for the id that every
+/// format's event carries.
 fn encode(next: EventId, old: Option<&Doc>, new: &Doc, wanted: Wanted) -> Frame {
-    let id = &next.to_string();
-    let text = match new {
-        Doc::Json(v) => v.to_string(),
-        Doc::Other(b) => String::from_utf8_lossy(b).into_owned(),
+    let (text, sum) = match new {
+        Doc::Json(v) => (v.to_string(), checksum::of_json(v)),
+        Doc::Other(b) => {
+            let text = String::from_utf8_lossy(b).into_owned();
+            let sum = checksum::of_text(&text);
+            (text, sum)
+        }
     };
+    let id = &LastEventId {
+        at: next,
+        checksum: sum,
+    }
+    .to_string();
     let snapshot = sse::event(Some("snapshot"), Some(id), &text);
     let (json_patch, merge_patch) = match (old, new) {
         (Some(Doc::Json(old)), Doc::Json(new)) => {
@@ -405,6 +416,7 @@ fn encode(next: EventId, old: Option<&Doc>, new: &Doc, wanted: Wanted) -> Frame 
     Frame {
         epoch: next.epoch,
         seq: next.seq,
+        checksum: sum,
         snapshot,
         json_patch,
         merge_patch,
@@ -750,9 +762,10 @@ mod timing {
         assert!(polls >= 5, "{polls}");
         let info = topic.info();
         assert_eq!(info.last_result, Some("not_modified"));
+        let sum = checksum::hex(checksum::of_json(&json!({ "price": 1 })));
         assert_eq!(
             info.event_id,
-            topic.current_id().map(|id| id.to_string()),
+            topic.current_id().map(|id| format!("{id}-{sum}")),
             "still the first document"
         );
         let m = &topic.metrics;

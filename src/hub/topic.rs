@@ -13,23 +13,37 @@ use bytes::Bytes;
 use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::{broadcast, watch, Notify};
 
-use super::{ClusterInfo, Delivery, EventId, InstanceInfo, StreamKey};
+use super::{ClusterInfo, Delivery, EventId, InstanceInfo, LastEventId, StreamKey};
 use crate::codec::sse;
 use crate::config::{DiffMode, StreamSpec};
 use crate::metrics::Metrics;
 
 /// One change, as every format encodes it. Formats nobody used when it was published are `None`;
 /// a client wanting one gets the snapshot instead, which is always a valid next event.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {
     /// Every frame of a ring shares one epoch; a frame of another starts the ring afresh.
     pub epoch: u64,
     pub seq: u64,
+    /// The checksum of the document after this change, the last part of its id.
+    pub checksum: u64,
     pub snapshot: Bytes,
     pub json_patch: Option<Bytes>,
     pub merge_patch: Option<Bytes>,
 }
 
 impl Frame {
+    /// Its id, `<epoch>-<seq>-<checksum>`, which every format's event carries.
+    pub fn id(&self) -> LastEventId {
+        LastEventId {
+            at: EventId {
+                epoch: self.epoch,
+                seq: self.seq,
+            },
+            checksum: self.checksum,
+        }
+    }
+
     /// The change in `format`, if it was encoded that way; a snapshot is no patch.
     pub fn patch(&self, format: DiffMode) -> Option<&Bytes> {
         match format {
@@ -103,6 +117,9 @@ struct State {
     /// its back is the current document and its sequence.
     ring: VecDeque<Arc<Frame>>,
     ring_bytes: usize,
+    /// The id of the frame just before the ring's first, once trimmed: a client that holds it
+    /// can still be brought up to date with the whole ring.
+    trimmed: Option<LastEventId>,
     /// The current `upstream-status` event while the upstream fails.
     failing: Option<Bytes>,
     /// The last event once the instance has ended: whoever attaches or resyncs later gets it
@@ -111,6 +128,28 @@ struct State {
 }
 
 impl State {
+    /// How many frames of the ring a client that last saw `id` already has, if the ring follows
+    /// on from it and its checksum is the one the client names: only then do the rest rebuild
+    /// this instance's document from the client's.
+    fn already_sent(&self, id: LastEventId) -> Option<usize> {
+        let first = self.ring.front()?;
+        if self.trimmed == Some(id) {
+            return Some(0);
+        }
+        if id.at.epoch != self.epoch || id.at.seq < first.seq {
+            return None;
+        }
+        let at = usize::try_from(id.at.seq - first.seq).ok()?;
+        (self.ring.get(at)?.id() == id).then_some(at + 1)
+    }
+
+    /// Empties the ring, for a new epoch or a gap.
+    fn clear(&mut self) {
+        self.ring.clear();
+        self.ring_bytes = 0;
+        self.trimmed = None;
+    }
+
     /// Sequence of the current document; 0 before the first one.
     fn seq(&self) -> u64 {
         self.ring.back().map_or(0, |f| f.seq)
@@ -244,6 +283,15 @@ impl Topic {
         }
     }
 
+    /// Where the topic stands: its epoch, and the current document's sequence (0 before one).
+    pub fn position(&self) -> EventId {
+        let st = self.read();
+        EventId {
+            epoch: st.epoch,
+            seq: st.seq(),
+        }
+    }
+
     /// The current document's id, if there is one.
     pub fn current_id(&self) -> Option<EventId> {
         let st = self.read();
@@ -264,8 +312,7 @@ impl Topic {
     pub fn begin_epoch(&self, epoch: u64) {
         let mut st = self.state();
         st.epoch = epoch;
-        st.ring.clear();
-        st.ring_bytes = 0;
+        st.clear();
     }
 
     pub fn format_in_use(&self, format: DiffMode) -> bool {
@@ -318,8 +365,7 @@ impl Topic {
     fn push(&self, st: &mut State, spec: &StreamSpec, frame: Arc<Frame>, announce: bool) {
         if frame.epoch != st.epoch || frame.seq != st.seq() + 1 {
             st.epoch = frame.epoch;
-            st.ring.clear();
-            st.ring_bytes = 0;
+            st.clear();
         }
         st.ring_bytes += frame.size();
         st.ring.push_back(frame.clone());
@@ -328,6 +374,7 @@ impl Topic {
         {
             if let Some(old) = st.ring.pop_front() {
                 st.ring_bytes -= old.size();
+                st.trimmed = Some(old.id());
             }
         }
         // Sent under the lock, so a subscriber that read the state sees exactly what follows it.
@@ -356,7 +403,10 @@ impl Topic {
     }
 
     pub fn info(&self) -> InstanceInfo {
-        let (id, healthy) = (self.current_id(), self.read().failing.is_none());
+        let (id, healthy) = {
+            let st = self.read();
+            (st.ring.back().map(|f| f.id()), st.failing.is_none())
+        };
         let last = *self.last_poll.lock();
         InstanceInfo {
             stream: self.key.stream.to_string(),
@@ -471,8 +521,9 @@ impl Member {
     }
 
     /// Builds a subscription that starts from the current state: the missed events if `resume`
-    /// is in the ring, the snapshot otherwise, then the upstream status if it is failing.
-    pub fn attach(self, chosen: Option<DiffMode>, resume: Option<EventId>) -> Subscription {
+    /// names a frame still in the ring, checksum and all, the snapshot otherwise, then the
+    /// upstream status if it is failing.
+    pub fn attach(self, chosen: Option<DiffMode>, resume: Option<LastEventId>) -> Subscription {
         let topic = &self.0;
         if let Some(f) = chosen {
             topic.formats.get(f).fetch_add(1, Ordering::AcqRel);
@@ -482,20 +533,11 @@ impl Member {
         let ended = st.closed.clone();
         let mut start = Vec::new();
         if ended.is_none() {
-            let seq = st.seq();
-            let replay = resume
-                .filter(|id| id.epoch == st.epoch && id.seq <= seq && seq > 0)
-                .and_then(|id| {
-                    let first = st.ring.front()?.seq;
-                    (id.seq + 1 >= first).then_some(id.seq)
-                });
-            match replay {
-                Some(from) => start.extend(
-                    st.ring
-                        .iter()
-                        .filter(|f| f.seq > from)
-                        .map(|f| f.bytes_for(format).clone()),
-                ),
+            match resume.and_then(|id| st.already_sent(id)) {
+                Some(sent) => {
+                    let missed = st.ring.iter().skip(sent);
+                    start.extend(missed.map(|f| f.bytes_for(format).clone()));
+                }
                 None => start.extend(st.snapshot()),
             }
             start.extend(st.failing.clone());
@@ -636,10 +678,14 @@ impl Drop for Member {
 
 #[cfg(test)]
 impl Topic {
-    fn id(&self, seq: u64) -> EventId {
-        EventId {
-            epoch: self.epoch(),
-            seq,
+    /// The id the test frame `seq` carries in this topic's epoch.
+    fn id(&self, seq: u64) -> LastEventId {
+        LastEventId {
+            at: EventId {
+                epoch: self.epoch(),
+                seq,
+            },
+            checksum: tests::sum(seq),
         }
     }
 }
@@ -667,10 +713,16 @@ mod tests {
         ))
     }
 
+    /// The test documents' checksums: one per sequence.
+    pub(super) fn sum(seq: u64) -> u64 {
+        0x5eed_0000 + seq
+    }
+
     fn frame(seq: u64) -> Frame {
         Frame {
             epoch: 7,
             seq,
+            checksum: sum(seq),
             snapshot: Bytes::from(format!("snapshot {seq}\n")),
             json_patch: (seq > 1).then(|| Bytes::from(format!("patch {seq}\n"))),
             merge_patch: None,
@@ -720,18 +772,37 @@ mod tests {
         for seq in 1..=5 {
             t.publish(frame(seq));
         }
-        let foreign = EventId {
-            epoch: t.epoch() ^ 1,
-            seq: 4,
+        let foreign = LastEventId {
+            at: EventId {
+                epoch: t.epoch() ^ 1,
+                seq: 4,
+            },
+            ..t.id(4)
         };
-        for resume in [None, Some(foreign), Some(t.id(1)), Some(t.id(99))] {
+        // The right place with another document: the client's copy is not ours to patch.
+        let drifted = LastEventId {
+            checksum: sum(4) ^ 1,
+            ..t.id(4)
+        };
+        let before_trim = LastEventId {
+            checksum: sum(3) ^ 1,
+            ..t.id(3)
+        };
+        for resume in [
+            None,
+            Some(foreign),
+            Some(drifted),
+            Some(before_trim),
+            Some(t.id(1)),
+            Some(t.id(99)),
+        ] {
             let start = t
                 .join()
                 .attach(Some(DiffMode::JsonPatch), resume)
                 .take_start();
             assert_eq!(text(&start), ["snapshot 5"], "{resume:?}");
         }
-        // Seq 3 is the oldest the ring of 2 can resume from (it holds 4 and 5).
+        // Seq 3 is the oldest the ring of 2 can resume from (it holds 4 and 5, and the id of 3).
         let start = t
             .join()
             .attach(Some(DiffMode::JsonPatch), Some(t.id(3)))
@@ -826,7 +897,10 @@ mod tests {
         t.publish(other(3));
         assert_eq!(next(&mut sub).await, "patch 3");
         // The ring starts afresh at each: no replay spans a gap or two epochs.
-        let old = EventId { epoch: 7, seq: 5 };
+        let old = LastEventId {
+            at: EventId { epoch: 7, seq: 5 },
+            checksum: sum(5),
+        };
         let mut resumed = t.join().attach(Some(DiffMode::JsonPatch), Some(old));
         assert_eq!(text(&resumed.take_start()), ["snapshot 3"]);
         let mut inside = t.join().attach(Some(DiffMode::JsonPatch), Some(t.id(2)));
@@ -886,6 +960,7 @@ mod tests {
         let big = |seq: u64| Frame {
             epoch: 7,
             seq,
+            checksum: sum(seq),
             snapshot: Bytes::from(format!("snapshot {seq} {}\n", "x".repeat(1000))),
             json_patch: Some(Bytes::from(format!("patch {seq}\n"))),
             merge_patch: None,

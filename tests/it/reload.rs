@@ -12,11 +12,7 @@ fn doc_stream(up: &Upstream) -> Cfg {
 }
 
 fn seq(id: &str) -> u64 {
-    id.rsplit('-')
-        .next()
-        .expect("an id")
-        .parse()
-        .expect("a sequence number")
+    id_parts(id).expect("an <epoch>-<seq>-<checksum> id").1
 }
 
 async fn reloaded(gw: &Gateway, times: usize) {

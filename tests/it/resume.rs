@@ -83,3 +83,30 @@ async fn an_unknown_or_foreign_id_gets_a_fresh_snapshot() {
         assert_eq!(client.snapshot().await, json!({"n": 7}), "id {id}");
     }
 }
+
+/// The id's checksum says which document the client holds: at the right place but with another
+/// document (a copy gone wrong), or in the form from before checksums, it gets a snapshot,
+/// never patches for a base it does not have.
+#[tokio::test]
+async fn an_id_whose_checksum_is_not_this_documents_gets_a_fresh_snapshot() {
+    let up = Upstream::json("/doc", padded(json!({"n": 0}))).await;
+    let gw = Gateway::start(&doc(&up)).await;
+    let mut first = gw.sse("/sse/doc").await;
+    first.snapshot().await;
+    let id = first.last_id.clone();
+    let (epoch, seq, sum) = id_parts(&id).expect("an id");
+    assert_eq!(sum, checksum(&padded(json!({"n": 0}))));
+    up.set("/doc", padded(json!({"n": 1})));
+    first.next_document().await;
+    let wrong = format!("{epoch}-{seq}-{}", checksum(&json!({"n": 0})));
+    for id in [wrong, format!("{epoch}-{seq}")] {
+        let mut client = gw.sse_with("/sse/doc", &[("last-event-id", &id)]).await;
+        assert_eq!(client.snapshot().await, padded(json!({"n": 1})), "id {id}");
+    }
+    // The right checksum resumes: one patch, to the document the watcher shows.
+    let right = format!("{epoch}-{seq}-{sum}");
+    let mut back = gw.sse_with("/sse/doc", &[("last-event-id", &right)]).await;
+    back.doc = Some(padded(json!({"n": 0})));
+    assert_eq!(back.next_event().await.event, "patch");
+    assert_eq!(back.doc, first.doc);
+}

@@ -25,6 +25,30 @@ pub use proxy::Proxy;
 pub use record::{Ledger, Recorder, Seen};
 pub use redis_server::{redis_text, Redis};
 
+/// An event id's parts, `<12 hex epoch>-<seq>-<16 hex checksum>`, if it has that form.
+pub fn id_parts(id: &str) -> Option<(&str, u64, &str)> {
+    let mut parts = id.split('-');
+    let (epoch, seq, sum) = (parts.next()?, parts.next()?, parts.next()?);
+    let hex =
+        |t: &str, n| t.len() == n && t.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let ok = parts.next().is_none() && hex(epoch, 12) && hex(sum, 16);
+    Some((epoch, seq.parse().ok()?, sum)).filter(|_| ok)
+}
+
+/// The checksum an event id ends with for a JSON document (README "Event reference"): the
+/// first 8 bytes of SHA-256 over its RFC 8785 form, in hex.
+pub fn checksum(doc: &Value) -> String {
+    use sha2::Digest;
+    let canonical = serde_json_canonicalizer::to_vec(doc).expect("canonical JSON");
+    hex::encode(&sha2::Sha256::digest(canonical)[..8])
+}
+
+/// The checksum for a text document: over the data as the client received it.
+pub fn text_checksum(data: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(data.as_bytes())[..8])
+}
+
 /// How long any single expectation may take before a test fails.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -380,12 +404,39 @@ impl SseClient {
         self.apply(ev);
     }
 
+    /// Applies a document event, then checks its id's checksum against the document it built,
+    /// as `LiveDocument` does in a browser: every test that reads events checks them.
     fn apply(&mut self, ev: &Event) {
-        match ev.event.as_str() {
+        let text = match ev.event.as_str() {
             "snapshot" => {
-                self.doc =
-                    Some(serde_json::from_str(&ev.data).unwrap_or(Value::String(ev.data.clone())))
+                let parsed = serde_json::from_str(&ev.data).ok();
+                let text = parsed.is_none();
+                self.doc = Some(parsed.unwrap_or(Value::String(ev.data.clone())));
+                text
             }
+            "patch" | "merge-patch" => {
+                self.patch(ev);
+                false
+            }
+            _ => return,
+        };
+        let Some((_, _, sum)) = id_parts(&ev.id) else {
+            return;
+        };
+        let doc = self.doc.as_ref().expect("a document");
+        let expected = match (text, doc) {
+            (true, Value::String(data)) => text_checksum(data),
+            _ => checksum(doc),
+        };
+        assert_eq!(
+            sum, expected,
+            "{} {}: its checksum is not the one of the document it leaves: {doc}",
+            ev.event, ev.id
+        );
+    }
+
+    fn patch(&mut self, ev: &Event) {
+        match ev.event.as_str() {
             "patch" => {
                 let doc = self.doc.as_mut().expect("a patch before any snapshot");
                 let patch: json_patch::Patch =

@@ -187,7 +187,8 @@ fn key_secret(
 /// A lease must outlive a few command timeouts: the holder renews it through commands that
 /// may each take `timeout`, and a lease that runs out under a slow renewal changes hands.
 fn leases(errs: &mut Errors, c: &Cluster, streams: &[Arc<StreamSpec>]) {
-    let least = c.timeout * TIMEOUTS_PER_LEASE;
+    // Saturating: a `timeout` of u64::MAX seconds is refused here, not a panic at load.
+    let least = c.timeout.saturating_mul(TIMEOUTS_PER_LEASE);
     if let Some(ttl) = c.lease_ttl {
         if ttl < least {
             errs.add(

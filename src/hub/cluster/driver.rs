@@ -75,7 +75,7 @@ impl Driver {
         };
         self.show(&ctx, "follower", None);
         // Listening before the first read of the state, so nothing published after it is missed.
-        let subscribed = tokio::time::timeout(c.spec.timeout * 2, async {
+        let subscribed = tokio::time::timeout(c.spec.timeout.saturating_mul(2), async {
             while let Some(ev) = ctx.feed.rx.recv().await {
                 if matches!(ev, Event::Subscribed) {
                     return;
@@ -124,10 +124,7 @@ impl Driver {
         if self.topic.format_in_use(DiffMode::MergePatch) {
             wants.push('m');
         }
-        let held = self.topic.current_id().unwrap_or(EventId {
-            epoch: self.topic.epoch(),
-            seq: 0,
-        });
+        let held = self.topic.position();
         let mut call = c.scripts.join.prepare_invoke();
         call.key(&ctx.keys.meta)
             .key(&ctx.keys.log)
@@ -163,8 +160,7 @@ impl Driver {
         let topic = &self.topic;
         let vouched = topic.key.forwarded.is_empty() || (!joined.held && !joined.holder.is_empty());
         if !vouched && *topic.readiness().borrow() == Readiness::Pending {
-            let frames = joined.frames.iter().map(|f| f.clone().into_frame());
-            topic.load(frames.collect());
+            topic.load(joined.frames.clone());
             return;
         }
         if let Some(old) = ctx.older_than {
@@ -192,9 +188,7 @@ impl Driver {
         let Some(newest) = joined.frames.last() else {
             return;
         };
-        let (epoch, seq) = topic
-            .current_id()
-            .map_or((topic.epoch(), 0), |id| (id.epoch, id.seq));
+        let EventId { epoch, seq } = topic.position();
         if epoch == joined.epoch && newest.seq <= seq {
             return;
         }
@@ -204,7 +198,7 @@ impl Driver {
             debug!(from = seq, to = joined.seq, "caught up from redis afresh");
         }
         let frames = joined.frames.iter().filter(|f| !follows || f.seq > seq);
-        topic.publish_all(frames.map(|f| f.clone().into_frame()).collect());
+        topic.publish_all(frames.cloned().collect());
     }
 
     /// Applies one feed message; `Some` ends following.
@@ -212,20 +206,18 @@ impl Driver {
         let topic = &self.topic;
         match Message::parse(payload)? {
             Message::Frame(f) => {
-                let (epoch, seq) = topic
-                    .current_id()
-                    .map_or((topic.epoch(), 0), |id| (id.epoch, id.seq));
+                let EventId { epoch, seq } = topic.position();
                 if f.epoch == epoch && f.seq <= seq {
                     return None;
                 }
                 if f.epoch == epoch && f.seq == seq + 1 {
-                    topic.publish(f.into_frame());
+                    topic.publish(f);
                     return None;
                 }
                 // A gap, or another epoch: read the log rather than lose the history.
                 match self.join(ctx, false).await {
                     Some(j) => self.catch_up(ctx, &j),
-                    None => topic.publish(f.into_frame()),
+                    None => topic.publish(f),
                 }
             }
             Message::Status { failing, event } => {
@@ -425,8 +417,7 @@ impl Driver {
         if joined.frames.last().map(|f| f.seq) == Some(joined.seq) {
             // Held back by `catch_up` (older than what clients hold, or not vouched for): the
             // base of the next patch, which clients get as a snapshot.
-            let frames = joined.frames.iter().map(|f| f.clone().into_frame());
-            self.topic.load(frames.collect());
+            self.topic.load(joined.frames.clone());
             return true;
         }
         self.release(ctx).await;

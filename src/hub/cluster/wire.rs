@@ -4,13 +4,15 @@
 use bytes::Bytes;
 use redis::Value;
 
+use crate::codec::sse;
 use crate::hub::topic::Frame;
+use crate::hub::LastEventId;
 
 /// One message on an instance's channel.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Message {
     /// A change: `f <epoch> <seq> <snapshot len> <json patch len> <merge patch len>\n` + bytes.
-    Frame(FrameParts),
+    Frame(Frame),
     /// The upstream's health: `s <1 failing | 0 healthy>\n` + the status event.
     Status { failing: bool, event: Bytes },
     /// The upstream refused these credentials: `d <status>\n` + the last event.
@@ -24,25 +26,26 @@ pub enum Message {
 }
 
 /// A frame as Redis holds it: the snapshot and the patches, already encoded as SSE events by
-/// the holder, so every replica sends the same bytes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FrameParts {
-    pub epoch: u64,
-    pub seq: u64,
-    pub snapshot: Bytes,
-    pub json_patch: Option<Bytes>,
-    pub merge_patch: Option<Bytes>,
-}
-
-impl FrameParts {
-    pub fn into_frame(self) -> Frame {
-        Frame {
-            epoch: self.epoch,
-            seq: self.seq,
-            snapshot: self.snapshot,
-            json_patch: self.json_patch,
-            merge_patch: self.merge_patch,
-        }
+/// the holder, so every replica sends the same bytes. The checksum is read back out of the
+/// snapshot's id; a frame written without one (by a gateway from before checksums) gets 0,
+/// which no client's id names, so its clients resume with a snapshot.
+fn frame(
+    epoch: u64,
+    seq: u64,
+    snapshot: Bytes,
+    json_patch: Option<Bytes>,
+    merge_patch: Option<Bytes>,
+) -> Frame {
+    let checksum = sse::id_of(&snapshot)
+        .and_then(LastEventId::parse)
+        .map_or(0, |id| id.checksum);
+    Frame {
+        epoch,
+        seq,
+        checksum,
+        snapshot,
+        json_patch,
+        merge_patch,
     }
 }
 
@@ -71,13 +74,13 @@ impl Message {
                 if body.len() != s + j + m {
                     return None;
                 }
-                Message::Frame(FrameParts {
+                Message::Frame(frame(
                     epoch,
-                    seq: seq as u64,
-                    snapshot: body.slice(..s),
-                    json_patch: some(body.slice(s..s + j)),
-                    merge_patch: some(body.slice(s + j..)),
-                })
+                    seq as u64,
+                    body.slice(..s),
+                    some(body.slice(s..s + j)),
+                    some(body.slice(s + j..)),
+                ))
             }
             "s" => Message::Status {
                 failing: words.next()? == "1",
@@ -115,7 +118,7 @@ pub struct Joined {
     pub since_poll_ms: Option<u64>,
     /// Oldest first, consecutive, ending at `seq`: those after what the caller holds, or the
     /// newest ones.
-    pub frames: Vec<FrameParts>,
+    pub frames: Vec<Frame>,
 }
 
 fn bytes(v: &Value) -> Option<Bytes> {
@@ -152,7 +155,7 @@ impl Joined {
         let Value::Array(entries) = frames else {
             return None;
         };
-        let frames: Vec<FrameParts> = entries
+        let frames: Vec<Frame> = entries
             .iter()
             .map(|e| entry(epoch, e))
             .collect::<Option<_>>()?;
@@ -171,7 +174,7 @@ impl Joined {
 }
 
 /// A log entry: `[<seq>-0, [s, snapshot, j, json patch, m, merge patch, n, size]]`.
-fn entry(epoch: u64, v: &Value) -> Option<FrameParts> {
+fn entry(epoch: u64, v: &Value) -> Option<Frame> {
     let Value::Array(pair) = v else { return None };
     let [id, fields] = pair.as_slice() else {
         return None;
@@ -180,23 +183,17 @@ fn entry(epoch: u64, v: &Value) -> Option<FrameParts> {
     let Value::Array(fields) = fields else {
         return None;
     };
-    let mut f = FrameParts {
-        epoch,
-        seq,
-        snapshot: Bytes::new(),
-        json_patch: None,
-        merge_patch: None,
-    };
+    let (mut snapshot, mut json_patch, mut merge_patch) = (Bytes::new(), None, None);
     for kv in fields.chunks(2) {
         let [k, v] = kv else { return None };
         match text(k)?.as_str() {
-            "s" => f.snapshot = bytes(v)?,
-            "j" => f.json_patch = some(bytes(v)?),
-            "m" => f.merge_patch = some(bytes(v)?),
+            "s" => snapshot = bytes(v)?,
+            "j" => json_patch = some(bytes(v)?),
+            "m" => merge_patch = some(bytes(v)?),
             _ => {}
         }
     }
-    Some(f)
+    Some(frame(epoch, seq, snapshot, json_patch, merge_patch))
 }
 
 /// What `RENEW` answered.
@@ -230,9 +227,10 @@ mod tests {
         let f = Message::parse(b"f 00000000abcd 7 3 2 0\nsnpjp").unwrap();
         assert_eq!(
             f,
-            Message::Frame(FrameParts {
+            Message::Frame(Frame {
                 epoch: 0xabcd,
                 seq: 7,
+                checksum: 0,
                 snapshot: Bytes::from_static(b"snp"),
                 json_patch: Some(Bytes::from_static(b"jp")),
                 merge_patch: None,

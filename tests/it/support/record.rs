@@ -1,13 +1,15 @@
 //! A recording checker for cluster tests. Every client's events are checked as they arrive against
 //! what cluster mode promises a browser, whichever gateway it is connected to:
-//! - an id is `<epoch: 12 hex digits>-<seq>`, and no id comes twice on one connection;
+//! - an id is `<epoch: 12 hex digits>-<seq>-<checksum: 16 hex digits>`, its checksum is the one
+//!   of the document the event builds (`SseClient` checks), and no id comes twice on one
+//!   connection;
 //! - the first event, and the first after an epoch changes, is a snapshot;
 //! - within an epoch each id is the previous one plus one (a snapshot may skip ahead only where
 //!   a test allows it, or as the first event of a resumed connection);
 //! - every patch applies, and what it builds is a document the upstream served, never older
 //!   than one the connection showed before;
-//! - across all clients on all gateways, one id (with one event name) never carries two payloads,
-//!   and never stands for two documents.
+//! - across all clients on all gateways, one `<epoch>-<seq>` (with one event name) never carries
+//!   two payloads, and never stands for two documents.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -57,7 +59,11 @@ impl Ledger {
     /// Checks one event against what the others saw; returns which served version `doc` is.
     fn enter(&self, who: &str, seen: &Seen, doc: &Value) -> Option<usize> {
         let mut book = self.0.lock().expect("ledger");
-        let key = (seen.id.clone(), seen.event.clone());
+        // By place, not by the whole id: two payloads at one `<epoch>-<seq>` have different
+        // checksums, so their ids differ, and that is exactly what must never happen.
+        let (epoch, seq) = parse_id(&seen.id).expect("a checked id");
+        let place = format!("{epoch}-{seq}");
+        let key = (place.clone(), seen.event.clone());
         let (data, first) = book
             .payloads
             .entry(key)
@@ -69,7 +75,7 @@ impl Ledger {
         );
         let (known, first) = book
             .documents
-            .entry(seen.id.clone())
+            .entry(place)
             .or_insert_with(|| (doc.clone(), who.to_string()));
         assert_eq!(
             known, doc,
@@ -87,11 +93,10 @@ impl Ledger {
     }
 }
 
-/// `<12 hex digits>-<decimal>` → (epoch, seq).
+/// `<12 hex digits>-<decimal>-<16 hex digits>` → (epoch, seq).
 fn parse_id(id: &str) -> Option<(String, u64)> {
-    let (epoch, seq) = id.split_once('-')?;
-    let hex = epoch.len() == 12 && epoch.bytes().all(|b| b.is_ascii_hexdigit());
-    Some((epoch.to_string(), seq.parse().ok().filter(|_| hex)?))
+    let (epoch, seq, _) = super::id_parts(id)?;
+    Some((epoch.to_string(), seq))
 }
 
 /// One client's connection, recorded and checked event by event.
@@ -318,7 +323,7 @@ impl Recorder {
         }
         let who = self.who.clone();
         let (epoch, seq) = parse_id(&seen.id)
-            .unwrap_or_else(|| panic!("{who}: id {:?} is not <12 hex>-<seq>", seen.id));
+            .unwrap_or_else(|| panic!("{who}: id {:?} is not <12 hex>-<seq>-<16 hex>", seen.id));
         assert!(
             self.ids.insert(seen.id.clone()),
             "{who}: id {} twice on one connection\n{}",
@@ -374,7 +379,15 @@ mod tests {
 
     use super::*;
 
-    const S0: &str = "event: snapshot\nid: 00000000000a-1\ndata: {\"n\":0}\n\n";
+    /// The first snapshot, `{"n":0}`, in epoch `a`.
+    fn s0() -> String {
+        snapshot("00000000000a-1", 0)
+    }
+
+    fn snapshot(id: &str, n: u64) -> String {
+        let sum = crate::support::checksum(&json!({ "n": n }));
+        format!("event: snapshot\nid: {id}-{sum}\ndata: {{\"n\":{n}}}\n\n")
+    }
 
     fn client(wire: &str, who: &str, ledger: &Ledger) -> Recorder {
         let body = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
@@ -383,16 +396,26 @@ mod tests {
         Recorder::over(SseClient::from_body(body), who, ledger)
     }
 
+    /// A patch to `{"n": n}`, whose id carries that document's checksum.
     fn patch(id: &str, n: u64) -> String {
-        format!("event: patch\nid: {id}\ndata: [{{\"op\":\"replace\",\"path\":\"/n\",\"value\":{n}}}]\n\n")
+        let sum = crate::support::checksum(&json!({ "n": n }));
+        format!("event: patch\nid: {id}-{sum}\ndata: [{{\"op\":\"replace\",\"path\":\"/n\",\"value\":{n}}}]\n\n")
     }
 
     #[tokio::test]
     async fn the_checker_accepts_ids_that_follow_and_a_resume_that_continues_them() {
         let ledger = Ledger::default();
-        let mut a = client(&format!("{S0}{}", patch("00000000000a-2", 1)), "a", &ledger);
+        let mut a = client(
+            &format!("{}{}", s0(), patch("00000000000a-2", 1)),
+            "a",
+            &ledger,
+        );
         a.until(&json!({"n": 1})).await;
-        let mut b = client(&format!("{S0}{}", patch("00000000000a-2", 1)), "b", &ledger);
+        let mut b = client(
+            &format!("{}{}", s0(), patch("00000000000a-2", 1)),
+            "b",
+            &ledger,
+        );
         b.until(&json!({"n": 1})).await;
         let mut back = client(&patch("00000000000a-3", 2), "b2", &ledger);
         back.client.doc = b.client.doc.clone();
@@ -404,9 +427,17 @@ mod tests {
     #[should_panic(expected = "different payloads")]
     async fn the_checker_refuses_two_payloads_for_one_id() {
         let ledger = Ledger::default();
-        let mut a = client(&format!("{S0}{}", patch("00000000000a-2", 1)), "a", &ledger);
+        let mut a = client(
+            &format!("{}{}", s0(), patch("00000000000a-2", 1)),
+            "a",
+            &ledger,
+        );
         a.until(&json!({"n": 1})).await;
-        let mut b = client(&format!("{S0}{}", patch("00000000000a-2", 2)), "b", &ledger);
+        let mut b = client(
+            &format!("{}{}", s0(), patch("00000000000a-2", 2)),
+            "b",
+            &ledger,
+        );
         b.until(&json!({"n": 2})).await;
     }
 
@@ -414,7 +445,11 @@ mod tests {
     #[should_panic(expected = "does not follow")]
     async fn the_checker_refuses_a_patch_that_skips_an_id() {
         let ledger = Ledger::default();
-        let mut a = client(&format!("{S0}{}", patch("00000000000a-3", 1)), "a", &ledger);
+        let mut a = client(
+            &format!("{}{}", s0(), patch("00000000000a-3", 1)),
+            "a",
+            &ledger,
+        );
         a.until(&json!({"n": 1})).await;
     }
 
@@ -422,7 +457,11 @@ mod tests {
     #[should_panic(expected = "does not follow")]
     async fn the_checker_refuses_a_new_epoch_without_a_snapshot() {
         let ledger = Ledger::default();
-        let mut a = client(&format!("{S0}{}", patch("00000000000b-2", 1)), "a", &ledger);
+        let mut a = client(
+            &format!("{}{}", s0(), patch("00000000000b-2", 1)),
+            "a",
+            &ledger,
+        );
         a.until(&json!({"n": 1})).await;
     }
 
@@ -430,8 +469,8 @@ mod tests {
     #[should_panic(expected = "twice on one connection")]
     async fn the_checker_refuses_an_id_twice_on_one_connection() {
         let ledger = Ledger::default();
-        let again = S0.replace("\"n\":0", "\"n\":1");
-        let mut a = client(&format!("{S0}{again}"), "a", &ledger);
+        let wire = format!("{}{}{}", s0(), s0(), patch("00000000000a-2", 1));
+        let mut a = client(&wire, "a", &ledger);
         a.until(&json!({"n": 1})).await;
     }
 
@@ -441,8 +480,8 @@ mod tests {
         let ledger = Ledger::default();
         ledger.served(&json!({"n": 0}));
         ledger.served(&json!({"n": 1}));
-        let back = "event: snapshot\nid: 00000000000b-1\ndata: {\"n\":0}\n\n";
-        let wire = format!("{S0}{}{back}", patch("00000000000a-2", 1));
+        let back = snapshot("00000000000b-1", 0);
+        let wire = format!("{}{}{back}", s0(), patch("00000000000a-2", 1));
         let mut a = client(&wire, "a", &ledger);
         a.until(&json!({"n": 1})).await;
         a.next().await;
@@ -453,7 +492,11 @@ mod tests {
     async fn the_checker_refuses_a_document_the_upstream_never_served() {
         let ledger = Ledger::default();
         ledger.served(&json!({"n": 0}));
-        let mut a = client(&format!("{S0}{}", patch("00000000000a-2", 1)), "a", &ledger);
+        let mut a = client(
+            &format!("{}{}", s0(), patch("00000000000a-2", 1)),
+            "a",
+            &ledger,
+        );
         a.until(&json!({"n": 1})).await;
     }
 }
