@@ -188,7 +188,7 @@ fn keyed_list(member: &'static str) -> impl Strategy<Value = (Value, Value, usiz
     let list = prop::collection::vec(json_doc(), 0..10);
     (list, prop::collection::vec(edit(), 0..6)).prop_map(move |(payloads, edits)| {
         let key = |i: usize| {
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 json!(i)
             } else {
                 json!(format!("{i}"))

@@ -114,17 +114,7 @@ pub(super) fn stream(
     }
     let replay_bytes = size_or(errs, &m.replay_bytes, sd::REPLAY_BYTES);
     let max_body = size_or(errs, &m.max_body, sd::MAX_BODY);
-    let idle = match &m.idle {
-        None => sd::IDLE,
-        Some(Set {
-            value: IdleFile::Never,
-            ..
-        }) => Idle::Never,
-        Some(Set {
-            value: IdleFile::After(x),
-            at,
-        }) => Idle::After(capped(errs, at, *x)),
-    };
+    let idle = idle(errs, &m);
     let ignore = ignore(errs, &m);
     let array_keys = array_keys(errs, &m);
     let forward_headers = forward_headers(errs, &m, ups.declared);
@@ -176,6 +166,20 @@ pub(super) fn stream(
         refresh_limit: t.refresh_limit,
         cluster: or(&m.cluster, sd::CLUSTER),
     })
+}
+
+fn idle(errs: &mut Errors, m: &Merged) -> Idle {
+    match &m.idle {
+        None => sd::IDLE,
+        Some(Set {
+            value: IdleFile::Never,
+            ..
+        }) => Idle::Never,
+        Some(Set {
+            value: IdleFile::After(x),
+            at,
+        }) => Idle::After(capped(errs, at, *x)),
+    }
 }
 
 /// `path`, and `poll` (the path by default), whose parameters must all be the path's.
