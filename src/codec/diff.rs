@@ -94,7 +94,7 @@ struct PatchWriter<'k> {
     keys: Vec<(Vec<&'k str>, &'k str)>,
     /// Bit i: `keys[i]` matches `pointer` so far, segment by segment (config allows 64 keys).
     live: u64,
-    /// Segments in `pointer`.
+    /// Segments in `pointer`: which segment of each pattern the next step down compares.
     depth: usize,
     budget: usize,
     until: Option<Instant>,
