@@ -168,6 +168,7 @@ pub(super) fn stream(
     })
 }
 
+/// `never`, or a duration held to a year like every other.
 fn idle(errs: &mut Errors, m: &Merged) -> Idle {
     match &m.idle {
         None => sd::IDLE,
