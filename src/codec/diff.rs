@@ -1,8 +1,11 @@
 //! Pure: what changed between two documents, as RFC 6902 or RFC 7396.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
+
+use super::keyed::{self, Place};
 
 /// Removes each RFC 6901 pointer from the document (missing ones are fine), so ignored fields
 /// neither trigger events nor appear in them.
@@ -36,16 +39,30 @@ pub fn strip(doc: &mut Value, ignore: &[String]) {
 /// text grows op by op and the diff gives up as soon as it passes the budget (the caller's
 /// snapshot size), so memory stays within the budget plus one value, and time within a walk of
 /// both documents (`max_time` bounds even that). Arrays keep their common prefix and suffix, so
-/// an insertion or a removal costs one op, not a replace of every later element.
+/// an insertion or a removal costs one op, not a replace of every later element; an array that
+/// `keys` names (pointer, `*` for any one segment → member) is matched by that member instead
+/// (`keyed`), so a move is one op too and a changed element is patched inside.
 pub fn json_patch(
     old: &Value,
     new: &Value,
+    keys: &BTreeMap<String, String>,
     max_bytes: usize,
     max_time: Duration,
 ) -> Option<String> {
+    let keys: Vec<(Vec<&str>, &str)> = keys
+        .iter()
+        .take(u64::BITS as usize)
+        .map(|(p, m)| (p.split('/').skip(1).collect(), m.as_str()))
+        .collect();
     let mut w = PatchWriter {
         out: b"[".to_vec(),
         pointer: String::new(),
+        live: match keys.len() {
+            0 => 0,
+            n => u64::MAX >> (64 - n),
+        },
+        depth: 0,
+        keys,
         budget: max_bytes,
         until: Instant::now().checked_add(max_time),
         steps: 0,
@@ -61,42 +78,104 @@ pub fn json_patch(
 /// The patch grew past its budget.
 struct OverBudget;
 
-struct PatchWriter {
+/// What an op carries besides its path.
+enum Arg<'v> {
+    None,
+    Value(&'v Value),
+    /// `move`'s source index, in the array the path's parent names.
+    From(usize),
+}
+
+struct PatchWriter<'k> {
     out: Vec<u8>,
     /// The RFC 6901 pointer of the value being compared.
     pointer: String,
+    /// `array_keys` as (segments, still escaped, `*` for any; member).
+    keys: Vec<(Vec<&'k str>, &'k str)>,
+    /// Bit i: `keys[i]` matches `pointer` so far, segment by segment (config allows 64 keys).
+    live: u64,
+    /// Segments in `pointer`: which segment of each pattern the next step down compares.
+    depth: usize,
     budget: usize,
     until: Option<Instant>,
     /// Values compared so far; the clock is read every `CLOCK_EVERY`.
-    steps: u32,
+    steps: u64,
 }
 
-const CLOCK_EVERY: u32 = 1024;
+const CLOCK_EVERY: u64 = 1024;
 
-impl PatchWriter {
+impl<'k> PatchWriter<'k> {
     fn value(&mut self, old: &Value, new: &Value) -> Result<(), OverBudget> {
-        self.steps = self.steps.wrapping_add(1);
-        if self.steps.is_multiple_of(CLOCK_EVERY) && self.until.is_some_and(|t| Instant::now() >= t)
-        {
-            return Err(OverBudget);
-        }
+        self.tick(1)?;
         match (old, new) {
             (Value::Object(o), Value::Object(n)) => {
                 for (key, nv) in n {
                     match o.get(key) {
                         Some(ov) => self.at_key(key, |w| w.value(ov, nv))?,
-                        None => self.at_key(key, |w| w.op("add", Some(nv)))?,
+                        None => self.at_key(key, |w| w.op("add", Arg::Value(nv)))?,
                     }
                 }
                 for key in o.keys().filter(|k| !n.contains_key(*k)) {
-                    self.at_key(key, |w| w.op("remove", None))?;
+                    self.at_key(key, |w| w.op("remove", Arg::None))?;
                 }
                 Ok(())
             }
-            (Value::Array(o), Value::Array(n)) => self.array(o, n),
+            (Value::Array(o), Value::Array(n)) => match self.member() {
+                Some(member) => self.keyed(o, n, member),
+                None => self.array(o, n),
+            },
             _ if old == new => Ok(()),
-            _ => self.op("replace", Some(new)),
+            _ => self.op("replace", Arg::Value(new)),
         }
+    }
+
+    /// Counts `work` values looked at, and gives up once past the deadline.
+    fn tick(&mut self, work: usize) -> Result<(), OverBudget> {
+        let before = self.steps / CLOCK_EVERY;
+        self.steps = self.steps.saturating_add(work as u64);
+        if self.steps / CLOCK_EVERY != before && self.until.is_some_and(|t| Instant::now() >= t) {
+            return Err(OverBudget);
+        }
+        Ok(())
+    }
+
+    /// The member keying the array at `pointer`: of the patterns that match it, the one with
+    /// the fewest `*` (the most specific).
+    fn member(&self) -> Option<&'k str> {
+        if self.live == 0 {
+            return None;
+        }
+        self.keys
+            .iter()
+            .enumerate()
+            .filter(|(i, (segs, _))| self.live & (1 << i) != 0 && segs.len() == self.depth)
+            .min_by_key(|(_, (segs, _))| segs.iter().filter(|s| **s == "*").count())
+            .map(|(_, (_, member))| *member)
+    }
+
+    /// An array matched by `member`: removals, then moves and additions in the new order, then
+    /// each kept element patched inside at its final index. Without a key on every element, by
+    /// index.
+    fn keyed(&mut self, old: &[Value], new: &[Value], member: &str) -> Result<(), OverBudget> {
+        let Some(mut lineup) = keyed::line_up(old, new, member) else {
+            return self.array(old, new);
+        };
+        for &i in lineup.removed() {
+            self.at_index(i, |w| w.op("remove", Arg::None))?;
+        }
+        while let Some(place) = lineup.next() {
+            self.tick(lineup.take_work())?;
+            match place {
+                Place::Move { from, to } => self.at_index(to, |w| w.op("move", Arg::From(from)))?,
+                Place::Add { at, new: j } => {
+                    self.at_index(at, |w| w.op("add", Arg::Value(&new[j])))?
+                }
+            }
+        }
+        for (o, j) in lineup.kept() {
+            self.at_index(j, |w| w.value(&old[o], &new[j]))?;
+        }
+        Ok(())
     }
 
     fn array(&mut self, old: &[Value], new: &[Value]) -> Result<(), OverBudget> {
@@ -115,10 +194,10 @@ impl PatchWriter {
         }
         // Each removal shifts the next extra element into the same index.
         for _ in common..old.len() {
-            self.at_index(prefix + common, |w| w.op("remove", None))?;
+            self.at_index(prefix + common, |w| w.op("remove", Arg::None))?;
         }
         for (i, nv) in new.iter().enumerate().skip(common) {
-            self.at_index(prefix + i, |w| w.op("add", Some(nv)))?;
+            self.at_index(prefix + i, |w| w.op("add", Arg::Value(nv)))?;
         }
         Ok(())
     }
@@ -137,9 +216,7 @@ impl PatchWriter {
                 c => self.pointer.push(c),
             }
         }
-        let r = f(self);
-        self.pointer.truncate(len);
-        r
+        self.within(len, f)
     }
 
     fn at_index(
@@ -150,12 +227,36 @@ impl PatchWriter {
         let len = self.pointer.len();
         self.pointer.push('/');
         self.pointer.push_str(&i.to_string());
+        self.within(len, f)
+    }
+
+    /// Runs `f` one segment down (the one `pointer` holds past `len`), with the patterns that
+    /// still match it, and climbs back.
+    fn within(
+        &mut self,
+        len: usize,
+        f: impl FnOnce(&mut Self) -> Result<(), OverBudget>,
+    ) -> Result<(), OverBudget> {
+        let (live, depth) = (self.live, self.depth);
+        if live != 0 {
+            let segment = &self.pointer[len + 1..];
+            let mut next = 0;
+            for (i, (segs, _)) in self.keys.iter().enumerate() {
+                let hit = segs.get(depth).is_some_and(|s| *s == "*" || *s == segment);
+                if live & (1 << i) != 0 && hit {
+                    next |= 1 << i;
+                }
+            }
+            self.live = next;
+        }
+        self.depth += 1;
         let r = f(self);
         self.pointer.truncate(len);
+        (self.live, self.depth) = (live, depth);
         r
     }
 
-    fn op(&mut self, op: &str, value: Option<&Value>) -> Result<(), OverBudget> {
+    fn op(&mut self, op: &str, arg: Arg) -> Result<(), OverBudget> {
         if self.out.len() > 1 {
             self.out.push(b',');
         }
@@ -163,9 +264,19 @@ impl PatchWriter {
         self.out.extend_from_slice(op.as_bytes());
         self.out.extend_from_slice(b"\",\"path\":");
         serde_json::to_writer(&mut self.out, &self.pointer).map_err(|_| OverBudget)?;
-        if let Some(v) = value {
-            self.out.extend_from_slice(b",\"value\":");
-            serde_json::to_writer(&mut self.out, v).map_err(|_| OverBudget)?;
+        match arg {
+            Arg::None => {}
+            Arg::Value(v) => {
+                self.out.extend_from_slice(b",\"value\":");
+                serde_json::to_writer(&mut self.out, v).map_err(|_| OverBudget)?;
+            }
+            Arg::From(i) => {
+                // The source is a sibling of the path: its parent's pointer and another index.
+                let parent = self.pointer.rfind('/').unwrap_or(0);
+                self.out.extend_from_slice(b",\"from\":");
+                let from = format!("{}/{i}", &self.pointer[..parent]);
+                serde_json::to_writer(&mut self.out, &from).map_err(|_| OverBudget)?;
+            }
         }
         self.out.push(b'}');
         // One byte more for the closing `]`.
@@ -221,6 +332,11 @@ pub(crate) mod tests {
     use proptest::prelude::*;
     use serde_json::json;
 
+    /// No `array_keys`: every array diffed by index.
+    fn none() -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
+
     /// A document as a client has it: through text, which serde_json's float parsing does not
     /// always round-trip exactly.
     pub(crate) fn wire(doc: &Value) -> Value {
@@ -256,13 +372,13 @@ pub(crate) mod tests {
     proptest! {
         #[test]
         fn a_json_patch_turns_old_into_new(old in json_doc(), new in json_doc()) {
-            let patch = json_patch(&old, &new, usize::MAX, Duration::MAX).unwrap();
+            let patch = json_patch(&old, &new, &none(), usize::MAX, Duration::MAX).unwrap();
             prop_assert_eq!(apply(&old, &patch), wire(&new));
         }
 
         #[test]
         fn a_json_patch_keeps_to_its_budget(old in json_doc(), new in json_doc(), budget in 0usize..400) {
-            if let Some(patch) = json_patch(&old, &new, budget, Duration::MAX) {
+            if let Some(patch) = json_patch(&old, &new, &none(), budget, Duration::MAX) {
                 prop_assert!(patch.len() <= budget);
                 prop_assert_eq!(apply(&old, &patch), wire(&new));
             }
@@ -323,7 +439,7 @@ pub(crate) mod tests {
                 json!({"x": [{"id": 2}, {"id": 1, "new": "ü"}]}),
             ),
         ] {
-            let patch = json_patch(&old, &new, usize::MAX, Duration::MAX).unwrap();
+            let patch = json_patch(&old, &new, &none(), usize::MAX, Duration::MAX).unwrap();
             assert_eq!(apply(&old, &patch), new, "{patch}");
         }
         // One op each, whatever the length: the common prefix and suffix stay.
@@ -331,13 +447,13 @@ pub(crate) mod tests {
         let mut new = old.clone();
         new.as_array_mut().unwrap().insert(0, json!(-1));
         assert_eq!(
-            json_patch(&old, &new, usize::MAX, Duration::MAX).unwrap(),
+            json_patch(&old, &new, &none(), usize::MAX, Duration::MAX).unwrap(),
             r#"[{"op":"add","path":"/0","value":-1}]"#
         );
         let mut new = old.clone();
         new.as_array_mut().unwrap().remove(500);
         assert_eq!(
-            json_patch(&old, &new, usize::MAX, Duration::MAX).unwrap(),
+            json_patch(&old, &new, &none(), usize::MAX, Duration::MAX).unwrap(),
             r#"[{"op":"remove","path":"/500"}]"#
         );
     }
@@ -349,20 +465,30 @@ pub(crate) mod tests {
         let old = json!({ key.clone(): vec![0; 50_000] });
         let new = json!({ key: vec![1; 50_000] });
         let snapshot = new.to_string().len();
-        assert_eq!(json_patch(&old, &new, snapshot, Duration::MAX), None);
         assert_eq!(
-            json_patch(&json!([1]), &json!([2]), 10, Duration::MAX),
+            json_patch(&old, &new, &none(), snapshot, Duration::MAX),
             None
         );
         assert_eq!(
-            json_patch(&json!({"a/b~": 1}), &json!({"a/b~": 2}), 100, Duration::MAX).unwrap(),
+            json_patch(&json!([1]), &json!([2]), &none(), 10, Duration::MAX),
+            None
+        );
+        assert_eq!(
+            json_patch(
+                &json!({"a/b~": 1}),
+                &json!({"a/b~": 2}),
+                &none(),
+                100,
+                Duration::MAX
+            )
+            .unwrap(),
             r#"[{"op":"replace","path":"/a~1b~0","value":2}]"#
         );
         // Out of time: a walk of 10,000 values reads the clock and stops.
         let many = json!((0..10_000).map(|i| json!([i])).collect::<Vec<_>>());
         let changed = json!((0..10_000).map(|i| json!([i + 1])).collect::<Vec<_>>());
         assert_eq!(
-            json_patch(&many, &changed, usize::MAX, Duration::ZERO),
+            json_patch(&many, &changed, &none(), usize::MAX, Duration::ZERO),
             None
         );
     }

@@ -94,6 +94,14 @@ fn stream(s: &mut String, st: &StreamSpec, cluster: Option<&Cluster>) {
     if !st.ignore.is_empty() {
         let _ = write!(s, ", ignore {:?}", st.ignore);
     }
+    if !st.array_keys.is_empty() {
+        let keys: Vec<String> = st
+            .array_keys
+            .iter()
+            .map(|(p, m)| format!("{p}: {m}"))
+            .collect();
+        let _ = write!(s, ", array_keys {{{}}}", keys.join(", "));
+    }
     if !st.forward_headers.is_empty() {
         let h: Vec<&str> = st.forward_headers.iter().map(|h| h.as_str()).collect();
         let _ = write!(s, ", forwards [{}]", h.join(", "));

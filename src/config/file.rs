@@ -97,6 +97,7 @@ pub struct StreamFile {
     pub replay_bytes: Option<Size>,
     pub idle: Option<IdleFile>,
     pub ignore: Option<Vec<String>>,
+    pub array_keys: Option<BTreeMap<String, String>>,
     pub forward_headers: Option<Vec<String>>,
     pub forward_query: Option<bool>,
     pub max_instances: Option<usize>,

@@ -26,8 +26,8 @@ use std::sync::Arc;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
-    Admin, Cluster, Config, Cors, Demo, DiffMode, Forwarding, Idle, Limits, OnRedisDown, Pattern,
-    StreamSpec, Tls, Upstream,
+    Admin, ArrayKeys, Cluster, Config, Cors, Demo, DiffMode, Forwarding, Idle, Limits, OnRedisDown,
+    Pattern, StreamSpec, Tls, Upstream,
 };
 pub use template::PathTemplate;
 

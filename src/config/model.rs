@@ -228,6 +228,9 @@ pub struct StreamSpec {
     pub replay_bytes: usize,
     pub idle: Idle,
     pub ignore: Vec<String>,
+    /// Arrays diffed by key (RFC 6901 pointer, `*` for any one segment → the member naming an
+    /// element), so an insert, removal or move is one op; see `codec::keyed`.
+    pub array_keys: ArrayKeys,
     pub forward_headers: Vec<HeaderName>,
     pub forward_query: bool,
     pub max_instances: usize,
@@ -246,6 +249,10 @@ pub struct StreamSpec {
     /// stream in each process.
     pub cluster: bool,
 }
+
+/// `array_keys`: RFC 6901 pointer (`*` for any one segment) → the member that identifies each
+/// element of the array there.
+pub type ArrayKeys = BTreeMap<String, String>;
 
 /// Which other origins' pages may subscribe (WHATWG Fetch, CORS protocol).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -445,6 +445,7 @@ fn change_field(spec: &mut StreamSpec, n: usize) -> bool {
         replay_bytes,
         idle,
         ignore,
+        array_keys,
         forward_headers,
         forward_query,
         max_instances,
@@ -491,6 +492,9 @@ fn change_field(spec: &mut StreamSpec, n: usize) -> bool {
         19 => *follow_redirects = !*follow_redirects,
         20 => *refresh_limit += ms,
         21 => *cluster = !*cluster,
+        22 => {
+            array_keys.insert("/items".into(), "id".into());
+        }
         _ => return false,
     }
     true
@@ -517,7 +521,7 @@ fn changing_any_field_of_a_stream_makes_its_spec_unequal() {
         assert_ne!(spec, fresh(), "field {n} changed");
         n += 1;
     }
-    assert_eq!(n, 22, "every field was changed");
+    assert_eq!(n, 23, "every field was changed");
 }
 
 #[test]
@@ -603,5 +607,43 @@ fn a_bad_value_from_defaults_is_reported_where_defaults_set_it() {
         "g.yaml:4:3: defaults.ignore[0]: `/a~2` is not a JSON pointer",
     ] {
         assert_eq!(err.matches(want).count(), 1, "{want}, once:\n{err}");
+    }
+}
+
+#[test]
+fn array_keys_come_from_defaults_or_the_stream() {
+    let c = load(&format!(
+        "{BASE}defaults:\n  array_keys: {{ /items: id }}\nstreams:\n  - path: /a\n    upstream: api\n  - path: /b\n    upstream: api\n    array_keys:\n      /orders/*/lines: sku\n      /a~1b: id\n"
+    ))
+    .unwrap();
+    let keys = |i: usize| {
+        let k = &c.streams[i].array_keys;
+        k.iter()
+            .map(|(p, m)| format!("{p}={m}"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(keys(0), ["/items=id"]);
+    assert_eq!(keys(1), ["/a~1b=id", "/orders/*/lines=sku"]);
+    assert!(c
+        .describe()
+        .contains(", array_keys {/a~1b: id, /orders/*/lines: sku}"));
+}
+
+#[test]
+fn a_bad_array_keys_entry_is_refused_at_its_line() {
+    let keys: String = (0..65).map(|i| format!("      /k{i}: id\n")).collect();
+    let err = load(&format!(
+        "{BASE}streams:\n  - path: /a\n    upstream: api\n    array_keys:\n      items: id\n      /x~2: id\n      /ok: \"\"\n  - path: /b\n    upstream: api\n    array_keys:\n{keys}"
+    ))
+    .err()
+    .unwrap()
+    .to_string();
+    for want in [
+        "g.yaml:9:7: streams[0].array_keys.items: `items` is not a JSON pointer (RFC 6901): it must start with `/`",
+        "g.yaml:10:7: streams[0].array_keys./x~2: `/x~2` is not a JSON pointer (RFC 6901): a `~` must be followed by `0` or `1`",
+        "g.yaml:11:7: streams[0].array_keys./ok: the member that identifies an element can't be empty",
+        "g.yaml:14:5: streams[1].array_keys: at most 64 arrays",
+    ] {
+        assert!(err.contains(want), "{want}\nin:\n{err}");
     }
 }

@@ -141,9 +141,14 @@ mod tests {
         for t in 1_000..3_000 {
             let (old, new) = (prices(t), prices(t + 1));
             let snapshot = new.to_string().len();
-            let patch =
-                crate::codec::diff::json_patch(&old, &new, usize::MAX, Duration::from_secs(1))
-                    .expect("no budget to pass");
+            let patch = crate::codec::diff::json_patch(
+                &old,
+                &new,
+                &Default::default(),
+                usize::MAX,
+                Duration::from_secs(1),
+            )
+            .expect("no budget to pass");
             assert!(patch.len() < snapshot, "{t}: {} vs {snapshot}", patch.len());
         }
     }

@@ -30,6 +30,7 @@ streams:
     poll: /api/prices
     interval: 1s
     ignore: [/generated_at]
+    array_keys: { /quotes: symbol, "/venues/*/quotes": symbol }
   - path: /sse/orders/{id}
     poll: /api/orders/{id}
     params: { id: "[0-9]+" }

@@ -14,7 +14,7 @@ use super::schedule::{backoff, Schedule, Step};
 use super::source::Source;
 use crate::codec::sse;
 use crate::codec::{checksum, diff};
-use crate::config::{DiffMode, StreamSpec};
+use crate::config::{ArrayKeys, DiffMode, StreamSpec};
 use crate::hub::topic::{Frame, Topic};
 use crate::hub::{EventId, LastEventId};
 use crate::metrics::Metrics;
@@ -344,6 +344,7 @@ async fn examine(
         merge_patch: wants(DiffMode::MergePatch),
     };
     let ignore = spec.ignore.clone();
+    let keys = spec.array_keys.clone();
     let work = move || -> Result<Polled, FetchError> {
         let new = match serde_json::from_slice::<Value>(&body) {
             Ok(mut v) => {
@@ -356,7 +357,7 @@ async fn examine(
         if old.as_deref() == Some(&new) {
             return Ok(Polled::Unchanged);
         }
-        let frame = encode(next, old.as_deref(), &new, wanted);
+        let frame = encode(next, old.as_deref(), &new, wanted, &keys);
         Ok(Polled::Changed(Arc::new(new), frame))
     };
     match tokio::task::spawn_blocking(work).await {
@@ -380,7 +381,7 @@ struct Wanted {
 ///
 /// The checksum of the new document is computed here, once per change, for the id that every
 /// format's event carries.
-fn encode(next: EventId, old: Option<&Doc>, new: &Doc, wanted: Wanted) -> Frame {
+fn encode(next: EventId, old: Option<&Doc>, new: &Doc, wanted: Wanted, keys: &ArrayKeys) -> Frame {
     let (text, sum) = match new {
         Doc::Json(v) => (v.to_string(), checksum::of_json(v)),
         Doc::Other(b) => {
@@ -399,7 +400,7 @@ fn encode(next: EventId, old: Option<&Doc>, new: &Doc, wanted: Wanted) -> Frame 
         (Some(Doc::Json(old)), Doc::Json(new)) => {
             let jp = wanted
                 .json_patch
-                .then(|| diff::json_patch(old, new, text.len(), DIFF_TIME))
+                .then(|| diff::json_patch(old, new, keys, text.len(), DIFF_TIME))
                 .flatten()
                 .map(|p| sse::event(Some("patch"), Some(id), &p));
             let mp = wanted
@@ -443,6 +444,7 @@ mod tests {
                 json_patch: false,
                 merge_patch: true,
             },
+            &ArrayKeys::new(),
         );
         assert!(f.json_patch.is_none());
         assert!(f.merge_patch.unwrap().ends_with(b"data: {\"a\":3}\n\n"));
@@ -454,6 +456,7 @@ mod tests {
                 json_patch: true,
                 merge_patch: true,
             },
+            &ArrayKeys::new(),
         );
         assert!(
             f.json_patch.is_none() && f.merge_patch.is_none(),
@@ -491,7 +494,7 @@ mod tests {
             old in json_doc(),
             new in json_doc(),
         ) {
-            let f = encode(EventId { epoch: 1, seq: 2 }, Some(&Doc::Json(old.clone())), &Doc::Json(new.clone()), Wanted { json_patch: true, merge_patch: true });
+            let f = encode(EventId { epoch: 1, seq: 2 }, Some(&Doc::Json(old.clone())), &Doc::Json(new.clone()), Wanted { json_patch: true, merge_patch: true }, &ArrayKeys::new());
             let snapshot: Value = serde_json::from_str(&data(&f.snapshot)).unwrap();
             prop_assert_eq!(&snapshot, &wire(&new));
             if let Some(p) = &f.json_patch {
@@ -520,6 +523,7 @@ mod tests {
                 json_patch: true,
                 merge_patch: true,
             },
+            &ArrayKeys::new(),
         );
         assert!(f.json_patch.is_none() && f.merge_patch.is_none());
         let small = Doc::Json(json!({"n": 1, "about": "long enough for a patch to be cheaper"}));
@@ -532,6 +536,7 @@ mod tests {
                 json_patch: true,
                 merge_patch: true,
             },
+            &ArrayKeys::new(),
         );
         assert!(f.json_patch.is_some() && f.merge_patch.is_some());
     }

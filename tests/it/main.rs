@@ -3,6 +3,7 @@
 mod support;
 
 mod admin;
+mod array_keys;
 mod browser;
 mod cli;
 mod cluster;

@@ -922,6 +922,10 @@ impl Cfg {
     pub fn ignore(self, pointers: &[&str]) -> Cfg {
         self.option("ignore", pointers)
     }
+    /// Arrays diffed by key: pointer → member, e.g. `json!({"/orders": "id"})`.
+    pub fn array_keys(self, keys: Value) -> Cfg {
+        self.option("array_keys", keys)
+    }
     /// The pattern each `{param}` of the path must match, e.g. `json!({"id": "[0-9]+"})`.
     pub fn params(self, patterns: Value) -> Cfg {
         self.option("params", patterns)

@@ -10,7 +10,7 @@ use http::HeaderName;
 use super::super::defaults::stream as sd;
 use super::super::file::{IdleFile, Size, StreamFile, UpstreamFile};
 use super::super::model::single_instance;
-use super::super::{DiffMode, Idle, PathTemplate, Pattern, StreamSpec, Upstream};
+use super::super::{ArrayKeys, DiffMode, Idle, PathTemplate, Pattern, StreamSpec, Upstream};
 use super::errors::{capped, Errors};
 use super::size::size;
 
@@ -35,6 +35,7 @@ struct Merged<'a> {
     max_body: Option<Set<'a, Size>>,
     idle: Option<Set<'a, IdleFile>>,
     ignore: Option<Set<'a, Vec<String>>>,
+    array_keys: Option<Set<'a, ArrayKeys>>,
     forward_headers: Option<Set<'a, Vec<String>>>,
     forward_query: Option<Set<'a, bool>>,
     max_instances: Option<Set<'a, usize>>,
@@ -74,6 +75,7 @@ impl<'a> Merged<'a> {
             max_body: merge!(max_body),
             idle: merge!(idle),
             ignore: merge!(ignore),
+            array_keys: merge!(array_keys),
             forward_headers: merge!(forward_headers),
             forward_query: merge!(forward_query),
             max_instances: merge!(max_instances),
@@ -112,18 +114,9 @@ pub(super) fn stream(
     }
     let replay_bytes = size_or(errs, &m.replay_bytes, sd::REPLAY_BYTES);
     let max_body = size_or(errs, &m.max_body, sd::MAX_BODY);
-    let idle = match &m.idle {
-        None => sd::IDLE,
-        Some(Set {
-            value: IdleFile::Never,
-            ..
-        }) => Idle::Never,
-        Some(Set {
-            value: IdleFile::After(x),
-            at,
-        }) => Idle::After(capped(errs, at, *x)),
-    };
+    let idle = idle(errs, &m);
     let ignore = ignore(errs, &m);
+    let array_keys = array_keys(errs, &m);
     let forward_headers = forward_headers(errs, &m, ups.declared);
     let forward_query = or(&m.forward_query, sd::FORWARD_QUERY);
     let params = match &path {
@@ -162,6 +155,7 @@ pub(super) fn stream(
         replay_bytes,
         idle,
         ignore,
+        array_keys,
         forward_headers,
         forward_query,
         max_instances,
@@ -172,6 +166,21 @@ pub(super) fn stream(
         refresh_limit: t.refresh_limit,
         cluster: or(&m.cluster, sd::CLUSTER),
     })
+}
+
+/// `never`, or a duration held to a year like every other.
+fn idle(errs: &mut Errors, m: &Merged) -> Idle {
+    match &m.idle {
+        None => sd::IDLE,
+        Some(Set {
+            value: IdleFile::Never,
+            ..
+        }) => Idle::Never,
+        Some(Set {
+            value: IdleFile::After(x),
+            at,
+        }) => Idle::After(capped(errs, at, *x)),
+    }
 }
 
 /// `path`, and `poll` (the path by default), whose parameters must all be the path's.
@@ -276,19 +285,47 @@ fn ignore(errs: &mut Errors, m: &Merged) -> Vec<String> {
     };
     let ignore = set.value.clone();
     for (i, p) in ignore.iter().enumerate() {
-        let why = if !p.starts_with('/') {
-            "it must start with `/`"
-        } else if json_patch::jsonptr::Pointer::parse(p).is_err() {
-            "a `~` must be followed by `0` or `1`"
-        } else {
-            continue;
-        };
-        errs.add(
-            format!("{}[{i}]", set.at),
-            format!("`{p}` is not a JSON pointer (RFC 6901): {why}"),
-        );
+        if let Some(why) = not_a_pointer(p) {
+            errs.add(format!("{}[{i}]", set.at), why);
+        }
     }
     ignore
+}
+
+/// The diff follows which `array_keys` patterns match as it descends with one bit each, in a
+/// `u64`.
+const MAX_ARRAY_KEYS: usize = 64;
+
+/// Pointers to arrays and the member keying each, checked like `ignore`: a pointer that can
+/// never match would quietly leave its array diffed by index.
+fn array_keys(errs: &mut Errors, m: &Merged) -> ArrayKeys {
+    let Some(set) = &m.array_keys else {
+        return ArrayKeys::new();
+    };
+    if set.value.len() > MAX_ARRAY_KEYS {
+        errs.add(&set.at, format!("at most {MAX_ARRAY_KEYS} arrays"));
+    }
+    for (p, member) in set.value {
+        let at = format!("{}.{p}", set.at);
+        if let Some(why) = not_a_pointer(p) {
+            errs.add(at, why);
+        } else if member.is_empty() {
+            errs.add(at, "the member that identifies an element can't be empty");
+        }
+    }
+    set.value.clone()
+}
+
+/// Why `p` is not an RFC 6901 pointer into the document, if it isn't.
+fn not_a_pointer(p: &str) -> Option<String> {
+    let why = if !p.starts_with('/') {
+        "it must start with `/`"
+    } else if json_patch::jsonptr::Pointer::parse(p).is_err() {
+        "a `~` must be followed by `0` or `1`"
+    } else {
+        return None;
+    };
+    Some(format!("`{p}` is not a JSON pointer (RFC 6901): {why}"))
 }
 
 fn forward_headers(
