@@ -5,6 +5,7 @@ mod support;
 mod admin;
 mod browser;
 mod cli;
+mod client_script;
 mod cluster;
 mod config_errors;
 mod connections;

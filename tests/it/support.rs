@@ -913,6 +913,11 @@ impl Cfg {
         self.top("demo", json!({"listen": format!("127.0.0.1:{port}")}))
     }
 
+    /// `client_script`: `false`, `true` or the path the browser client is served at.
+    pub fn client_script(self, set: impl Into<Value>) -> Cfg {
+        self.top("client_script", set)
+    }
+
     /// Worker threads: one keeps several gateways on two cores from starving each other.
     pub fn threads(self, n: u64) -> Cfg {
         self.top("threads", n)
