@@ -20,10 +20,12 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 mod proxy;
 mod record;
 mod redis_server;
+mod tamper;
 
 pub use proxy::Proxy;
 pub use record::{Ledger, Recorder, Seen};
 pub use redis_server::{redis_text, Redis};
+pub use tamper::Relay;
 
 /// How long any single expectation may take before a test fails.
 pub const DEADLINE: Duration = Duration::from_secs(10);
