@@ -264,16 +264,18 @@ fn step(n: u64) -> Value {
 }
 
 async fn client_page(up: &Upstream) -> (Gateway, Relay) {
+    client_page_with(up, |cfg| cfg).await
+}
+
+async fn client_page_with(up: &Upstream, more: impl FnOnce(Cfg) -> Cfg) -> (Gateway, Relay) {
     up.set("/doc", step(0));
     up.set_html("/page.html", CLIENT_PAGE);
-    let gw = Gateway::start(
-        &Cfg::new(up)
-            .stream("/sse/doc", "/doc")
-            .interval("100ms")
-            .retry("200ms")
-            .proxy(),
-    )
-    .await;
+    let cfg = Cfg::new(up)
+        .stream("/sse/doc", "/doc")
+        .interval("100ms")
+        .retry("200ms")
+        .proxy();
+    let gw = Gateway::start(&more(cfg)).await;
     let relay = Relay::to(gw.port).await;
     (gw, relay)
 }
@@ -366,4 +368,30 @@ async fn a_patch_altered_on_the_way_is_caught_by_its_hash_and_the_page_resyncs()
         let doc: Value = serde_json::from_str(&browser.cmd("doc").await).unwrap();
         assert_eq!(doc, step(3), "{format}");
     }
+}
+
+/// Chromium's own EventSource comes back after an `overloaded` (a 200 with `retry:`), so the
+/// client leaves it to the browser and resyncs nothing.
+#[tokio::test]
+async fn a_page_turned_away_as_overloaded_comes_back_by_itself() {
+    let Some(mut browser) = Browser::start().await else {
+        return;
+    };
+    let up = Upstream::start().await;
+    let (gw, relay) = client_page_with(&up, |cfg| cfg.limit("max_clients", 1)).await;
+    let mut first = gw.sse("/sse/doc").await;
+    assert_eq!(first.snapshot().await, step(0));
+
+    browser
+        .cmd(&format!("goto {}", relay.url("/page.html")))
+        .await;
+    let turned_away = "eval new Promise((r) => { const t = setInterval(() => { if (window.states.includes('overloaded')) { clearInterval(t); r(true); } }, 50); })";
+    assert_eq!(browser.cmd(turned_away).await, "true");
+    assert_eq!(browser.cmd("eval window.sseDocument()").await, "null");
+
+    drop(first);
+    browser.cmd(&format!("wait-doc {}", step(0))).await;
+    up.set("/doc", step(1));
+    browser.cmd(&format!("wait-doc {}", step(1))).await;
+    assert_eq!(browser.cmd("eval window.live.resyncs").await, "0");
 }
