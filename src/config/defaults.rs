@@ -10,6 +10,8 @@ pub const LISTEN: &str = "0.0.0.0:8080";
 pub const ADMIN_LISTEN: &str = "127.0.0.1:9090";
 pub const DEMO_LISTEN: &str = "127.0.0.1:3000";
 pub const DEMO_PAGE: bool = true;
+/// Under `/_gateway/`, a prefix no API of ours uses, so turning it on shadows no proxied path.
+pub const CLIENT_SCRIPT: &str = "/_gateway/client.js";
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// The longest duration any key accepts: `1y` as humantime reads it (365.25 days). Far beyond

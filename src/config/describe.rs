@@ -180,6 +180,9 @@ fn operator(s: &mut String, c: &Config) {
         ""
     };
     let _ = writeln!(s, "admin: {}{token}", c.admin.listen);
+    if let Some(path) = &c.client_script {
+        let _ = writeln!(s, "client script: {path}");
+    }
     if let Some(demo) = &c.demo {
         let page = if demo.page { ", page at /" } else { "" };
         let _ = writeln!(s, "demo: API on {}{page}", demo.listen);

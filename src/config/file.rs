@@ -33,6 +33,15 @@ pub struct File {
     #[serde(default, with = "humantime_serde")]
     pub proxy_resolve_interval: Option<Duration>,
     pub cluster: Option<ClusterFile>,
+    pub client_script: Option<ClientScriptFile>,
+}
+
+/// `client_script`: `true`, `false` or the path to serve it at.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ClientScriptFile {
+    On(bool),
+    At(String),
 }
 
 /// `cluster:`: absent, every stream stays in this process.

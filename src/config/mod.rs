@@ -18,6 +18,8 @@ mod template;
 mod tests;
 #[cfg(test)]
 mod tests_cluster;
+#[cfg(test)]
+mod tests_script;
 mod validate;
 
 use std::net::{SocketAddr, ToSocketAddrs};

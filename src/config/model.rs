@@ -35,6 +35,9 @@ pub struct Config {
     /// Several gateways sharing pollers, event ids and history through Redis; `None` keeps every
     /// stream in this process.
     pub cluster: Option<Arc<Cluster>>,
+    /// Where the client listener serves the browser client (`clients/js/`); `None`: it does not,
+    /// and the path is proxied like any other.
+    pub client_script: Option<String>,
 }
 
 /// The `cluster:` section: how this gateway joins the others on one Redis.

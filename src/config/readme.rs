@@ -154,6 +154,7 @@ fn example_is_default(key: &str, value: &str) -> Option<bool> {
         "admin.listen" => value == ADMIN_LISTEN,
         "demo.listen" => value == DEMO_LISTEN,
         "demo.page" => value.parse::<bool>().unwrap() == DEMO_PAGE,
+        "client_script" => value == "true" || value == CLIENT_SCRIPT,
         "shutdown.grace" => duration(value) == SHUTDOWN_GRACE,
         "proxy_trust_forwarded" => value.parse::<bool>().unwrap() == FORWARDING.trust,
         "preserve_host" => value.parse::<bool>().unwrap() == FORWARDING.preserve_host,

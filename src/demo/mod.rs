@@ -14,8 +14,14 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::{json, Map, Value};
 
-/// The demo page: an `EventSource` that applies snapshots and patches as they arrive.
-pub const PAGE: &str = include_str!("page.html");
+/// The demo page: the gateway's browser client, following one stream.
+const PAGE: &str = include_str!("page.html");
+
+/// The page, importing the client from where this gateway serves it (`client_script`).
+pub fn page(client_script: &str) -> String {
+    // The config allows only unreserved characters in the path: it is safe inside the quotes.
+    PAGE.replace("\"/_gateway/client.js\"", &format!("\"{client_script}\""))
+}
 
 /// Symbol, what it is, and the price it wanders around. The descriptions make the document what
 /// a real quote feed is: mostly fields that never change, so a change is a patch much smaller

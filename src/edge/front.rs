@@ -334,10 +334,14 @@ fn stream_task<C: Conn>(
 async fn write_reply<C: Conn>(raw: &mut C, reply: Reply) -> io::Result<()> {
     let status = StatusCode::from_u16(reply.status)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let last = format!(
-        "Content-Length: {}\r\nConnection: close\r\n",
-        reply.body.len()
-    );
+    // A 304 has no body, and a length would have to be the 200's (RFC 9110 §8.6).
+    let last = match reply.status {
+        304 => "Connection: close\r\n".to_string(),
+        _ => format!(
+            "Content-Length: {}\r\nConnection: close\r\n",
+            reply.body.len()
+        ),
+    };
     let head = response_head(status, &reply.headers, last.as_bytes());
     let mut parts = [IoSlice::new(&head), IoSlice::new(&reply.body)];
     tokio::time::timeout(REPLY_TIMEOUT, write_all(raw, &mut parts))

@@ -13,6 +13,7 @@ mod head;
 mod proxy;
 mod reply;
 mod rewound;
+mod script;
 mod session;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -262,11 +263,16 @@ impl Edge {
         let is_get = req.method == Method::GET;
         let has_proxy = routes.config.proxy.is_some();
 
+        if is_get && routes.config.client_script.as_deref() == Some(path) {
+            return Answer::Reply(script::reply(req));
+        }
         if path == "/" && is_get && routes.config.demo.as_ref().is_some_and(|d| d.page) {
+            // Validation keeps the client on whenever the page is.
+            let script = routes.config.client_script.as_deref().unwrap_or_default();
             return Answer::Reply(Reply::new(
                 200,
                 "text/html; charset=utf-8",
-                demo::PAGE.into(),
+                demo::page(script).into(),
             ));
         }
         let Some((spec, raw_values)) = routes.find(path) else {
@@ -457,7 +463,10 @@ async fn write_reply(session: &mut Session, reply: Reply) -> Result<()> {
     for (name, value) in reply.headers {
         resp.insert_header(name, value)?;
     }
-    resp.insert_header(header::CONTENT_LENGTH, reply.body.len().to_string())?;
+    // A 304 has no body, and a length would have to be the 200's (RFC 9110 §8.6).
+    if reply.status != 304 {
+        resp.insert_header(header::CONTENT_LENGTH, reply.body.len().to_string())?;
+    }
     if reply.body.is_empty() {
         return session.write_response_header(Box::new(resp), true).await;
     }

@@ -1,7 +1,7 @@
 // A line protocol over stdin/stdout, so a Rust test can drive a real browser step by step:
 //   goto URL                 -> ok
 //   doc                      -> the page's current document (window.sseDocument()) as JSON
-//   wait-doc JSON            -> ok once the page shows that document, else timeout
+//   wait-doc JSON            -> ok once the page shows that document (any key order), else timeout
 //   text SELECTOR            -> the element's text
 //   eval JS                  -> JSON of the expression's value (awaited)
 //   screenshot PATH          -> ok
@@ -27,10 +27,16 @@ for await (const line of rl) {
     if (cmd === "goto") { await page.goto(arg); say("ok"); }
     else if (cmd === "doc") {
       await page.waitForFunction(() => window.sseDocument && window.sseDocument() !== null, null, { timeout: 10000 });
-      say(JSON.stringify(await page.evaluate(() => window.sseDocument())));
+      // Serialised in the page: a document may hold a `__proto__` key, which only JSON carries.
+      say(await page.evaluate(() => JSON.stringify(window.sseDocument())));
     } else if (cmd === "wait-doc") {
-      const want = JSON.parse(arg);
-      await page.waitForFunction((w) => JSON.stringify(window.sseDocument()) === JSON.stringify(w), want, { timeout: 10000 });
+      // Compared in sorted-key form, and handed over as text for the same reason.
+      await page.waitForFunction((want) => {
+        const c = (v) => Array.isArray(v) ? `[${v.map(c)}]`
+          : v && typeof v === "object" ? `{${Object.keys(v).sort().map((k) => JSON.stringify(k) + ":" + c(v[k]))}}`
+          : JSON.stringify(v);
+        return window.sseDocument && c(window.sseDocument()) === c(JSON.parse(want));
+      }, arg, { timeout: 10000 });
       say("ok");
     } else if (cmd === "text") { say(JSON.stringify(await page.locator(arg).first().textContent({ timeout: 10000 }))); }
     else if (cmd === "eval") { say(JSON.stringify(await page.evaluate(arg))); }

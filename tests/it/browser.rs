@@ -1,5 +1,6 @@
 //! A real browser (Debian's chromium, headless, driven through playwright-core) watches the demo
-//! page update live, and subscribes from another origin with `withCredentials`.
+//! page update live, subscribes from another origin with `withCredentials`, and follows streams
+//! with the gateway's client (`/_gateway/client.js`) through a relay that drops and alters.
 //!
 //! Needs `/usr/bin/chromium` and `npm install` in tests/browser (.ci/run does both). Elsewhere
 //! these tests say why they did not run, and fail if `CI` is set.
@@ -232,11 +233,165 @@ async fn a_document_cannot_reach_the_page_s_prototypes() {
             .cmd(&format!("wait-doc {}", json!({"v": 1, "pad": pad})))
             .await;
         up.set(poll, hostile.clone());
-        // The unsafe keys are skipped; the rest of the change applies.
-        browser
-            .cmd(&format!("wait-doc {}", json!({"v": 2, "pad": pad})))
-            .await;
-        let clean = "eval ({}).polluted === undefined && Object.getPrototypeOf(window.sseDocument()) === Object.prototype";
+        // The keys are the document's own members, as in the upstream's; no prototype changes,
+        // and the page's copy hashes as the gateway's does.
+        browser.cmd(&format!("wait-doc {hostile}")).await;
+        let clean = "eval ({}).polluted === undefined && Object.getPrototypeOf(window.sseDocument()) === Object.prototype && Object.hasOwn(window.sseDocument(), '__proto__')";
         assert_eq!(browser.cmd(clean).await, "true", "{page}");
+        assert_eq!(browser.cmd("eval window.sseLive.resyncs").await, "0");
     }
+}
+
+/// A page of the app (proxied to the upstream, so on the gateway's origin) that follows
+/// `/sse/doc` with the gateway's client and records what it did.
+const CLIENT_PAGE: &str = r#"<!doctype html><script type="module">
+import { LiveDocument } from "/_gateway/client.js";
+const format = new URLSearchParams(location.search).get("format");
+const live = new LiveDocument("/sse/doc", { format });
+window.live = live;
+window.sseDocument = () => live.document ?? null;
+window.kinds = [];
+window.states = [];
+live.addEventListener("change", (e) => kinds.push(e.detail.event));
+live.addEventListener("status", (e) => states.push(e.detail.state));
+</script>"#;
+
+/// The upstream's document at step `n`: padded, so a change is cheaper as a patch than as a
+/// snapshot, and with numbers the relay can alter.
+fn step(n: u64) -> Value {
+    let pad = "a field that makes the document cost more than a patch ".repeat(8);
+    json!({"n": n, "price": {"eur": 1 + n, "usd": 2 * n}, "list": (0..n).collect::<Vec<_>>(), "pad": pad})
+}
+
+async fn client_page(up: &Upstream) -> (Gateway, Relay) {
+    client_page_with(up, |cfg| cfg).await
+}
+
+async fn client_page_with(up: &Upstream, more: impl FnOnce(Cfg) -> Cfg) -> (Gateway, Relay) {
+    up.set("/doc", step(0));
+    up.set_html("/page.html", CLIENT_PAGE);
+    let cfg = Cfg::new(up)
+        .stream("/sse/doc", "/doc")
+        .interval("100ms")
+        .retry("200ms")
+        .proxy();
+    let gw = Gateway::start(&more(cfg)).await;
+    let relay = Relay::to(gw.port).await;
+    (gw, relay)
+}
+
+#[tokio::test]
+async fn the_client_follows_json_patch_and_merge_patch_through_a_dropped_connection() {
+    let Some(mut browser) = Browser::start().await else {
+        return;
+    };
+    let up = Upstream::start().await;
+    let (_gw, relay) = client_page(&up).await;
+    let mut n = 0;
+    for (format, kind) in [("json-patch", "patch"), ("merge-patch", "merge-patch")] {
+        up.set("/doc", step(n));
+        browser
+            .cmd(&format!(
+                "goto {}",
+                relay.url(&format!("/page.html?format={format}"))
+            ))
+            .await;
+        browser.cmd(&format!("wait-doc {}", step(n))).await;
+        for _ in 0..3 {
+            n += 1;
+            up.set("/doc", step(n));
+            browser.cmd(&format!("wait-doc {}", step(n))).await;
+        }
+        relay.cut();
+        n += 1;
+        up.set("/doc", step(n));
+        browser.cmd(&format!("wait-doc {}", step(n))).await;
+        n += 1;
+        up.set("/doc", step(n));
+        browser.cmd(&format!("wait-doc {}", step(n))).await;
+
+        let kinds: Vec<String> =
+            serde_json::from_str(&browser.cmd("eval window.kinds").await).unwrap();
+        assert_eq!(kinds[0], "snapshot", "{format}: {kinds:?}");
+        assert!(
+            kinds.iter().filter(|k| *k == kind).count() >= 3,
+            "{format}: {kinds:?}"
+        );
+        let states = browser.cmd("eval window.states").await;
+        assert!(states.contains("reconnecting"), "{format}: {states}");
+        assert_eq!(
+            browser.cmd("eval window.live.resyncs").await,
+            "0",
+            "{format}"
+        );
+    }
+}
+
+/// Needs the gateway's ids to carry the document's hash (`<epoch>-<seq>-<hash>`): without one
+/// the client has nothing to check the altered patch against.
+#[tokio::test]
+async fn a_patch_altered_on_the_way_is_caught_by_its_hash_and_the_page_resyncs() {
+    let Some(mut browser) = Browser::start().await else {
+        return;
+    };
+    let up = Upstream::start().await;
+    let (_gw, relay) = client_page(&up).await;
+    for (format, kind) in [("json-patch", "patch"), ("merge-patch", "merge-patch")] {
+        up.set("/doc", step(1));
+        browser
+            .cmd(&format!(
+                "goto {}",
+                relay.url(&format!("/page.html?format={format}"))
+            ))
+            .await;
+        browser.cmd(&format!("wait-doc {}", step(1))).await;
+
+        let altered = relay.altered();
+        relay.alter_next(kind);
+        up.set("/doc", step(2));
+        eventually("the relay alters the change", || async {
+            (relay.altered() > altered).then_some(())
+        })
+        .await;
+        // The page holds exactly the upstream's document, fetched again as a snapshot.
+        browser.cmd(&format!("wait-doc {}", step(2))).await;
+        let resyncs: u64 = browser
+            .cmd("eval window.live.resyncs")
+            .await
+            .parse()
+            .unwrap();
+        assert!(resyncs >= 1, "{format}: {resyncs}");
+        assert!(browser.cmd("eval window.states").await.contains("resync"));
+
+        up.set("/doc", step(3));
+        browser.cmd(&format!("wait-doc {}", step(3))).await;
+        let doc: Value = serde_json::from_str(&browser.cmd("doc").await).unwrap();
+        assert_eq!(doc, step(3), "{format}");
+    }
+}
+
+/// Chromium's own EventSource comes back after an `overloaded` (a 200 with `retry:`), so the
+/// client leaves it to the browser and resyncs nothing.
+#[tokio::test]
+async fn a_page_turned_away_as_overloaded_comes_back_by_itself() {
+    let Some(mut browser) = Browser::start().await else {
+        return;
+    };
+    let up = Upstream::start().await;
+    let (gw, relay) = client_page_with(&up, |cfg| cfg.limit("max_clients", 1)).await;
+    let mut first = gw.sse("/sse/doc").await;
+    assert_eq!(first.snapshot().await, step(0));
+
+    browser
+        .cmd(&format!("goto {}", relay.url("/page.html")))
+        .await;
+    let turned_away = "eval new Promise((r) => { const t = setInterval(() => { if (window.states.includes('overloaded')) { clearInterval(t); r(true); } }, 50); })";
+    assert_eq!(browser.cmd(turned_away).await, "true");
+    assert_eq!(browser.cmd("eval window.sseDocument()").await, "null");
+
+    drop(first);
+    browser.cmd(&format!("wait-doc {}", step(0))).await;
+    up.set("/doc", step(1));
+    browser.cmd(&format!("wait-doc {}", step(1))).await;
+    assert_eq!(browser.cmd("eval window.live.resyncs").await, "0");
 }

@@ -27,7 +27,12 @@ async fn the_repos_config_serves_the_demo_page_and_a_live_ticker() {
         .unwrap()
         .starts_with("text/html"));
     let html = page.text().await.unwrap();
-    assert!(html.contains("new EventSource(path)"), "{html}");
+    assert!(
+        html.contains(r#"import { LiveDocument } from "/_gateway/client.js""#),
+        "{html}"
+    );
+    let script = http().get(gw.url("/_gateway/client.js")).send().await;
+    assert_eq!(script.unwrap().status(), 200);
 
     let mut client = gw.sse("/sse/prices").await;
     let doc = client.snapshot().await;

@@ -6,6 +6,7 @@ mod admin;
 mod array_keys;
 mod browser;
 mod cli;
+mod client_script;
 mod cluster;
 mod config_errors;
 mod connections;

@@ -20,10 +20,12 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 mod proxy;
 mod record;
 mod redis_server;
+mod tamper;
 
 pub use proxy::Proxy;
 pub use record::{Ledger, Recorder, Seen};
 pub use redis_server::{redis_text, Redis};
+pub use tamper::Relay;
 
 /// An event id's parts, `<12 hex epoch>-<seq>-<16 hex checksum>`, if it has that form.
 pub fn id_parts(id: &str) -> Option<(&str, u64, &str)> {
@@ -966,6 +968,11 @@ impl Cfg {
     /// The demo API and page, on its own port.
     pub fn demo(self, port: u16) -> Cfg {
         self.top("demo", json!({"listen": format!("127.0.0.1:{port}")}))
+    }
+
+    /// `client_script`: `false`, `true` or the path the browser client is served at.
+    pub fn client_script(self, set: impl Into<Value>) -> Cfg {
+        self.top("client_script", set)
     }
 
     /// Worker threads: one keeps several gateways on two cores from starving each other.

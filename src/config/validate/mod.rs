@@ -6,6 +6,7 @@ mod cors;
 mod env;
 mod errors;
 mod limits;
+mod script;
 mod size;
 mod stream;
 mod upstream;
@@ -60,6 +61,9 @@ pub fn validate(
         .map(Arc::new);
     let proxy = file.proxy.as_ref().and_then(|name| proxy(errs, name, &ups));
     let demo = file.demo.as_ref().map(|d| demo(errs, d));
+    let demo_page = demo.as_ref().is_some_and(|d| d.page);
+    let client_script =
+        script::client_script(errs, file.client_script.as_ref(), &streams, demo_page);
     let limits = limits::limits(errs, file.limits.as_ref());
     let forwarding = limits::forwarding(errs, &file);
     let admin = admin(errs, file.admin.as_ref(), listen_set, env);
@@ -99,6 +103,7 @@ pub fn validate(
         tls,
         forwarding,
         cluster,
+        client_script,
     })
 }
 
