@@ -229,5 +229,5 @@ fn the_readme_example_shows_the_code_defaults() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 20, "every default the example shows was checked");
+    assert_eq!(checked, 21, "every default the example shows was checked");
 }
