@@ -334,13 +334,9 @@ fn stream_task<C: Conn>(
 async fn write_reply<C: Conn>(raw: &mut C, reply: Reply) -> io::Result<()> {
     let status = StatusCode::from_u16(reply.status)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    // A 304 has no body, and a length would have to be the 200's (RFC 9110 §8.6).
-    let last = match reply.status {
-        304 => "Connection: close\r\n".to_string(),
-        _ => format!(
-            "Content-Length: {}\r\nConnection: close\r\n",
-            reply.body.len()
-        ),
+    let last = match reply.content_length() {
+        Some(len) => format!("Content-Length: {len}\r\nConnection: close\r\n"),
+        None => "Connection: close\r\n".to_string(),
     };
     let head = response_head(status, &reply.headers, last.as_bytes());
     let mut parts = [IoSlice::new(&head), IoSlice::new(&reply.body)];

@@ -460,12 +460,12 @@ fn accepts_sse(req: &RequestHeader) -> bool {
 /// A whole response through pingora's session.
 async fn write_reply(session: &mut Session, reply: Reply) -> Result<()> {
     let mut resp = ResponseHeader::build(reply.status, Some(reply.headers.len() + 1))?;
+    let length = reply.content_length();
     for (name, value) in reply.headers {
         resp.insert_header(name, value)?;
     }
-    // A 304 has no body, and a length would have to be the 200's (RFC 9110 §8.6).
-    if reply.status != 304 {
-        resp.insert_header(header::CONTENT_LENGTH, reply.body.len().to_string())?;
+    if let Some(len) = length {
+        resp.insert_header(header::CONTENT_LENGTH, len.to_string())?;
     }
     if reply.body.is_empty() {
         return session.write_response_header(Box::new(resp), true).await;

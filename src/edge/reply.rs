@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 
-/// A response with a body; the transport adds `Content-Length`.
+/// A response with a body; the transport adds `Content-Length` (`Reply::content_length`).
 pub(crate) struct Reply {
     pub status: u16,
     pub headers: Vec<(HeaderName, HeaderValue)>,
@@ -29,5 +29,17 @@ impl Reply {
 
     pub(super) fn text(status: u16, body: String) -> Reply {
         Reply::new(status, "text/plain; charset=utf-8", body.into())
+    }
+
+    /// Sets a header, replacing any of that name.
+    pub(super) fn set(&mut self, name: HeaderName, value: HeaderValue) {
+        self.headers.retain(|(n, _)| *n != name);
+        self.headers.push((name, value));
+    }
+
+    /// The `Content-Length` the transport writes: none on a `304`, which has no body and whose
+    /// length would have to be the `200`'s (RFC 9110 §8.6).
+    pub(super) fn content_length(&self) -> Option<usize> {
+        (self.status != 304).then_some(self.body.len())
     }
 }

@@ -43,17 +43,16 @@ pub(super) fn reply(req: &RequestHeader) -> Reply {
             Bytes::from_static(CLIENT_JS.as_bytes()),
         )
     };
-    for (name, value) in &mut reply.headers {
-        if *name == header::CACHE_CONTROL {
-            *value = HeaderValue::from_static("public, max-age=300");
-        }
-    }
+    reply.set(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
     if let Ok(tag) = HeaderValue::from_str(&etag) {
-        reply.headers.push((header::ETAG, tag));
+        reply.set(header::ETAG, tag);
     }
-    reply.headers.push((
+    reply.set(
         header::ACCESS_CONTROL_ALLOW_ORIGIN,
         HeaderValue::from_static("*"),
-    ));
+    );
     reply
 }

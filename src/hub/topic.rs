@@ -292,14 +292,9 @@ impl Topic {
         }
     }
 
-    /// The current document's id, if there is one.
+    /// The current document's place, if there is one.
     pub fn current_id(&self) -> Option<EventId> {
-        let st = self.read();
-        let seq = st.seq();
-        (seq > 0).then_some(EventId {
-            epoch: st.epoch,
-            seq,
-        })
+        Some(self.position()).filter(|at| at.seq > 0)
     }
 
     /// The current document as a snapshot event.

@@ -47,25 +47,19 @@ impl Silence {
 impl Proxy {
     /// Relays 127.0.0.1:`port` (free) to 127.0.0.1:`to`.
     pub async fn to(to: u16) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("local addr").port();
         let silence = Arc::new(Silence::default());
         let s = silence.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let flow = Arc::new(Flow {
-                    born: s.generation.load(Ordering::Acquire),
-                    subscriber: AtomicBool::new(false),
-                });
-                let Ok(server) = TcpStream::connect(("127.0.0.1", to)).await else {
-                    continue;
-                };
-                let (cr, cw) = client.into_split();
-                let (sr, sw) = server.into_split();
-                tokio::spawn(pump(cr, sw, flow.clone(), s.clone(), true));
-                tokio::spawn(pump(sr, cw, flow, s.clone(), false));
-            }
-        });
+        let (port, task) = relay(to, move |client, server| {
+            let flow = Arc::new(Flow {
+                born: s.generation.load(Ordering::Acquire),
+                subscriber: AtomicBool::new(false),
+            });
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            tokio::spawn(pump(cr, sw, flow.clone(), s.clone(), true));
+            tokio::spawn(pump(sr, cw, flow, s.clone(), false));
+        })
+        .await;
         Proxy {
             port,
             silence,
@@ -92,6 +86,25 @@ impl Proxy {
             .subscribers_before
             .store(next, Ordering::Release);
     }
+}
+
+/// Listens on a free loopback port and hands each connection, with a fresh one to
+/// 127.0.0.1:`to`, to `serve`, which relays them as it likes (this relay and `tamper::Relay`).
+/// Returns the port and the accepting task, to abort on drop.
+pub(super) async fn relay(
+    to: u16,
+    serve: impl Fn(TcpStream, TcpStream) + Send + 'static,
+) -> (u16, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("local addr").port();
+    let task = tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            if let Ok(server) = TcpStream::connect(("127.0.0.1", to)).await {
+                serve(client, server);
+            }
+        }
+    });
+    (port, task)
 }
 
 impl Drop for Proxy {

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -29,8 +28,6 @@ struct State {
 impl Relay {
     /// Relays 127.0.0.1:`port` (free) to the gateway at 127.0.0.1:`to`.
     pub async fn to(to: u16) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("local addr").port();
         let state = Arc::new(State {
             cut_before: watch::channel(0).0,
             accepted: AtomicU64::new(0),
@@ -38,18 +35,14 @@ impl Relay {
             altered: AtomicUsize::new(0),
         });
         let s = state.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let born = s.accepted.fetch_add(1, Ordering::AcqRel);
-                let Ok(server) = TcpStream::connect(("127.0.0.1", to)).await else {
-                    continue;
-                };
-                let (cr, cw) = client.into_split();
-                let (sr, sw) = server.into_split();
-                tokio::spawn(pump(cr, sw, born, s.clone(), false));
-                tokio::spawn(pump(sr, cw, born, s.clone(), true));
-            }
-        });
+        let (port, task) = super::proxy::relay(to, move |client, server| {
+            let born = s.accepted.fetch_add(1, Ordering::AcqRel);
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            tokio::spawn(pump(cr, sw, born, s.clone(), false));
+            tokio::spawn(pump(sr, cw, born, s.clone(), true));
+        })
+        .await;
         Relay { port, state, task }
     }
 
