@@ -175,7 +175,7 @@ fn server(config: &Config, upgrade_sock: &Path, upgrade: bool) -> Server {
 }
 
 fn add_admin(server: &mut Server, shared: Arc<Shared>, listen: SocketAddr) {
-    let mut admin = Service::new("admin".into(), HttpServer::new_app(Admin { shared }));
+    let mut admin = Service::new("admin".into(), Admin::new(shared));
     admin.add_tcp(&listen.to_string());
     server.add_service(admin);
 }

@@ -14,7 +14,7 @@
 //!
 //! - `app`: the composition root; `state`: the `Shared` handles every request reads.
 //! - `edge/`: the client side: connections, request heads, pingora's `ProxyHttp`, SSE sessions.
-//! - `ops/`: the operator's side: admin listener, config reload, the listener's certificate,
+//! - `ops/`: the operator's side: admin listener and its console, config reload, the listener's certificate,
 //!   the upgrade socket.
 //! - `routes`: request path → stream and instance key. Pure.
 //! - `hub/`: stream instances; the hub owns each poller's life (`Source` in, `Publish` out).

@@ -106,6 +106,9 @@ mod tests {
         fn instances(&self) -> Vec<InstanceInfo> {
             self.0.lock().unwrap().clone()
         }
+        fn tail(&self, _: &str) -> Option<Subscription> {
+            None
+        }
         fn refresh(&self, _: &str, _: &str) -> Refreshed {
             Refreshed::default()
         }
@@ -125,6 +128,7 @@ mod tests {
             last_result: None,
             upstream_healthy: true,
             cluster: None,
+            bytes: Default::default(),
         }
     }
 

@@ -416,6 +416,16 @@ impl Hub for LocalHub {
         topics.iter().map(|t| t.info()).collect()
     }
 
+    fn tail(&self, instance: &str) -> Option<Subscription> {
+        let topic = self
+            .inner
+            .topics()
+            .all()
+            .find(|(_, i)| i.topic.label == instance)
+            .map(|(_, i)| i.topic.clone())?;
+        Some(topic.watch().attach(None, None))
+    }
+
     fn cluster_state(&self) -> Option<String> {
         self.inner.cluster.as_ref().map(|c| c.state_line())
     }

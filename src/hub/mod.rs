@@ -13,6 +13,7 @@ mod instance;
 mod local;
 mod poller;
 mod publish;
+mod savings;
 mod schedule;
 #[cfg(test)]
 mod script;
@@ -32,6 +33,7 @@ use crate::config::{DiffMode, StreamSpec};
 
 pub(crate) use gauges::Gauges;
 pub use local::{HubStartError, LocalHub};
+pub use savings::ByteCounts;
 pub use topic::Subscription;
 /// For the edge's session tests, which run a real subscription over an in-memory wire, and
 /// routing's, which check where a key's target lands.
@@ -55,6 +57,10 @@ pub trait Hub: Send + Sync + 'static {
 
     /// What runs now, for the admin listener and the metrics.
     fn instances(&self) -> Vec<InstanceInfo>;
+
+    /// Follows the events of the running instance named `instance` (its `/streams` name),
+    /// starting from its current document, without counting as its client: the console's tail.
+    fn tail(&self, instance: &str) -> Option<Subscription>;
 
     /// Polls every instance of `stream` that polls `target` (whatever its credentials), for
     /// upstreams that can call a webhook when their data changes: now, or when its refresh window
@@ -94,6 +100,8 @@ pub struct InstanceInfo {
     /// In cluster mode: who polls this instance, and what this gateway does for it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterInfo>,
+    /// What sharing its polls saved, as this gateway counts it.
+    pub bytes: ByteCounts,
 }
 
 /// An instance's place in the cluster, as `/streams` shows it.

@@ -93,6 +93,11 @@ impl Publish for Topic {
         m.polls.with_label_values(&[result.as_str()]).inc();
         m.polling_equivalent_bytes
             .inc_by(size * self.clients() as u64);
+        let fetched = match result {
+            PollResult::Changed | PollResult::Unchanged => size,
+            PollResult::NotModified | PollResult::Error => 0,
+        };
+        self.savings.polled(fetched, size, self.clients());
         Topic::record_poll(self, result.as_str());
     }
 }

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tokio::sync::{broadcast, watch, Notify};
 
+use super::savings::Savings;
 use super::{ClusterInfo, Delivery, EventId, InstanceInfo, LastEventId, StreamKey};
 use crate::codec::sse;
 use crate::config::{DiffMode, StreamSpec};
@@ -184,6 +185,8 @@ pub struct Topic {
     last_poll: Mutex<Option<(std::time::SystemTime, &'static str)>>,
     /// Set by the cluster driver: who polls this instance.
     pub cluster: Mutex<Option<ClusterInfo>>,
+    /// What sharing this instance's polls saved, for `/streams` and the console.
+    pub(super) savings: Savings,
 }
 
 /// How many clients an instance has, and since when: the hub stops an instance that has had
@@ -236,6 +239,7 @@ impl Topic {
             metrics,
             last_poll: Mutex::new(None),
             cluster: Mutex::new(None),
+            savings: Savings::default(),
         }
     }
 
@@ -267,7 +271,19 @@ impl Topic {
     /// counts it out.
     pub fn join(self: &Arc<Self>) -> Member {
         self.clients.send_modify(|o| o.count(1));
-        Member(self.clone())
+        Member {
+            topic: self.clone(),
+            counted: true,
+        }
+    }
+
+    /// A member that is not counted as a client: the admin console's tail, which must neither
+    /// keep an instance from going idle nor show up in its client count.
+    pub fn watch(self: &Arc<Self>) -> Member {
+        Member {
+            topic: self.clone(),
+            counted: false,
+        }
     }
 
     pub fn epoch(&self) -> u64 {
@@ -374,8 +390,27 @@ impl Topic {
         }
         // Sent under the lock, so a subscriber that read the state sees exactly what follows it.
         if announce {
+            self.savings.pushed(self.fan_out_bytes(&frame, spec.diff));
             let _ = self.tx.send(Message::Event(frame.epoch, frame.seq));
         }
+    }
+
+    /// What one change costs on the wire to this instance's clients, each in its format; those
+    /// that chose none follow the stream's `diff`. Counted per change, not per client per event.
+    fn fan_out_bytes(&self, frame: &Frame, diff: DiffMode) -> u64 {
+        let mut chosen = 0u64;
+        let mut bytes = 0u64;
+        for format in [
+            DiffMode::JsonPatch,
+            DiffMode::MergePatch,
+            DiffMode::Snapshot,
+        ] {
+            let n = self.formats.get(format).load(Ordering::Relaxed) as u64;
+            chosen += n;
+            bytes += n * frame.bytes_for(format).len() as u64;
+        }
+        let following = (self.clients() as u64).saturating_sub(chosen);
+        bytes + following * frame.bytes_for(diff).len() as u64
     }
 
     /// Records the upstream's health: `Some(event)` while failing, `None` when healthy again;
@@ -412,6 +447,7 @@ impl Topic {
             last_result: last.map(|(_, r)| r),
             upstream_healthy: healthy,
             cluster: self.cluster.lock().clone(),
+            bytes: self.savings.reading(),
         }
     }
 
@@ -507,19 +543,22 @@ impl RefreshWindow {
     }
 }
 
-/// A client counted in a topic, before or after it attached.
-pub struct Member(Arc<Topic>);
+/// A client counted in a topic, before or after it attached (or the console's uncounted tail).
+pub struct Member {
+    topic: Arc<Topic>,
+    counted: bool,
+}
 
 impl Member {
     pub fn topic(&self) -> &Arc<Topic> {
-        &self.0
+        &self.topic
     }
 
     /// Builds a subscription that starts from the current state: the missed events if `resume`
     /// names a frame still in the ring, checksum and all, the snapshot otherwise, then the
     /// upstream status if it is failing.
     pub fn attach(self, chosen: Option<DiffMode>, resume: Option<LastEventId>) -> Subscription {
-        let topic = &self.0;
+        let topic = &self.topic;
         if let Some(f) = chosen {
             topic.formats.get(f).fetch_add(1, Ordering::AcqRel);
         }
@@ -536,6 +575,8 @@ impl Member {
                 None => start.extend(st.snapshot()),
             }
             start.extend(st.failing.clone());
+            let bytes: usize = start.iter().map(Bytes::len).sum();
+            topic.savings.pushed(bytes as u64);
         }
         let rx = topic.tx.subscribe();
         let (epoch, last_seq) = (st.epoch, st.seq());
@@ -600,11 +641,11 @@ impl Subscription {
                     return Delivery::Send(Bytes::from_static(sse::HEARTBEAT))
                 }
                 Ok(Message::Close) => {
-                    self.ended = Some(self.member.0.read().closed.clone().unwrap_or_default());
+                    self.ended = Some(self.member.topic.read().closed.clone().unwrap_or_default());
                 }
                 // Fell behind the channel: replace the backlog with one fresh snapshot.
                 Err(broadcast::error::RecvError::Lagged(_)) => {
-                    let topic = &self.member.0;
+                    let topic = &self.member.topic;
                     topic.metrics.clients_resynced.inc();
                     let st = topic.read();
                     // The skipped backlog may hold the `Close`: the state still has it.
@@ -629,7 +670,7 @@ impl Subscription {
     /// the epoch changed, or a cluster feed skipped some). `None` for a message older than the
     /// state: the state's own message is still on its way.
     fn event(&mut self, epoch: u64, seq: u64) -> Option<Bytes> {
-        let topic = &self.member.0;
+        let topic = &self.member.topic;
         let st = topic.read();
         if epoch != st.epoch {
             return None;
@@ -660,14 +701,20 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         if let Some(f) = self.chosen {
-            self.member.0.formats.get(f).fetch_sub(1, Ordering::AcqRel);
+            self.member
+                .topic
+                .formats
+                .get(f)
+                .fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
 
 impl Drop for Member {
     fn drop(&mut self) {
-        self.0.clients.send_modify(|o| o.count(-1));
+        if self.counted {
+            self.topic.clients.send_modify(|o| o.count(-1));
+        }
     }
 }
 

@@ -326,3 +326,152 @@ async fn without_a_token_admin_answers_no_request_addressed_by_another_name() {
         .unwrap();
     assert_eq!(probe.status(), 200);
 }
+
+/// An admin event stream, read and checked as any stream is (every id's checksum verified).
+async fn admin_sse(gw: &Gateway, path: &str) -> SseClient {
+    let resp = http()
+        .get(gw.admin_url(path))
+        .send()
+        .await
+        .expect("admin answers");
+    assert_eq!(resp.status(), 200, "GET {path}");
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    SseClient::new(resp)
+}
+
+/// The console's feed until `instance` shows `clients`.
+async fn until_clients(feed: &mut SseClient, instance: &str, clients: u64) -> Value {
+    loop {
+        let doc = feed.next_document().await;
+        let found = doc["instances"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|i| i["instance"] == instance && i["clients"].as_u64() == Some(clients));
+        if let Some(found) = found {
+            return found.clone();
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_console_feed_is_a_verified_live_document_of_the_streams() {
+    let up = Upstream::json("/doc", json!({"v": 0, "pad": "x".repeat(1000)})).await;
+    let gw = Gateway::start(&doc(&up, "100ms")).await;
+    let mut feed = admin_sse(&gw, "/streams?watch").await;
+    assert_eq!(feed.snapshot().await["instances"], json!([]));
+
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut c = gw.sse("/sse/doc").await;
+        c.snapshot().await;
+        clients.push(c);
+    }
+    let entry = until_clients(&mut feed, "/doc", 3).await;
+    assert_eq!(entry["stream"], "/sse/doc");
+    assert_eq!(entry["upstream_healthy"], true);
+    // Each poll stands for three clients' downloads; the upstream served one.
+    up.set("/doc", json!({"v": 1, "pad": "x".repeat(1000)}));
+    for c in &mut clients {
+        c.next_document().await;
+    }
+    let saved = loop {
+        let doc = feed.next_document().await;
+        let b = &doc["instances"][0]["bytes"];
+        if b["upstream"].as_u64().unwrap() >= 2000 {
+            break doc;
+        }
+    };
+    let b = &saved["instances"][0]["bytes"];
+    let (upstream, polling) = (
+        b["upstream"].as_u64().unwrap(),
+        b["polling_equivalent"].as_u64().unwrap(),
+    );
+    assert!(polling >= upstream * 2, "{b}");
+    assert_eq!(b["saved"].as_u64().unwrap(), polling - upstream);
+    assert!(
+        b["pushed"].as_u64().unwrap() > 3 * 1000,
+        "three snapshots at least: {b}"
+    );
+    assert_eq!(saved["totals"]["clients"], 3);
+    assert_eq!(saved["totals"]["saved"], b["saved"]);
+    // `/streams` answers the same document.
+    let list: Value = http()
+        .get(gw.admin_url("/streams"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["totals"]["instances"], 1);
+
+    clients.pop();
+    until_clients(&mut feed, "/doc", 2).await;
+}
+
+#[tokio::test]
+async fn the_tail_shows_an_instance_s_events_without_counting_as_its_client() {
+    let up = Upstream::json("/doc", json!({"v": 0})).await;
+    let gw = Gateway::start(&doc(&up, "100ms")).await;
+    let r = http()
+        .get(gw.admin_url("/streams/tail?instance=%2Fdoc"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "no instance runs yet");
+
+    let mut c = gw.sse("/sse/doc").await;
+    c.snapshot().await;
+    let mut tail = admin_sse(&gw, "/streams/tail?instance=%2Fdoc").await;
+    assert_eq!(tail.snapshot().await, json!({"v": 0}));
+    up.set("/doc", json!({"v": 1}));
+    assert_eq!(tail.next_document().await, json!({"v": 1}));
+    assert_eq!(c.next_document().await, json!({"v": 1}));
+    assert_eq!(tail.last_id, c.last_id, "the same events as the client's");
+    let list: Value = http()
+        .get(gw.admin_url("/streams"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        list["instances"][0]["clients"], 1,
+        "the tail is not a client"
+    );
+}
+
+#[tokio::test]
+async fn the_console_page_is_served_by_the_binary_under_a_strict_policy() {
+    let up = Upstream::json("/doc", json!({"v": 0})).await;
+    let gw = Gateway::start(&doc(&up, "1s")).await;
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/console.js", "text/javascript"),
+        ("/console.css", "text/css"),
+        ("/client.js", "text/javascript"),
+    ] {
+        let r = http().get(gw.admin_url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(kind),
+            "{path}"
+        );
+        let csp = r.headers()["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
+        assert!(!r.text().await.unwrap().is_empty());
+    }
+    // A page elsewhere may not read the feed.
+    let r = http()
+        .get(gw.admin_url("/streams?watch"))
+        .header("origin", "http://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+}

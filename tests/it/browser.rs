@@ -395,3 +395,64 @@ async fn a_page_turned_away_as_overloaded_comes_back_by_itself() {
     browser.cmd(&format!("wait-doc {}", step(1))).await;
     assert_eq!(browser.cmd("eval window.live.resyncs").await, "0");
 }
+
+#[tokio::test]
+async fn the_console_lists_the_streams_counts_clients_and_tails_a_change() {
+    let Some(mut browser) = Browser::start().await else {
+        return;
+    };
+    let doc = |v: u64| json!({"v": v, "note": "a document long enough that a change is a patch"});
+    let up = Upstream::json("/doc", doc(0)).await;
+    let gw = Gateway::start(&Cfg::new(&up).stream("/sse/doc", "/doc").interval("100ms")).await;
+    let mut first = gw.sse("/sse/doc").await;
+    first.snapshot().await;
+    browser
+        .cmd(&format!("goto {}", gw.admin_url("/?tail=%2Fdoc")))
+        .await;
+    let wait = |js: &str| {
+        format!("eval new Promise((r, j) => {{ const t0 = Date.now(); const t = setInterval(() => {{ let v = false; try {{ v = {js}; }} catch {{}} if (v) {{ clearInterval(t); r(true); }} else if (Date.now() - t0 > 10000) {{ clearInterval(t); j(new Error('timed out: ' + {js:?})); }} }}, 50); }})")
+    };
+    let row = r#"document.querySelector('#streams tr[data-instance="/doc"]')"#;
+    browser
+        .cmd(&wait(&format!(
+            "{row}?.querySelector('td.clients')?.textContent === '1'"
+        )))
+        .await;
+    assert_eq!(browser.cmd("text #state").await, "\"live\"");
+    assert_eq!(
+        browser
+            .cmd(&format!(
+                "eval {row}.querySelector('td.stream').textContent"
+            ))
+            .await,
+        "\"/sse/doc\""
+    );
+
+    // The client count moves when a client attaches.
+    let mut second = gw.sse("/sse/doc").await;
+    second.snapshot().await;
+    browser
+        .cmd(&wait(&format!(
+            "{row}.querySelector('td.clients').textContent === '2'"
+        )))
+        .await;
+
+    // The tail shows the change as the clients get it.
+    up.set("/doc", doc(1));
+    assert_eq!(second.next_of("patch").await.id, second.last_id);
+
+    browser
+        .cmd(&wait(&format!(
+            "window.consoleTail().some((e) => e.event === 'patch' && e.id === {:?})",
+            second.last_id
+        )))
+        .await;
+    let shot = std::env::var_os("CONSOLE_SCREENSHOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("console-{}.png", std::process::id()))
+        });
+    browser.cmd(&format!("screenshot {}", shot.display())).await;
+    assert!(std::fs::metadata(&shot).unwrap().len() > 1000);
+    drop(first);
+}

@@ -1,38 +1,167 @@
-//! The operator's listener (`admin.listen`): metrics, health, the stream list, and refresh.
+//! The operator's listener (`admin.listen`): metrics, health, the stream list, refresh, and the
+//! console (`/`), a page that follows the stream list and tails any instance (`feed.rs`).
 //!
 //! It binds to loopback by default and can require a bearer token (config validation insists on
 //! one off loopback); `/healthz` and `/readyz` answer without it. Without a token it answers
 //! only requests addressed by IP or `localhost`, against DNS rebinding. It never shows
 //! credentials.
 
+mod feed;
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use http::{header, HeaderValue, Method, Response, StatusCode};
-use pingora::apps::http_app::ServeHttp;
-use pingora::http::RequestHeader;
+use pingora::apps::{HttpServerApp, ReusedHttpStream};
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
 use serde_json::json;
 use subtle::ConstantTimeEq;
+use tracing::debug;
 
 use crate::routes::{self, Routes};
 use crate::state::Shared;
 
+/// Event streams open at once on the admin listener (feeds and tails): each holds a task and a
+/// connection, so a runaway page or script can't hold more.
+const MAX_STREAMS: usize = 32;
+
 pub struct Admin {
     pub shared: Arc<Shared>,
+    streams: AtomicUsize,
 }
 
+impl Admin {
+    pub fn new(shared: Arc<Shared>) -> Admin {
+        Admin {
+            shared,
+            streams: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// What became of a request that may be an event stream.
+enum Streamed {
+    /// It was one, and it has ended: the connection is not reused.
+    Ended(pingora::Result<()>),
+    /// It was one, but `MAX_STREAMS` are open.
+    Busy,
+    /// Another request, or one answered whole (a refusal, an unknown instance).
+    NotAStream,
+}
+
+/// The console's files, served by the binary: no build step, no CDN. The page allows scripts
+/// and styles from this listener only.
+const CONSOLE_HTML: &str = include_str!("console.html");
+const CONSOLE_JS: &str = include_str!("console.js");
+const CONSOLE_CSS: &str = include_str!("console.css");
+const CONSOLE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
 #[async_trait]
-impl ServeHttp for Admin {
-    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+impl HttpServerApp for Admin {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        if !matches!(session.read_request().await, Ok(true)) {
+            return None;
+        }
+        let keepalive = (!*shutdown.borrow()).then_some(60);
+        session.set_keepalive(keepalive);
+        let response = match self.stream(&mut session, shutdown).await {
+            Streamed::Ended(result) => {
+                if let Err(e) = result {
+                    debug!(error = %e, "admin event stream ended");
+                }
+                return None;
+            }
+            Streamed::Busy => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("admin holds {MAX_STREAMS} event streams already\n"),
+            ),
+            Streamed::NotAStream => self.response(&session).await,
+        };
+        let (parts, body) = response.into_parts();
+        let mut head: ResponseHeader = parts.into();
+        let _ = head.insert_header(header::CONTENT_LENGTH, body.len().to_string());
+        let _ = head.insert_header("cross-origin-resource-policy", "same-origin");
+        session.write_response_header(Box::new(head)).await.ok()?;
+        if !body.is_empty() {
+            session.write_response_body(body.into(), true).await.ok()?;
+        }
+        let settings = pingora::apps::HttpPersistentSettings::for_session(&session);
+        let reusable = session.finish().await.ok()??;
+        Some(ReusedHttpStream::from_reusable_stream(reusable, settings))
+    }
+}
+
+impl Admin {
+    /// Serves the request if it is one of the event streams (`/streams?watch`,
+    /// `/streams/tail?instance=`), which hold the connection; `None` for any other request.
+    async fn stream(&self, session: &mut ServerSession, shutdown: &ShutdownWatch) -> Streamed {
+        let req = session.req_header();
+        let query = req.uri.query();
+        let tail = match (&req.method, req.uri.path()) {
+            (&Method::GET, "/streams") if routes::query_param(query, "watch").is_some() => None,
+            (&Method::GET, "/streams/tail") => match routes::query_param(query, "instance") {
+                Some(label) => Some(label),
+                None => return Streamed::NotAStream,
+            },
+            _ => return Streamed::NotAStream,
+        };
+        let routes = self.shared.routes.load_full();
+        // Refusals, and a tail of no running instance, are answered whole.
+        if refusal(req, routes.config.admin.token.as_deref()).is_some() {
+            return Streamed::NotAStream;
+        }
+        let sub = match tail.map(|label| self.shared.hub.tail(&label)) {
+            Some(None) => return Streamed::NotAStream,
+            Some(Some(sub)) => Some(sub),
+            None => None,
+        };
+        if self.streams.fetch_add(1, Ordering::AcqRel) >= MAX_STREAMS {
+            self.streams.fetch_sub(1, Ordering::AcqRel);
+            return Streamed::Busy;
+        }
+        let result = match sub {
+            Some(sub) => feed::tail(session, sub, shutdown).await,
+            None => feed::watch(session, &*self.shared.hub, shutdown).await,
+        };
+        self.streams.fetch_sub(1, Ordering::AcqRel);
+        Streamed::Ended(result)
+    }
+
+    /// Every answer but the event streams, whole.
+    async fn response(&self, session: &ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
         let routes = self.shared.routes.load_full();
+        let path = req.uri.path().to_string();
+        // The console's files hold no data: they load without the token (the page asks for it).
+        if req.method == Method::GET {
+            let file = match path.as_str() {
+                "/" => Some(("text/html; charset=utf-8", CONSOLE_HTML)),
+                "/console.js" => Some(("text/javascript; charset=utf-8", CONSOLE_JS)),
+                "/console.css" => Some(("text/css; charset=utf-8", CONSOLE_CSS)),
+                "/client.js" => Some(("text/javascript; charset=utf-8", crate::assets::CLIENT_JS)),
+                _ => None,
+            };
+            if let Some((content_type, body)) = file {
+                let mut r = typed(StatusCode::OK, content_type, body.as_bytes().to_vec());
+                r.headers_mut().insert(
+                    header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static(CONSOLE_CSP),
+                );
+                return r;
+            }
+        }
         if let Some(refusal) = refusal(req, routes.config.admin.token.as_deref()) {
             return refusal;
         }
-        let path = req.uri.path().to_string();
         let query = req.uri.query().map(str::to_string);
         let method = req.method.clone();
         match (method, path.as_str()) {
@@ -56,14 +185,15 @@ impl ServeHttp for Admin {
                     text(StatusCode::SERVICE_UNAVAILABLE, "the client listener is not up yet\n")
                 }
             }
-            (Method::GET, "/streams") => {
-                let list = self.shared.hub.instances();
-                json(StatusCode::OK, &json!({ "instances": list }))
-            }
+            (Method::GET, "/streams") => json(StatusCode::OK, &feed::document(&*self.shared.hub)),
+            (Method::GET, "/streams/tail") => text(
+                StatusCode::NOT_FOUND,
+                "no running instance has that name: give ?instance= as /streams names it\n",
+            ),
             (Method::POST, "/streams/refresh") => self.refresh(&routes, query.as_deref()),
             _ => text(
                 StatusCode::NOT_FOUND,
-                "admin serves GET /metrics, /healthz, /readyz, /streams and POST /streams/refresh?path=\n",
+                "admin serves GET / (the console), /metrics, /healthz, /readyz, /streams, /streams?watch, /streams/tail?instance= and POST /streams/refresh?path=\n",
             ),
         }
     }
