@@ -475,3 +475,81 @@ async fn the_console_page_is_served_by_the_binary_under_a_strict_policy() {
         .unwrap();
     assert_eq!(r.status(), 403);
 }
+
+#[tokio::test]
+async fn with_a_token_the_console_signs_in_for_a_cookie_that_only_reads() {
+    let up = Upstream::json("/doc", json!({"v": 0})).await;
+    let gw = Gateway::start_with_env(
+        &doc(&up, "1s").admin_token("${ADMIN_TOKEN}"),
+        &[("ADMIN_TOKEN", "let-me-in")],
+    )
+    .await;
+    let page = gw.admin_url("/");
+    eventually("the admin listener is up", || async {
+        http().get(&page).send().await.ok().map(|_| ())
+    })
+    .await;
+    // The page itself holds no data; the list needs the token.
+    assert_eq!(http().get(&page).send().await.unwrap().status(), 200);
+    assert_eq!(
+        http()
+            .get(gw.admin_url("/streams"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let login = |token: &str| {
+        http()
+            .post(gw.admin_url("/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={token}"))
+            .send()
+    };
+    assert_eq!(login("let-me-out").await.unwrap().status(), 401);
+    let signed = login("let-me-in").await.unwrap();
+    assert_eq!(signed.status(), 204);
+    let cookie = signed.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(
+        !cookie.contains("let-me-in"),
+        "the cookie is not the token: {cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap().to_string();
+
+    let with_cookie = |path: &str| {
+        http()
+            .get(gw.admin_url(path))
+            .header("cookie", pair.clone())
+    };
+    assert_eq!(with_cookie("/streams").send().await.unwrap().status(), 200);
+    let feed = with_cookie("/streams?watch").send().await.unwrap();
+    assert_eq!(feed.status(), 200);
+    assert_eq!(
+        SseClient::new(feed).snapshot().await["instances"],
+        json!([])
+    );
+    // Not from another origin, even one on the same host, and never to act.
+    let r = with_cookie("/streams")
+        .header("origin", format!("http://127.0.0.1:{}", gw.port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http()
+        .post(gw.admin_url("/streams/refresh?path=/sse/doc"))
+        .header("cookie", pair.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let out = http().post(gw.admin_url("/logout")).send().await.unwrap();
+    assert!(out.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
+}

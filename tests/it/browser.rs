@@ -456,3 +456,43 @@ async fn the_console_lists_the_streams_counts_clients_and_tails_a_change() {
     assert!(std::fs::metadata(&shot).unwrap().len() > 1000);
     drop(first);
 }
+
+#[tokio::test]
+async fn with_a_token_the_console_asks_for_it_once_and_then_follows_the_streams() {
+    let Some(mut browser) = Browser::start().await else {
+        return;
+    };
+    let up = Upstream::json("/doc", json!({"v": 0})).await;
+    let cfg = Cfg::new(&up)
+        .stream("/sse/doc", "/doc")
+        .interval("100ms")
+        .admin_token("${ADMIN_TOKEN}");
+    let gw = Gateway::start_with_env(&cfg, &[("ADMIN_TOKEN", "let-me-in")]).await;
+    let mut c = gw.sse("/sse/doc").await;
+    c.snapshot().await;
+    browser.cmd(&format!("goto {}", gw.admin_url("/"))).await;
+    let wait = |js: &str| {
+        format!("eval new Promise((r, j) => {{ const t0 = Date.now(); const t = setInterval(() => {{ let v = false; try {{ v = {js}; }} catch {{}} if (v) {{ clearInterval(t); r(true); }} else if (Date.now() - t0 > 10000) {{ clearInterval(t); j(new Error('timed out: ' + {js:?})); }} }}, 50); }})")
+    };
+    browser
+        .cmd(&wait(
+            "document.querySelector('#state').textContent === 'login'",
+        ))
+        .await;
+    browser
+        .cmd("eval (document.querySelector('#token').value = 'let-me-out', document.querySelector('#login').requestSubmit(), true)")
+        .await;
+    browser
+        .cmd(&wait(
+            "document.querySelector('#login-error').textContent === 'wrong token'",
+        ))
+        .await;
+    browser
+        .cmd("eval (document.querySelector('#token').value = 'let-me-in', document.querySelector('#login').requestSubmit(), true)")
+        .await;
+    let row = r#"document.querySelector('#streams tr[data-instance="/doc"] td.clients')"#;
+    browser
+        .cmd(&wait(&format!("{row}?.textContent === '1'")))
+        .await;
+    assert_eq!(browser.cmd("text #state").await, "\"live\"");
+}

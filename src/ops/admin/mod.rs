@@ -7,6 +7,7 @@
 //! credentials.
 
 mod feed;
+mod login;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -42,6 +43,28 @@ impl Admin {
             streams: AtomicUsize::new(0),
         }
     }
+}
+
+/// Whether the request is `POST <path>`.
+fn is(session: &ServerSession, path: &str) -> bool {
+    let req = session.req_header();
+    req.method == Method::POST && req.uri.path() == path
+}
+
+/// The body of a `POST /login`, if the request is one (at most `login::MAX_BODY` bytes read).
+async fn session_login(session: &mut ServerSession) -> Option<Vec<u8>> {
+    if !is(session, "/login") {
+        return None;
+    }
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = session.read_request_body().await {
+        body.extend_from_slice(&chunk);
+        if body.len() > login::MAX_BODY {
+            body.clear();
+            break;
+        }
+    }
+    Some(body)
 }
 
 /// What became of a request that may be an event stream.
@@ -84,7 +107,15 @@ impl HttpServerApp for Admin {
                 StatusCode::SERVICE_UNAVAILABLE,
                 &format!("admin holds {MAX_STREAMS} event streams already\n"),
             ),
-            Streamed::NotAStream => self.response(&session).await,
+            Streamed::NotAStream => match session_login(&mut session).await {
+                Some(body) => {
+                    let routes = self.shared.routes.load();
+                    let token = routes.config.admin.token.as_deref();
+                    login::login(session.req_header(), &body, token)
+                }
+                None if is(&session, "/logout") => login::logout(),
+                None => self.response(&session).await,
+            },
         };
         let (parts, body) = response.into_parts();
         let mut head: ResponseHeader = parts.into();
@@ -219,6 +250,9 @@ fn refusal(req: &RequestHeader, token: Option<&str>) -> Option<Response<Vec<u8>>
         };
         return Some(text(StatusCode::FORBIDDEN, why));
     };
+    if login::signed_in(req, token) {
+        return None;
+    }
     let given = req
         .headers
         .get(header::AUTHORIZATION)
