@@ -9,6 +9,7 @@ use pingora::http::RequestHeader;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::reply::text;
 use crate::routes;
 
 const COOKIE: &str = "sse_gateway_admin";
@@ -86,22 +87,6 @@ pub(super) fn logout() -> Response<Vec<u8>> {
     with_cookie(&format!(
         "{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"
     ))
-}
-
-/// A short plain-text answer (`mod.rs` has its own; this file stays below it).
-fn text(status: StatusCode, body: &str) -> Response<Vec<u8>> {
-    let mut r = Response::new(body.as_bytes().to_vec());
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    r
 }
 
 fn with_cookie(cookie: &str) -> Response<Vec<u8>> {

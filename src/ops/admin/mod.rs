@@ -8,6 +8,7 @@
 
 mod feed;
 mod login;
+mod reply;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,6 +24,8 @@ use pingora::server::ShutdownWatch;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use tracing::debug;
+
+use reply::{json, text, typed};
 
 use crate::routes::{self, Routes};
 use crate::state::Shared;
@@ -65,6 +68,23 @@ async fn session_login(session: &mut ServerSession) -> Option<Vec<u8>> {
         }
     }
     Some(body)
+}
+
+/// One of the `MAX_STREAMS`, given back when dropped: also when the connection's task is
+/// cancelled mid-stream, which a count decremented after the `.await` would miss.
+struct Slot<'a>(&'a AtomicUsize);
+
+impl<'a> Slot<'a> {
+    fn take(open: &'a AtomicUsize) -> Option<Slot<'a>> {
+        let slot = Slot(open);
+        (open.fetch_add(1, Ordering::AcqRel) < MAX_STREAMS).then_some(slot)
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// What became of a request that may be an event stream.
@@ -155,15 +175,13 @@ impl Admin {
             Some(Some(sub)) => Some(sub),
             None => None,
         };
-        if self.streams.fetch_add(1, Ordering::AcqRel) >= MAX_STREAMS {
-            self.streams.fetch_sub(1, Ordering::AcqRel);
+        let Some(_slot) = Slot::take(&self.streams) else {
             return Streamed::Busy;
-        }
+        };
         let result = match sub {
             Some(sub) => feed::tail(session, sub, shutdown).await,
             None => feed::watch(session, &*self.shared.hub, shutdown).await,
         };
-        self.streams.fetch_sub(1, Ordering::AcqRel);
         Streamed::Ended(result)
     }
 
@@ -300,33 +318,6 @@ impl Admin {
         let body = json!({ "path": path, "refreshed": done.now, "deferred": done.deferred });
         json(status, &body)
     }
-}
-
-/// Built without a fallible builder, so no answer can turn into an empty 200.
-fn typed(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Vec<u8>> {
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
-}
-
-fn json(status: StatusCode, body: &serde_json::Value) -> Response<Vec<u8>> {
-    typed(status, "application/json", body.to_string().into_bytes())
-}
-
-fn text(status: StatusCode, body: &str) -> Response<Vec<u8>> {
-    let mut response = typed(
-        status,
-        "text/plain; charset=utf-8",
-        body.as_bytes().to_vec(),
-    );
-    response.headers_mut().insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    response
 }
 
 /// Whether the request names the admin listener by an IP address or `localhost` (or names
