@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use pingora::apps::http_app::HttpServer;
-use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
@@ -188,12 +187,9 @@ fn add_client_listener(
     certs: Option<Arc<CertStore>>,
     config: &Config,
 ) -> Result<(), AppError> {
-    let mut proxy_app = pingora::proxy::http_proxy(&server.configuration, edge.clone());
-    // An HTTP/2 connection with no stream open waits as long as a kept-alive HTTP/1 one (from
-    // the config at start-up: pingora reads it once). pingora caps streams per connection at 100.
-    let mut options = HttpServerOptions::default();
-    options.h2_idle_timeout = Some(config.limits.keepalive);
-    proxy_app.server_options = Some(options);
+    // HTTP/2 connections never reach pingora's own h2 server (`edge/http2.rs` serves them, with
+    // their idle timeout), so its `HttpServerOptions` stay at their defaults.
+    let proxy_app = pingora::proxy::http_proxy(&server.configuration, edge.clone());
     let mut listener = ListenerConfig::tcp(config.listen.to_string());
     let tls = match certs {
         Some(certs) => {
@@ -204,13 +200,11 @@ fn add_client_listener(
             tls.enable_h2();
             Some(tls.build())
         }
-        // No L4 buffers on plain connections: pingora's HTTP/1 session reads into its own, and
-        // the 64 KB read buffer would otherwise stay allocated under every idle SSE client.
-        None => {
-            listener = listener.l4_buffer(L4BufferSettings::unbuffered());
-            None
-        }
+        None => None,
     };
+    // No L4 buffers: pingora's HTTP/1 session and rustls read into their own, and the 64 KB read
+    // buffer would otherwise stay allocated under every idle SSE client.
+    listener = listener.l4_buffer(L4BufferSettings::unbuffered());
     let mut proxy = Service::new("gateway".into(), Front::new(edge, proxy_app, tls));
     proxy.add_listener(listener);
     server.add_service(proxy);

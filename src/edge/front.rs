@@ -8,7 +8,7 @@
 //! task. Everything else (the demo page, proxied requests, refusals pingora formats) goes to
 //! pingora's proxy one request at a time, with the bytes already read put back first, so it sees
 //! the connection exactly as the client sent it; the connection comes back here after each one.
-//! HTTP/2 goes to pingora whole.
+//! HTTP/2 connections go to `http2.rs`, which serves subscriptions the same way, stream by stream.
 //!
 //! Every HTTP/1 head is read here, whole, before pingora sees it: pingora 0.9.1 times a head per
 //! read (a byte a minute holds a connection and up to 1 MiB of buffer) and waits for the next
@@ -40,12 +40,11 @@ use tracing::{debug, info};
 
 use super::conns::Admitted;
 use super::head::{read_head, Head, Wait, MAX_HEAD};
+use super::http2::{Http2, Refused};
 use super::rewound::Rewound;
 use super::session::{self, End, Wire};
 use super::{Answer, Edge, Opened, Permit, Reply};
 
-/// RFC 9113 §3.4: the first bytes of every HTTP/2 connection.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// For writing a refusal before the connection closes.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `linger` waits for the rest of a refused request.
@@ -54,6 +53,8 @@ const LINGER: Duration = Duration::from_secs(2);
 pub struct Front {
     edge: Edge,
     proxy: Arc<HttpProxy<Edge>>,
+    /// HTTP/2 connections (TLS with ALPN `h2`), served beside pingora.
+    http2: Arc<Http2>,
     /// TLS is accepted here rather than by pingora's listener, whose handshake has a fixed 60 s
     /// limit and logs each failure at `error`.
     tls: Option<Acceptor>,
@@ -65,9 +66,14 @@ pub struct Front {
 
 impl Front {
     pub fn new(edge: Edge, proxy: HttpProxy<Edge>, tls: Option<Acceptor>) -> Front {
+        let proxy = Arc::new(proxy);
         Front {
+            http2: Arc::new(Http2 {
+                edge: edge.clone(),
+                proxy: proxy.clone(),
+            }),
             edge,
-            proxy: Arc::new(proxy),
+            proxy,
             tls,
             handshakes_failed: AtomicU64::new(0),
             heads_cut_off: AtomicU64::new(0),
@@ -110,10 +116,11 @@ impl ServerApp for Front {
             Err(_) => return self.handshake_failed("timed out"),
         };
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            // pingora serves the whole connection and hands nothing back.
-            self.http2(stream, deadline, shutdown).await;
-            drop(admitted);
-            return None;
+            return match self.http2.serve(stream, deadline, shutdown, admitted).await {
+                Ok(()) => None,
+                Err(Refused::Cut) => self.head_cut_off(0),
+                Err(Refused::Garbage) => None,
+            };
         }
         let tls = Box::new(Rewound::new(stream, Bytes::new()));
         self.serve(tls, deadline, shutdown, admitted).await
@@ -260,28 +267,6 @@ impl Front {
         // closes a connection on which it read past the request, instead of handing it back.
         let (stream, settings) = reused.consume();
         Some((C::reclaim(stream)?, settings))
-    }
-
-    /// HTTP/2 multiplexes streams over one connection: pingora's h2 server owns it once the
-    /// client's preface is in, which pingora would wait for without a limit. From then on its
-    /// idle timeout (`limits.keepalive`, set in `app.rs`) closes a connection with no stream open.
-    async fn http2(
-        self: &Arc<Self>,
-        mut stream: Stream,
-        deadline: Instant,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        let mut preface = [0u8; H2_PREFACE.len()];
-        match timeout_at(deadline, stream.read_exact(&mut preface)).await {
-            Ok(Ok(_)) if preface[..] == *H2_PREFACE => {}
-            Ok(Ok(_)) => {
-                debug!("not an HTTP/2 preface");
-                return None;
-            }
-            Ok(Err(_)) | Err(_) => return self.head_cut_off(0),
-        }
-        let stream = Box::new(Rewound::new(stream, Bytes::copy_from_slice(&preface)));
-        self.proxy.process_new(stream, shutdown).await
     }
 
     fn handshake_failed(&self, error: impl Display) -> Option<Stream> {

@@ -10,6 +10,7 @@ pub(crate) mod conns;
 mod cors;
 mod front;
 mod head;
+mod http2;
 mod proxy;
 mod reply;
 mod rewound;

@@ -15,6 +15,7 @@ mod credentials;
 mod demo;
 mod deploy;
 mod events;
+mod http2;
 mod limits;
 mod proxy;
 mod reload;

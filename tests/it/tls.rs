@@ -13,7 +13,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use crate::support::*;
 
 /// A self-signed certificate for localhost, written as PEM files; returns the certificate PEM.
-fn certificate(dir: &std::path::Path, name: &str) -> String {
+pub(crate) fn certificate(dir: &std::path::Path, name: &str) -> String {
     let cert =
         rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("a certificate");
     let pem = cert.cert.pem();
@@ -28,7 +28,7 @@ fn certificate(dir: &std::path::Path, name: &str) -> String {
 
 /// A gateway serving `/sse/doc` (polling `up`'s `/doc`) over TLS with the certificate `a`
 /// in `dir`, and what `extra` adds to its config; returns it and the certificate PEM.
-async fn tls_gateway(
+pub(crate) async fn tls_gateway(
     up: &Upstream,
     dir: &std::path::Path,
     extra: impl FnOnce(Cfg) -> Cfg,
@@ -48,11 +48,14 @@ fn tls_client(pem: &str) -> reqwest::ClientBuilder {
     )
 }
 
-fn client_trusting(pem: &str) -> reqwest::Client {
+pub(crate) fn client_trusting(pem: &str) -> reqwest::Client {
     tls_client(pem).build().expect("a TLS client")
 }
 
-async fn subscribe(client: &reqwest::Client, port: u16) -> reqwest::Result<reqwest::Response> {
+pub(crate) async fn subscribe(
+    client: &reqwest::Client,
+    port: u16,
+) -> reqwest::Result<reqwest::Response> {
     client
         .get(format!("https://localhost:{port}/sse/doc"))
         .header("accept", "text/event-stream")
@@ -132,27 +135,8 @@ async fn over_http1_with_tls_a_stream_and_a_proxied_request_are_both_served() {
     assert_eq!(seen[0].headers["x-forwarded-for"], "127.0.0.1");
 }
 
-#[tokio::test]
-async fn http2_streams_take_the_slots_pingoras_session_costs_and_share_one_connection() {
-    let up = Upstream::json("/doc", json!({"v": 1})).await;
-    let dir = tempfile::tempdir().unwrap();
-    // Over TLS a client on pingora's session takes 3 slots: two fill six.
-    let (gw, pem) = tls_gateway(&up, dir.path(), |c| c.limit("max_clients", 6)).await;
-    let client = client_trusting(&pem);
-    let mut held = Vec::new();
-    for _ in 0..2 {
-        let mut s = SseClient::new(subscribe(&client, gw.port).await.unwrap());
-        assert_eq!(s.snapshot().await, json!({"v": 1}));
-        held.push(s);
-    }
-    let mut third = SseClient::new(subscribe(&client, gw.port).await.unwrap());
-    assert_eq!(third.next_event().await.event, "overloaded");
-    assert_eq!(gw.metric("sse_gateway_client_slots").await, Some(6.0));
-    assert_eq!(gw.metric("sse_gateway_connections").await, Some(1.0));
-}
-
 /// A TLS connection to the gateway, trusting `pem`, offering `alpn`.
-async fn tls_connect(
+pub(crate) async fn tls_connect(
     pem: &str,
     port: u16,
     alpn: &[u8],

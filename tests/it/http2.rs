@@ -1,0 +1,188 @@
+//! HTTP/2 over TLS: subscriptions are served on their own streams of a shared connection, which
+//! keeps its limits and closes with GOAWAY.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::client::SendRequest;
+use h2::Reason;
+use serde_json::json;
+use tokio::io::AsyncReadExt;
+use tokio::process::Command;
+
+use crate::support::*;
+use crate::tls::{client_trusting, subscribe, tls_connect, tls_gateway};
+
+/// An HTTP/2 connection to the gateway (the `h2` crate, as hyper uses it); its codec runs in a
+/// task whose handle says how the connection ended.
+async fn connect(
+    pem: &str,
+    port: u16,
+) -> (
+    SendRequest<Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let tls = tls_connect(pem, port, b"h2").await;
+    let (send, conn) = h2::client::handshake(tls)
+        .await
+        .expect("an HTTP/2 handshake");
+    (send, tokio::spawn(conn))
+}
+
+/// Opens `path` as an event stream on the connection; returns the stream's request side (to
+/// reset it) and a client reading its events.
+async fn open(send: &SendRequest<Bytes>, path: &str) -> (h2::SendStream<Bytes>, SseClient) {
+    let req = http::Request::get(format!("https://localhost{path}"))
+        .header("accept", "text/event-stream")
+        .body(())
+        .expect("a request");
+    let mut send = send.clone().ready().await.expect("room for a stream");
+    let (response, stream) = send.send_request(req, true).expect("a stream");
+    let response = response.await.expect("a response");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let body = futures_util::stream::unfold(response.into_body(), |mut body| async move {
+        let data = body.data().await?;
+        if let Ok(bytes) = &data {
+            let _ = body.flow_control().release_capacity(bytes.len());
+        }
+        Some((data, body))
+    });
+    (stream, SseClient::from_body(body))
+}
+
+#[tokio::test]
+async fn events_arrive_over_http2_in_curl() {
+    let up = Upstream::json("/doc", json!({"v": 1, "items": [1, 2]})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, _pem) = tls_gateway(&up, dir.path(), |c| c).await;
+    let mut curl = Command::new("curl")
+        .args(["--http2", "-sSNv", "--cacert"])
+        .arg(dir.path().join("a.crt"))
+        .args(["-H", "accept: text/event-stream"])
+        .arg(format!("https://localhost:{}/sse/doc", gw.port))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("curl runs");
+    let stdout = curl.stdout.take().expect("curl's output");
+    let body = futures_util::stream::unfold(stdout, |mut out| async move {
+        let mut buf = vec![0u8; 8192];
+        match out.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(Bytes::from(buf)), out))
+            }
+            Err(e) => Some((Err(e), out)),
+        }
+    });
+    let mut c = SseClient::from_body(body);
+    assert_eq!(c.snapshot().await, json!({"v": 1, "items": [1, 2]}));
+    up.set("/doc", json!({"v": 2, "items": [1, 2, 3]}));
+    assert_eq!(c.next_document().await, json!({"v": 2, "items": [1, 2, 3]}));
+
+    curl.start_kill().expect("curl stops");
+    let mut trace = String::new();
+    let mut stderr = curl.stderr.take().expect("curl's trace");
+    stderr.read_to_string(&mut trace).await.expect("the trace");
+    assert!(trace.contains("< HTTP/2 200"), "{trace}");
+}
+
+#[tokio::test]
+async fn a_client_resetting_one_stream_leaves_the_connections_other_streams_running() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, pem) = tls_gateway(&up, dir.path(), |c| c).await;
+    let (send, _conn) = connect(&pem, gw.port).await;
+    let (mut closing, mut gone) = open(&send, "/sse/doc").await;
+    let (_kept, mut staying) = open(&send, "/sse/doc").await;
+    assert_eq!(gone.snapshot().await, json!({"v": 1}));
+    assert_eq!(staying.snapshot().await, json!({"v": 1}));
+    assert_eq!(gw.metric("sse_gateway_client_slots").await, Some(2.0));
+
+    // What `EventSource.close()` in a browser on HTTP/2 does.
+    closing.send_reset(Reason::CANCEL);
+    eventually("the reset stream's client is gone", || async {
+        (gw.metric("sse_gateway_client_slots").await == Some(1.0)).then_some(())
+    })
+    .await;
+    up.set("/doc", json!({"v": 2}));
+    assert_eq!(staying.next_document().await, json!({"v": 2}));
+
+    // The connection still takes new streams.
+    let (_new, mut fresh) = open(&send, "/sse/doc").await;
+    assert_eq!(fresh.snapshot().await, json!({"v": 2}));
+    assert_eq!(gw.metric("sse_gateway_connections").await, Some(1.0));
+}
+
+#[tokio::test]
+async fn on_shutdown_http2_streams_get_end_and_the_connection_a_goaway() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut gw, pem) = tls_gateway(&up, dir.path(), |c| c.retry("1s").shutdown_grace("2s")).await;
+    let (send, conn) = connect(&pem, gw.port).await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let (_req, mut c) = open(&send, "/sse/doc").await;
+        c.snapshot().await;
+        clients.push((_req, c));
+    }
+    gw.signal("TERM");
+    for (_, c) in &mut clients {
+        let end = c.next_of("end").await;
+        let retry = end.retry.expect("a retry");
+        assert!(
+            retry >= Duration::from_secs(1) && retry <= Duration::from_secs(2),
+            "{retry:?}"
+        );
+        assert!(
+            c.try_next_event().await.is_none(),
+            "the stream ends cleanly"
+        );
+    }
+    // GOAWAY: the connection ends without an error, and takes no new stream.
+    let ended = tokio::time::timeout(DEADLINE, conn)
+        .await
+        .expect("the connection ends")
+        .expect("the codec task");
+    assert!(ended.is_ok(), "{ended:?}");
+    let refused = match send.clone().ready().await {
+        Ok(mut ready) => {
+            let req = http::Request::get("https://localhost/sse/doc")
+                .body(())
+                .unwrap();
+            ready.send_request(req, true).map(|_| ())
+        }
+        Err(e) => Err(e),
+    };
+    let refused = refused.expect_err("a stream after GOAWAY");
+    assert!(refused.is_go_away(), "{refused:?}");
+    assert_eq!(refused.reason(), Some(Reason::NO_ERROR), "{refused:?}");
+    assert!(gw.exit_status(Duration::from_secs(10)).await.success());
+}
+
+#[tokio::test]
+async fn http2_streams_take_one_client_slot_each_and_share_one_connection() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, pem) = tls_gateway(&up, dir.path(), |c| c.limit("max_clients", 3)).await;
+    let client = client_trusting(&pem);
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let resp = subscribe(&client, gw.port).await.unwrap();
+        assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+        let mut s = SseClient::new(resp);
+        assert_eq!(s.snapshot().await, json!({"v": 1}));
+        held.push(s);
+    }
+    let mut fourth = SseClient::new(subscribe(&client, gw.port).await.unwrap());
+    assert_eq!(fourth.next_event().await.event, "overloaded");
+    assert_eq!(gw.metric("sse_gateway_client_slots").await, Some(3.0));
+    assert_eq!(
+        gw.metric("sse_gateway_clients_pingora_session").await,
+        Some(0.0)
+    );
+    assert_eq!(gw.metric("sse_gateway_connections").await, Some(1.0));
+}
