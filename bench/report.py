@@ -2,6 +2,7 @@
 """Tables, JSON and chart data from bench/loadgen's JSON lines (see bench/run.sh).
 
   report.py LINES MODE [OUT.json]    print the tables; write OUT.json; MODE smoke checks
+                                     (MODE tls: a markdown table, and its medians in OUT.json)
   report.py --chart-data OUT.json    median PSS/client and time to the last client per server, N
 """
 import json
@@ -47,6 +48,7 @@ def machine():
             "nchan": version(["dpkg-query", "-W", "libnginx-mod-nchan"]),
             "pushpin": version(["dpkg-query", "-W", "pushpin"]),
             "node": version(["node", "--version"]),
+            "openssl": version(["openssl", "version"]),
         },
     }
 
@@ -122,6 +124,85 @@ def streamdata_table(rows):
               f' p99 {med(rs, lambda r: r["first_client_ms"]["p99"]):.1f} ms')
 
 
+TRANSPORTS = ["h1", "tls", "h2", "h2mux"]
+
+
+def tls_summary(rows):
+    """Medians per server, transport and N of the --tls runs, with the handshake rates."""
+    fan = {}
+    for r in rows:
+        if r.get("run") == "tls":
+            fan.setdefault((r["server"], r.get("transport", "h1"), r["clients"]), []).append(r)
+    hs = {}
+    for r in rows:
+        if r.get("run") == "handshakes":
+            hs.setdefault((r["server"], r["transport"]), []).append(r)
+    out = []
+    for (server, transport, n), rs in fan.items():
+        h = hs.get((server, transport), [])
+        out.append({
+            "server": server, "transport": transport, "clients": n, "runs": len(rs),
+            "pss_kb_per_client": med(rs, lambda r: r["pss_kb_per_client"]),
+            "last_client_ms": med(rs, lambda r: r["last_client_ms_median"]),
+            "last_client_ms_spread": spread(rs, lambda r: r["last_client_ms_median"]),
+            "server_cpu_ms_per_change": med(rs, lambda r: r["server_cpu_ms_per_change"]),
+            "loadgen_cpu_ms_per_change": med(rs, lambda r: r["loadgen_cpu_ms_per_change"]),
+            "dropped": max(r["dropped"] for r in rs),
+            "events_missing": max(r["events_missing"] for r in rs),
+            "handshakes_per_s": med(h, lambda r: r["handshakes_per_s"]) if h else None,
+        })
+    out.sort(key=lambda s: (s["clients"], s["server"] != "gateway", s["server"], TRANSPORTS.index(s["transport"])))
+    hs_out = [{
+        "server": server, "transport": transport, "runs": len(h),
+        "handshakes_per_s": med(h, lambda r: r["handshakes_per_s"]),
+        "server_cpu_ms_per_handshake": med(h, lambda r: r["server_cpu_ms_per_handshake"]),
+        "loadgen_cpu_ms_per_handshake": med(h, lambda r: r["loadgen_cpu_ms_per_handshake"]),
+        "failed": max(r["failed"] for r in h),
+    } for (server, transport), h in sorted(hs.items())]
+    return out, hs_out
+
+
+def tls_table(rows):
+    fan, hs = tls_summary(rows)
+    if not fan and not hs:
+        return None
+    # The targets are against the gateway's own plain HTTP/1.1 at the same N.
+    ref = {s["clients"]: s for s in fan if s["server"] == "gateway" and s["transport"] == "h1"}
+
+    def cell(s, key, fmt, spread=None):
+        text = fmt.format(s[key]) + (f' ±{s[spread]:.0f}' if spread else "")
+        base = ref.get(s["clients"])
+        if s["server"] == "gateway" and s["transport"] != "h1" and base and base[key] > 0:
+            text += f' ({s[key] / base[key]:.1f}×)'
+        return text
+
+    print()
+    print("TLS and HTTP/2: N clients on one stream, 5 changes of 1 KB; medians of the runs "
+          "(× the gateway's plain h1 at the same N)")
+    print()
+    print("| server | transport | N | KB per idle client | ms to last client | CPU ms per change "
+          "| handshakes/s | dropped / missing |")
+    print("|---|---|---|---|---|---|---|---|")
+    for s in fan:
+        hs_cell = f'{s["handshakes_per_s"]:,.0f}' if s["handshakes_per_s"] else "—"
+        print(f'| {s["server"]} | {s["transport"]} | {s["clients"]:,} | {cell(s, "pss_kb_per_client", "{:.1f}")}'
+              f' | {cell(s, "last_client_ms", "{:.0f}", "last_client_ms_spread")}'
+              f' | {cell(s, "server_cpu_ms_per_change", "{:.0f}")} | {hs_cell}'
+              f' | {s["dropped"]} / {s["events_missing"]} |')
+    if hs:
+        print()
+        print("| server | transport | handshakes/s | server CPU ms per handshake "
+              "| load generator CPU ms per handshake | failed |")
+        print("|---|---|---|---|---|---|")
+        for h in hs:
+            print(f'| {h["server"]} | {h["transport"]} | {h["handshakes_per_s"]:,.0f}'
+                  f' | {h["server_cpu_ms_per_handshake"]:.2f} | {h["loadgen_cpu_ms_per_handshake"]:.2f}'
+                  f' | {h["failed"]} |')
+        print("  handshakes: fresh connections, 8 at a time, each closed after its TLS handshake and the")
+        print("  subscription's response head (h2mux opens its connections as h2 does).")
+    return {"fanout": fan, "handshakes": hs}
+
+
 def smoke(rows):
     bad = []
     for r in rows:
@@ -160,9 +241,13 @@ def main():
     fanout_table(rows)
     cost_table(rows)
     streamdata_table(rows)
+    summary = tls_table(rows)
     if len(sys.argv) > 3:
         os.makedirs(os.path.dirname(sys.argv[3]), exist_ok=True)
-        json.dump({"mode": mode, "machine": machine(), "runs": rows}, open(sys.argv[3], "w"), indent=1)
+        out = {"mode": mode, "machine": machine(), "runs": rows}
+        if mode == "tls" and summary:
+            out["summary"] = summary
+        json.dump(out, open(sys.argv[3], "w"), indent=1)
         print(f"\nresults: {sys.argv[3]}")
     if mode == "smoke":
         return 0 if smoke(rows) else 1

@@ -1,5 +1,7 @@
 //! N SSE clients against one server: memory per idle client, fan-out latency of each change, and
 //! the server's CPU per change. One thread, so it takes one of the machine's cores at most.
+//! `--transport` picks HTTP/1.1, HTTP/1.1 over TLS or HTTP/2 (see `transport`); the same events
+//! are timed the same way over each. `--handshakes` measures connection setup instead.
 //!
 //! Each change carries its send time (`t`, ns on CLOCK_MONOTONIC) and sequence (`seq`); a client
 //! reads them from the snapshot, the patch ops or the published message, so one parser serves the
@@ -7,7 +9,8 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -15,9 +18,11 @@ use clap::Parser;
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
+use sse_loadgen::handshakes;
 use sse_loadgen::http1::{header, read_head};
 use sse_loadgen::procfs::{cpu_ms, host_cpu_ms, memory, tree_cpu_ms};
 use sse_loadgen::stamp::{now_ns, pct, stamp};
+use sse_loadgen::transport::{Body, Connector, Options, Transport};
 use tokio::io::AsyncWriteExt;
 
 #[derive(Parser, Clone)]
@@ -64,6 +69,26 @@ struct Args {
     /// Polled mode: seconds to measure after all clients are attached.
     #[arg(long, default_value_t = 20.0)]
     duration: f64,
+    /// How clients reach the server: `tls`, `h2` and `h2mux` need an https URL and `--ca`.
+    #[arg(long, value_enum, default_value_t = Transport::H1)]
+    transport: Transport,
+    /// PEM certificates to trust (TLS transports): the server's self-signed one.
+    #[arg(long)]
+    ca: Option<String>,
+    /// h2mux: clients (streams) per HTTP/2 connection; N clients take N / K connections.
+    #[arg(long, default_value_t = 100)]
+    streams_per_conn: usize,
+    /// TLS transports: connections in setup (handshake to response head) at once.
+    #[arg(long, default_value_t = 64)]
+    in_flight: usize,
+    /// Instead of clients: open fresh connections for this many seconds, each closed after its
+    /// handshake and response head, and report handshakes per second.
+    #[arg(long)]
+    handshakes: Option<f64>,
+    /// Handshake mode: connections at once (about twice the cores: enough to keep the server
+    /// busy, few enough that it measures the server and not a queue).
+    #[arg(long, default_value_t = 8)]
+    handshake_in_flight: usize,
 }
 
 fn message(seq: u64, size: usize) -> Value {
@@ -210,30 +235,26 @@ async fn serve_upstream(addr: SocketAddr, shared: Rc<RefCell<Shared>>) {
     }
 }
 
-async fn client(http: reqwest::Client, url: String, stream: usize, shared: Rc<RefCell<Shared>>) {
-    let resp = match http
-        .get(&url)
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-    {
-        Ok(r) => r,
-        Err(_) => {
-            shared.borrow_mut().dropped += 1;
+async fn client(
+    connector: Rc<Connector>,
+    i: usize,
+    url: String,
+    stream: usize,
+    shared: Rc<RefCell<Shared>>,
+) {
+    let body: Body = match connector.subscribe(i, &url).await {
+        Ok(body) => body,
+        Err(e) => {
+            let mut s = shared.borrow_mut();
+            if s.dropped == 0 {
+                eprintln!("sse-loadgen: a client failed: {e:?}");
+            }
+            s.dropped += 1;
             return;
         }
     };
-    let ok = resp.status() == 200
-        && resp
-            .headers()
-            .get("content-type")
-            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    if !ok {
-        shared.borrow_mut().dropped += 1;
-        return;
-    }
     shared.borrow_mut().connected += 1;
-    let mut events = resp.bytes_stream().eventsource();
+    let mut events = body.map(Ok::<_, Infallible>).eventsource();
     while let Some(ev) = events.next().await {
         let Ok(ev) = ev else { break };
         let at = now_ns();
@@ -280,23 +301,45 @@ async fn run(args: Args) -> Value {
         tokio::task::spawn_local(serve_upstream(addr, shared.clone()));
     }
     let pid = args.pid;
+    let connector = match Connector::new(&Options {
+        transport: args.transport,
+        url: &args.url,
+        ca: args.ca.as_deref(),
+        sources: args.sources,
+        clients: args.clients,
+        streams_per_conn: args.streams_per_conn,
+        in_flight: args.in_flight,
+    }) {
+        Ok(c) => Rc::new(c),
+        Err(e) => {
+            eprintln!("sse-loadgen: {e:?}");
+            std::process::exit(2);
+        }
+    };
+    if let Some(seconds) = args.handshakes {
+        let url = args.url.replace("{i}", "0");
+        if let Some(publish) = &args.publish {
+            // One stored message, which nchan sends every new subscriber as the gateway sends
+            // its snapshot: both servers then answer each connection with a 1 KB document.
+            if let Ok(p) = reqwest::Client::builder().no_proxy().build() {
+                let _ = p
+                    .post(publish)
+                    .body(message(1, args.size).to_string())
+                    .send()
+                    .await;
+            }
+        }
+        let mut report =
+            handshakes::measure(&connector, &url, seconds, args.handshake_in_flight, pid).await;
+        report["transport"] = json!(args.transport.name());
+        return report;
+    }
     let (pss0, rss0) = memory(pid);
-    let http: Vec<reqwest::Client> = (1..=args.sources.max(1))
-        .filter_map(|i| {
-            reqwest::Client::builder()
-                .no_proxy()
-                .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)))
-                .pool_max_idle_per_host(0)
-                .build()
-                .ok()
-        })
-        .collect();
     let started = Instant::now();
     for i in 0..args.clients {
-        let h = http[i % http.len()].clone();
         let stream = i % args.streams.max(1);
         let url = args.url.replace("{i}", &stream.to_string());
-        tokio::task::spawn_local(client(h, url, stream, shared.clone()));
+        tokio::task::spawn_local(client(connector.clone(), i, url, stream, shared.clone()));
         if i % 500 == 499 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -367,6 +410,8 @@ async fn run(args: Args) -> Value {
         .sum();
     json!({
         "clients": args.clients,
+        "transport": args.transport.name(),
+        "streams_per_conn": (args.transport == Transport::H2mux).then_some(args.streams_per_conn),
         "connected": s.connected,
         "dropped": s.dropped,
         "attach_s": attach_s,
