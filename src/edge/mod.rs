@@ -541,9 +541,11 @@ pub(crate) struct Permit {
 /// against 2.6 KB on the direct path (plain HTTP/1.1), so that `max_clients` × 2.6 KB bounds
 /// the clients' memory whichever way they come.
 const PINGORA_SLOTS_PLAIN: usize = 46_000_usize.div_ceil(2_600);
-/// Over TLS a slot is the TLS direct path's 20.9 KB, and pingora's session holds 58.4 KB.
-/// HTTP/2 streams are counted the same (not measured on their own).
-const PINGORA_SLOTS_TLS: usize = 58_400_usize.div_ceil(20_900);
+/// Over TLS a slot is the TLS direct path's 14.2 KB (`bench/run.sh --tls`, 10,000 clients), and
+/// pingora's session holds 54.3 KB (HTTP/1.0 over TLS, 2,000 clients). HTTP/2 streams are on
+/// the direct path (`http2.rs`) and take one slot each; their connection's codec buffers are
+/// bounded by `max_connections`, as every connection is.
+const PINGORA_SLOTS_TLS: usize = 54_300_usize.div_ceil(14_200);
 
 impl Permit {
     fn acquire(side: &Arc<ClientSide>, max: usize, slots: usize) -> Option<Permit> {
