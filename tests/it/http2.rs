@@ -13,6 +13,8 @@ use tokio::process::Command;
 use crate::support::*;
 use crate::tls::{client_trusting, subscribe, tls_connect, tls_gateway};
 
+const APP: &str = "https://app.example.com";
+
 /// An HTTP/2 connection to the gateway (the `h2` crate, as hyper uses it); its codec runs in a
 /// task whose handle says how the connection ended.
 async fn connect(
@@ -184,5 +186,53 @@ async fn http2_streams_take_one_client_slot_each_and_share_one_connection() {
         gw.metric("sse_gateway_clients_pingora_session").await,
         Some(0.0)
     );
+    assert_eq!(gw.metric("sse_gateway_connections").await, Some(1.0));
+}
+
+#[tokio::test]
+async fn beside_a_stream_other_requests_on_the_connection_are_proxied_or_answered() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    up.set("/api/info", json!({"name": "legacy"}));
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, pem) = tls_gateway(&up, dir.path(), |c| {
+        c.proxy().cors(json!({"origins": [APP]}))
+    })
+    .await;
+    let client = client_trusting(&pem);
+    let mut stream = SseClient::new(subscribe(&client, gw.port).await.unwrap());
+    assert_eq!(stream.snapshot().await, json!({"v": 1}));
+
+    let api = client
+        .get(format!("https://localhost:{}/api/info", gw.port))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.version(), reqwest::Version::HTTP_2);
+    assert_eq!(api.status(), 200);
+    assert_eq!(
+        api.json::<serde_json::Value>().await.unwrap(),
+        json!({"name": "legacy"})
+    );
+    let seen = up.requests("/api/info").await;
+    assert_eq!(seen[0].headers["x-forwarded-proto"], "https");
+
+    // A preflight is answered by the gateway itself, on its own stream, with its CORS headers.
+    let preflight = client
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("https://localhost:{}/sse/doc", gw.port),
+        )
+        .header("origin", APP)
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.version(), reqwest::Version::HTTP_2);
+    assert_eq!(preflight.status(), 204);
+    assert_eq!(preflight.headers()["access-control-allow-origin"], APP);
+
+    // The stream carried on beside them, on the same connection.
+    up.set("/doc", json!({"v": 2}));
+    assert_eq!(stream.next_document().await, json!({"v": 2}));
     assert_eq!(gw.metric("sse_gateway_connections").await, Some(1.0));
 }
