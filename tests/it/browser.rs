@@ -1,10 +1,12 @@
 //! A real browser (Debian's chromium, headless, driven through playwright-core) watches the demo
 //! page update live, subscribes from another origin with `withCredentials`, and follows streams
-//! with the gateway's client (`/_gateway/client.js`) through a relay that drops and alters.
+//! with the gateway's client (`/_gateway/client.js`) through a relay that drops and alters, and
+//! over HTTPS on HTTP/2.
 //!
 //! Needs `/usr/bin/chromium` and `npm install` in tests/browser (.ci/run does both). Elsewhere
 //! these tests say why they did not run, and fail if `CI` is set.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -13,6 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use crate::support::*;
+use crate::tls::tls_gateway;
 
 struct Browser {
     child: Child,
@@ -22,6 +25,15 @@ struct Browser {
 
 impl Browser {
     async fn start() -> Option<Browser> {
+        Browser::launch(&[]).await
+    }
+
+    /// A browser that accepts `cert` (PEM) for any host, as if a CA it trusts had signed it.
+    async fn trusting(cert: &Path) -> Option<Browser> {
+        Browser::launch(&[("TRUST_CERT", cert.as_os_str())]).await
+    }
+
+    async fn launch(env: &[(&str, &OsStr)]) -> Option<Browser> {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
         let missing = [
             Path::new("/usr/bin/chromium").to_path_buf(),
@@ -44,6 +56,7 @@ impl Browser {
         let mut child = Command::new("node")
             .arg(dir.join("driver.mjs"))
             .current_dir(&dir)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -278,6 +291,40 @@ async fn client_page_with(up: &Upstream, more: impl FnOnce(Cfg) -> Cfg) -> (Gate
     let gw = Gateway::start(&more(cfg)).await;
     let relay = Relay::to(gw.port).await;
     (gw, relay)
+}
+
+/// The page and its stream come over one TLS connection with the generated certificate, and
+/// the stream is served on its own HTTP/2 stream beside pingora's.
+#[tokio::test]
+async fn events_arrive_over_http2_in_chromium_over_https() {
+    let up = Upstream::start().await;
+    up.set("/doc", step(0));
+    up.set_html("/page.html", CLIENT_PAGE);
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, _pem) = tls_gateway(&up, dir.path(), Cfg::proxy).await;
+    let Some(mut browser) = Browser::trusting(&dir.path().join("a.crt")).await else {
+        return;
+    };
+    let origin = format!("https://localhost:{}", gw.port);
+    browser.cmd(&format!("goto {origin}/page.html")).await;
+    browser.cmd(&format!("wait-doc {}", step(0))).await;
+    up.set("/doc", step(1));
+    browser.cmd(&format!("wait-doc {}", step(1))).await;
+    assert_eq!(
+        browser.cmd("eval window.kinds").await,
+        json!(["snapshot", "patch"]).to_string()
+    );
+
+    assert_eq!(
+        browser.cmd(&format!("protocol {origin}/sse/doc")).await,
+        "\"h2\""
+    );
+    assert_eq!(gw.metric("sse_gateway_connections").await, Some(1.0));
+    assert_eq!(gw.metric("sse_gateway_client_slots").await, Some(1.0));
+    assert_eq!(
+        gw.metric("sse_gateway_clients_pingora_session").await,
+        Some(0.0)
+    );
 }
 
 #[tokio::test]
