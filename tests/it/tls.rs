@@ -41,7 +41,7 @@ pub(crate) async fn tls_gateway(
     (Gateway::start(&extra(cfg)).await, pem)
 }
 
-fn tls_client(pem: &str) -> reqwest::ClientBuilder {
+pub(crate) fn tls_client(pem: &str) -> reqwest::ClientBuilder {
     pingora::tls::install_default_crypto_provider();
     reqwest::Client::builder().no_proxy().add_root_certificate(
         reqwest::Certificate::from_pem(pem.as_bytes()).expect("the certificate PEM"),

@@ -21,6 +21,11 @@ use tokio_util::codec::{LengthDelimitedCodec, LengthDelimitedCodecError};
 // 16 MB "sane default" taken from golang http2
 const DEFAULT_SETTINGS_MAX_HEADER_LIST_SIZE: usize = 16 << 20;
 
+/// sse-gateway patch: the read buffer taken while frames are read (tokio-util's
+/// initial capacity). It is given back whenever the socket has nothing more to
+/// read and the buffer holds no partial frame, so an idle connection holds none.
+const READ_BUFFER_CAPACITY: usize = 8 * 1024;
+
 const MAX_FIELDS_HINT: usize = 64;
 
 #[derive(Debug)]
@@ -439,7 +444,16 @@ where
         let _e = span.enter();
         loop {
             tracing::trace!("poll");
-            let bytes = match ready!(Pin::new(&mut self.inner).poll_next(cx)) {
+            // sse-gateway patch: take the read buffer while reading, give it
+            // back when nothing is left to read.
+            if self.inner.read_buffer().capacity() == 0 {
+                self.inner.read_buffer_mut().reserve(READ_BUFFER_CAPACITY);
+            }
+            let polled = Pin::new(&mut self.inner).poll_next(cx);
+            if polled.is_pending() && self.inner.read_buffer().is_empty() {
+                *self.inner.read_buffer_mut() = BytesMut::new();
+            }
+            let bytes = match ready!(polled) {
                 Some(Ok(bytes)) => bytes,
                 Some(Err(e)) => return Poll::Ready(Some(Err(map_err(e)))),
                 None => return Poll::Ready(None),

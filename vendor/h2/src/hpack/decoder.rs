@@ -158,7 +158,9 @@ impl Decoder {
             max_size_update: None,
             last_max_update: size,
             table: Table::new(size),
-            buffer: BytesMut::with_capacity(4096),
+            // sse-gateway patch: grown by the strings it decodes (each takes its
+            // part with `split`), not 4 KB up front for every connection.
+            buffer: BytesMut::new(),
         }
     }
 
