@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use pingora::apps::http_app::HttpServer;
-use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
@@ -19,7 +18,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::demo::DemoApi;
 use crate::edge::conns::{self, Conns};
-use crate::edge::{ClientSide, Edge, Front};
+use crate::edge::{Acceptor, ClientSide, Edge, Front};
 use crate::hub::{Gauges, Hub, LocalHub};
 use crate::metrics::Metrics;
 use crate::ops::admin::Admin;
@@ -191,17 +190,7 @@ fn add_client_listener(
     // their idle timeout), so its `HttpServerOptions` stay at their defaults.
     let proxy_app = pingora::proxy::http_proxy(&server.configuration, edge.clone());
     let mut listener = ListenerConfig::tcp(config.listen.to_string());
-    let tls = match certs {
-        Some(certs) => {
-            let mut tls = TlsSettings::intermediate("", "").map_err(AppError::Listener)?;
-            tls.set_cert_resolver(certs);
-            // HTTP/2 by ALPN: browsers then multiplex many streams over one connection instead
-            // of stopping at six per host.
-            tls.enable_h2();
-            Some(tls.build())
-        }
-        None => None,
-    };
+    let tls = certs.map(Acceptor::new);
     // No L4 buffers: pingora's HTTP/1 session and rustls read into their own, and the 64 KB read
     // buffer would otherwise stay allocated under every idle SSE client.
     listener = listener.l4_buffer(L4BufferSettings::unbuffered());

@@ -28,7 +28,6 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::StatusCode;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
-use pingora::listeners::tls::Acceptor;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::{Stream, ALPN};
@@ -43,6 +42,7 @@ use super::head::{read_head, Head, Wait, MAX_HEAD};
 use super::http2::{Http2, Refused};
 use super::rewound::Rewound;
 use super::session::{self, End, Wire};
+use super::tls_stream::Acceptor;
 use super::{Answer, Edge, Opened, Permit, Reply};
 
 /// For writing a refusal before the connection closes.
@@ -110,7 +110,7 @@ impl ServerApp for Front {
         // Each event is one small write that must leave at once (see `Conn::no_delay`); below
         // TLS that has to be set before the handshake.
         raw.no_delay();
-        let stream: Stream = match timeout_at(deadline, tls.tls_handshake(*raw)).await {
+        let stream: Stream = match timeout_at(deadline, tls.accept(*raw)).await {
             Ok(Ok(tls)) => Box::new(tls),
             Ok(Err(e)) => return self.handshake_failed(e),
             Err(_) => return self.handshake_failed("timed out"),

@@ -16,6 +16,7 @@ mod reply;
 mod rewound;
 mod script;
 mod session;
+mod tls_stream;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -45,6 +46,7 @@ use session::End;
 
 pub use conns::Conns;
 pub use front::Front;
+pub use tls_stream::Acceptor;
 
 #[derive(Clone)]
 pub struct Edge {
@@ -541,11 +543,12 @@ pub(crate) struct Permit {
 /// against 2.6 KB on the direct path (plain HTTP/1.1), so that `max_clients` × 2.6 KB bounds
 /// the clients' memory whichever way they come.
 const PINGORA_SLOTS_PLAIN: usize = 46_000_usize.div_ceil(2_600);
-/// Over TLS a slot is the TLS direct path's 14.2 KB (`bench/run.sh --tls`, 10,000 clients), and
-/// pingora's session holds 54.3 KB (HTTP/1.0 over TLS, 2,000 clients). HTTP/2 streams are on
-/// the direct path (`http2.rs`) and take one slot each; their connection's codec buffers are
-/// bounded by `max_connections`, as every connection is.
-const PINGORA_SLOTS_TLS: usize = 54_300_usize.div_ceil(14_200);
+/// Over TLS a slot is the TLS direct path's 10.9 KB (`bench/run.sh --tls`, 10,000 clients), and
+/// pingora's session holds 51.2 KB: 54.3 KB measured (HTTP/1.0 over TLS, 2,000 clients) with
+/// pingora's TLS stream, less the 3.1 KB that `tls_stream.rs`'s stream is smaller by (their
+/// sizes). HTTP/2 streams are on the direct path (`http2.rs`) and take one slot each; what
+/// their connection holds beyond them is bounded by `max_connections`, as every connection is.
+const PINGORA_SLOTS_TLS: usize = 51_200_usize.div_ceil(10_900);
 
 impl Permit {
     fn acquire(side: &Arc<ClientSide>, max: usize, slots: usize) -> Option<Permit> {
