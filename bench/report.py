@@ -232,9 +232,32 @@ def chart_data(path):
         print("\n")
 
 
+TRANSPORT_LABELS = {"h1": "plain HTTP/1.1", "tls": "TLS, HTTP/1.1", "h2": "HTTP/2",
+                    "h2mux": "HTTP/2, 100 per conn"}
+
+
+def tls_chart_data(path):
+    """For bench/chart_tls.gp: one row per transport at the largest N, gateway then nchan."""
+    fan, _ = tls_summary(json.load(open(path))["runs"])
+    n = max(s["clients"] for s in fan)
+    cells = {(s["server"], s["transport"]): s for s in fan if s["clients"] == n}
+    print(f'# N = {n}: transport, PSS per idle client (gateway, nchan), ms to the last client '
+          '(gateway, nchan), server CPU ms per change (gateway, nchan)')
+    for t in TRANSPORTS:
+        g, x = cells.get(("gateway", t)), cells.get(("nchan", t))
+        if not g or not x:
+            continue
+        print(f'"{TRANSPORT_LABELS[t]}"', *(round(v, 1) for v in (
+            g["pss_kb_per_client"], x["pss_kb_per_client"], g["last_client_ms"],
+            x["last_client_ms"], g["server_cpu_ms_per_change"], x["server_cpu_ms_per_change"])))
+
+
 def main():
     if sys.argv[1] == "--chart-data":
         chart_data(sys.argv[2])
+        return 0
+    if sys.argv[1] == "--tls-chart-data":
+        tls_chart_data(sys.argv[2])
         return 0
     rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
     mode = sys.argv[2]

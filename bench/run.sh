@@ -13,7 +13,7 @@
 #   bench/run.sh --tls      the gateway and nchan over TLS, N = 1,000 / 10,000, 3 repetitions:
 #                           HTTP/1.1 over TLS, HTTP/2 (a connection per client), HTTP/2 with 100
 #                           clients per connection, and handshakes per second; plain HTTP/1.1 of
-#                           both for reference -> bench/results/tls.json (about 30 minutes)
+#                           both for reference -> bench/results/tls.json, tls.svg (about 12 minutes)
 #   BENCH_CLIENTS="10000" BENCH_REPS=1 bench/run.sh     any sizes and repetitions
 #
 # Needs python3, openssl (--tls, --smoke) and `ulimit -n` of 20,000; installs nothing. Peers run
@@ -276,4 +276,9 @@ if [ -n "$out" ] && [ $mode = full ] && command -v gnuplot >/dev/null; then
   blocks=$(grep -c '^"' "$work/chart.dat")
   gnuplot -e "data='$work/chart.dat'; out='bench/results/chart.svg'; blocks=$blocks" bench/chart.gp
   echo "chart: bench/results/chart.svg"
+fi
+if [ $mode = tls ] && command -v gnuplot >/dev/null; then
+  python3 bench/report.py --tls-chart-data "bench/results/$out" > "$work/tls.dat"
+  gnuplot -e "data='$work/tls.dat'; out='bench/results/tls.svg'" bench/chart_tls.gp
+  echo "chart: bench/results/tls.svg"
 fi
