@@ -42,8 +42,6 @@ pub enum AppError {
     Metrics(#[source] prometheus::Error),
     #[error(transparent)]
     Tls(#[from] TlsError),
-    #[error("cannot set up the TLS listener")]
-    Listener(#[source] Box<pingora::Error>),
     #[error(transparent)]
     Upgrade(#[from] UpgradeError),
     #[error("cannot listen on {addr} ({what})")]

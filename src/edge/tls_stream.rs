@@ -32,10 +32,8 @@ pub struct Acceptor {
 }
 
 impl Acceptor {
+    /// rustls's process-wide crypto provider is in place: loading `certs` installed it.
     pub fn new(certs: Arc<CertStore>) -> Acceptor {
-        // rustls wants a process-wide crypto provider (pingora's: ring); installing it twice
-        // is a no-op.
-        pingora::tls::install_default_crypto_provider();
         let versions = [&version::TLS12, &version::TLS13];
         let mut config = ServerConfig::builder_with_protocol_versions(&versions)
             .with_no_client_auth()
@@ -56,22 +54,7 @@ impl Acceptor {
             establishment_duration: Some(started.elapsed()),
             offload_wait_duration: None,
         };
-        let (_, session) = tls.get_ref();
-        let cipher = session
-            .negotiated_cipher_suite()
-            .and_then(|suite| suite.suite().as_str())
-            .unwrap_or_default();
-        let version = session
-            .protocol_version()
-            .and_then(|version| version.as_str())
-            .unwrap_or_default();
-        // No client certificates are asked for, so none to describe.
-        let digest = Arc::new(SslDigest::new(cipher, version, None, None, Vec::new()));
-        Ok(TlsConn {
-            tls,
-            digest,
-            timing,
-        })
+        Ok(TlsConn { tls, timing })
     }
 }
 
@@ -79,7 +62,6 @@ impl Acceptor {
 #[derive(Debug)]
 pub struct TlsConn {
     tls: TlsStream<L4Stream>,
-    digest: Arc<SslDigest>,
     timing: TimingDigest,
 }
 
@@ -143,8 +125,26 @@ impl Ssl for TlsConn {
         None
     }
 
+    /// Made when asked (once per connection on HTTP/2, once per request pingora answers), not
+    /// kept under every client: the gateway only asks whether there is one.
     fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
-        Some(self.digest.clone())
+        let session = self.tls.get_ref().1;
+        let cipher = session
+            .negotiated_cipher_suite()
+            .and_then(|suite| suite.suite().as_str())
+            .unwrap_or_default();
+        let version = session
+            .protocol_version()
+            .and_then(|version| version.as_str())
+            .unwrap_or_default();
+        // No client certificates are asked for, so none to describe.
+        Some(Arc::new(SslDigest::new(
+            cipher,
+            version,
+            None,
+            None,
+            Vec::new(),
+        )))
     }
 
     fn selected_alpn_proto(&self) -> Option<ALPN> {
