@@ -299,3 +299,25 @@ async fn documents_bodies_and_headers_larger_than_the_codec_buffers_cross_whole(
     up.set("/doc", rows(2));
     assert_eq!(stream.next_document().await, rows(2));
 }
+
+/// The connection's limit on concurrent streams is in its SETTINGS, and that many subscriptions
+/// run on it at once.
+#[tokio::test]
+async fn an_http2_connection_runs_up_to_its_advertised_100_streams() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, pem) = tls_gateway(&up, dir.path(), |c| c).await;
+    let (send, _conn) = connect(&pem, gw.port).await;
+    let mut streams = Vec::new();
+    for _ in 0..100 {
+        let (req, mut c) = open(&send, "/sse/doc").await;
+        assert_eq!(c.snapshot().await, json!({"v": 1}));
+        streams.push((req, c));
+    }
+    assert_eq!(send.current_max_send_streams(), 100);
+    assert_eq!(gw.metric("sse_gateway_connections").await, Some(1.0));
+    up.set("/doc", json!({"v": 2}));
+    for (_, c) in &mut streams {
+        assert_eq!(c.next_document().await, json!({"v": 2}));
+    }
+}
