@@ -321,3 +321,254 @@ async fn an_http2_connection_runs_up_to_its_advertised_100_streams() {
         assert_eq!(c.next_document().await, json!({"v": 2}));
     }
 }
+
+/// HTTP/2 frames written and read by hand, for what a well-behaved client (the `h2` crate)
+/// will not send: streams reset as fast as they open, requests without an authority.
+mod raw {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    use tokio_rustls::client::TlsStream;
+
+    const HEADERS: u8 = 0x1;
+    const RST_STREAM: u8 = 0x3;
+    const SETTINGS: u8 = 0x4;
+    const GOAWAY: u8 = 0x7;
+    const END_STREAM: u8 = 0x1;
+    const END_HEADERS: u8 = 0x4;
+    const ACK: u8 = 0x1;
+    pub const CANCEL: u32 = 0x8;
+    pub const ENHANCE_YOUR_CALM: u32 = 0xb;
+
+    /// What the gateway sent, as far as these tests look.
+    #[derive(Debug, PartialEq)]
+    pub enum Seen {
+        /// A response head, with its status when it is one of HPACK's static-table entries.
+        Headers {
+            stream: u32,
+            status: Option<u16>,
+        },
+        Reset {
+            stream: u32,
+            reason: u32,
+        },
+        GoAway {
+            reason: u32,
+        },
+        Closed,
+    }
+
+    pub struct Conn {
+        tls: TlsStream<TcpStream>,
+        out: Vec<u8>,
+    }
+
+    fn frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+        let len = u32::try_from(payload.len()).expect("a short frame");
+        out.extend_from_slice(&len.to_be_bytes()[1..]);
+        out.extend_from_slice(&[kind, flags]);
+        out.extend_from_slice(&stream.to_be_bytes());
+        out.extend_from_slice(payload);
+    }
+
+    /// An HPACK literal without indexing, its name from the static table (index < 15) and
+    /// its value under 127 bytes, not Huffman-coded.
+    fn literal(block: &mut Vec<u8>, name_index: u8, value: &str) {
+        block.push(name_index);
+        block.push(u8::try_from(value.len()).expect("a short value"));
+        block.extend_from_slice(value.as_bytes());
+    }
+
+    impl Conn {
+        /// The preface and an empty SETTINGS, over TLS with ALPN h2.
+        pub async fn open(pem: &str, port: u16) -> Conn {
+            let tls = crate::tls::tls_connect(pem, port, b"h2").await;
+            let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+            frame(&mut out, SETTINGS, 0, 0, &[]);
+            Conn { tls, out }
+        }
+
+        /// Queues GET `path` on `stream`, with `:authority: localhost` or none at all.
+        pub fn get(&mut self, stream: u32, path: &str, authority: bool) {
+            // :method GET and :scheme https are static-table entries 2 and 7.
+            let mut block = vec![0x82, 0x87];
+            literal(&mut block, 4, path);
+            if authority {
+                literal(&mut block, 1, "localhost");
+            }
+            frame(
+                &mut self.out,
+                HEADERS,
+                END_HEADERS | END_STREAM,
+                stream,
+                &block,
+            );
+        }
+
+        pub fn reset(&mut self, stream: u32) {
+            frame(&mut self.out, RST_STREAM, 0, stream, &CANCEL.to_be_bytes());
+        }
+
+        /// Sends everything queued in one write, so the gateway reads it all at once.
+        pub async fn flush(&mut self) {
+            let out = std::mem::take(&mut self.out);
+            self.tls.write_all(&out).await.expect("write frames");
+            self.tls.flush().await.expect("flush frames");
+        }
+
+        /// The next frame these tests care about; SETTINGS are acknowledged on the way.
+        pub async fn next(&mut self) -> Seen {
+            loop {
+                let mut head = [0u8; 9];
+                if self.tls.read_exact(&mut head).await.is_err() {
+                    return Seen::Closed;
+                }
+                let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+                let (kind, flags) = (head[3], head[4]);
+                let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & !(1 << 31);
+                let mut payload = vec![0u8; len];
+                if self.tls.read_exact(&mut payload).await.is_err() {
+                    return Seen::Closed;
+                }
+                let word = |at: usize| {
+                    u32::from_be_bytes([
+                        payload[at],
+                        payload[at + 1],
+                        payload[at + 2],
+                        payload[at + 3],
+                    ])
+                };
+                match kind {
+                    HEADERS => {
+                        // An indexed field 8 to 14 first: :status 200 .. 500 (RFC 7541 A).
+                        const STATIC: [u16; 7] = [200, 204, 206, 304, 400, 404, 500];
+                        let status = payload
+                            .first()
+                            .and_then(|b| b.checked_sub(0x88))
+                            .and_then(|i| STATIC.get(usize::from(i)).copied());
+                        return Seen::Headers { stream, status };
+                    }
+                    RST_STREAM => {
+                        return Seen::Reset {
+                            stream,
+                            reason: word(0),
+                        }
+                    }
+                    GOAWAY => return Seen::GoAway { reason: word(4) },
+                    SETTINGS if flags & ACK == 0 => {
+                        frame(&mut self.out, SETTINGS, ACK, 0, &[]);
+                        self.flush().await;
+                    }
+                    _ => {}
+                }
+            }
+        }
+
+        /// Frames up to the GOAWAY (or the connection's end), that one included.
+        pub async fn until_goaway(&mut self) -> Vec<Seen> {
+            let mut seen = Vec::new();
+            loop {
+                let next = self.next().await;
+                let last = matches!(next, Seen::GoAway { .. } | Seen::Closed);
+                seen.push(next);
+                if last {
+                    return seen;
+                }
+            }
+        }
+    }
+}
+
+/// The "rapid reset" flood (CVE-2023-44487): streams opened and reset at once cost the
+/// gateway work for each and the client nothing. Past 20 resets of streams not yet taken up
+/// the connection gets GOAWAY ENHANCE_YOUR_CALM, and the gateway serves others as before.
+#[tokio::test]
+async fn a_client_resetting_streams_as_fast_as_it_opens_them_gets_a_goaway() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, pem) = tls_gateway(&up, dir.path(), |c| c).await;
+    let mut flood = raw::Conn::open(&pem, gw.port).await;
+    for stream in (1..200).step_by(2) {
+        flood.get(stream, "/sse/doc", true);
+        flood.reset(stream);
+    }
+    flood.flush().await;
+    let seen = flood.until_goaway().await;
+    assert_eq!(
+        seen.last(),
+        Some(&raw::Seen::GoAway {
+            reason: raw::ENHANCE_YOUR_CALM
+        }),
+        "{seen:?}"
+    );
+    assert_eq!(flood.next().await, raw::Seen::Closed);
+
+    let (send, _conn) = connect(&pem, gw.port).await;
+    let (_req, mut c) = open(&send, "/sse/doc").await;
+    assert_eq!(c.snapshot().await, json!({"v": 1}));
+    eventually(
+        "the flood's streams have given their slots back",
+        || async { (gw.metric("sse_gateway_client_slots").await == Some(1.0)).then_some(()) },
+    )
+    .await;
+}
+
+/// A request pingora's checks reject (here: no `:authority` and no `Host`) is answered 400 and
+/// leaves the connection serving; the 32nd such stream on one connection closes it with GOAWAY
+/// ENHANCE_YOUR_CALM.
+#[tokio::test]
+async fn malformed_requests_get_400_and_32_of_them_close_the_connection() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, pem) = tls_gateway(&up, dir.path(), |c| c).await;
+    let mut conn = raw::Conn::open(&pem, gw.port).await;
+    conn.get(1, "/sse/doc", false);
+    conn.get(3, "/sse/doc", true);
+    conn.flush().await;
+    let mut first = vec![conn.next().await, conn.next().await];
+    first.sort_by_key(|seen| format!("{seen:?}"));
+    assert_eq!(
+        first,
+        [
+            raw::Seen::Headers {
+                stream: 1,
+                status: Some(400)
+            },
+            raw::Seen::Headers {
+                stream: 3,
+                status: Some(200)
+            },
+        ]
+    );
+
+    // 31 more, each on a stream of its own, in one write.
+    for stream in (5..5 + 2 * 31).step_by(2) {
+        conn.get(stream, "/sse/doc", false);
+    }
+    conn.flush().await;
+    let seen = conn.until_goaway().await;
+    let refused = seen
+        .iter()
+        .filter(|s| {
+            matches!(
+                s,
+                raw::Seen::Headers {
+                    status: Some(400),
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(
+        seen.last(),
+        Some(&raw::Seen::GoAway {
+            reason: raw::ENHANCE_YOUR_CALM
+        }),
+        "{seen:?}"
+    );
+    // The 32nd's own 400 may lose the race with the GOAWAY that closes the connection.
+    assert!((30..=31).contains(&refused), "{seen:?}");
+
+    let (send, _conn) = connect(&pem, gw.port).await;
+    let (_req, mut c) = open(&send, "/sse/doc").await;
+    assert_eq!(c.snapshot().await, json!({"v": 1}));
+}
