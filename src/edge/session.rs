@@ -1,6 +1,7 @@
 //! One SSE client's loop: write what the subscription yields until the client or the stream ends.
 //! The transport is a `Wire`: pingora's session, or the direct writer of `front.rs`.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,28 +86,37 @@ pub(crate) fn standard_headers() -> [(HeaderName, HeaderValue); 3] {
 }
 
 /// Runs one client's stream until it ends, and says how.
-pub(crate) async fn run<W: Wire>(
+///
+/// Not an `async fn`: one of those keeps its arguments twice in the future it returns (as
+/// arguments and as the locals they move into, rust-lang/rust#62958), and this future is what
+/// every idle client's task holds.
+#[allow(clippy::manual_async_fn)] // the point of it: see above
+pub(crate) fn run<W: Wire>(
     mut wire: W,
     mut sub: Subscription,
     mut client: ClientStream,
-) -> End {
-    if let Err(end) = open(&mut wire, &mut sub, &mut client).await {
-        return end;
-    }
-    let end = stream(&mut wire, &mut sub, &mut client).await;
-    match &end {
-        End::TimedOut => {
-            client.metrics.clients_dropped_slow.inc();
-            info!(instance = %sub.label(), "sse client dropped: write timed out");
+) -> impl Future<Output = End> {
+    async move {
+        if let Err(end) = open(&mut wire, &mut sub, &mut client).await {
+            return end;
         }
-        end if end.is_clean() => debug!(instance = %sub.label(), why = %end, "sse session ended"),
-        end => debug!(
-            instance = %sub.label(),
-            error = end as &dyn std::error::Error,
-            "sse session ended"
-        ),
+        let end = stream(&mut wire, &mut sub, &mut client).await;
+        match &end {
+            End::TimedOut => {
+                client.metrics.clients_dropped_slow.inc();
+                info!(instance = %sub.label(), "sse client dropped: write timed out");
+            }
+            end if end.is_clean() => {
+                debug!(instance = %sub.label(), why = %end, "sse session ended")
+            }
+            end => debug!(
+                instance = %sub.label(),
+                error = end as &dyn std::error::Error,
+                "sse session ended"
+            ),
+        }
+        end
     }
-    end
 }
 
 /// The response head, then the greeting: `retry:` in the block of the snapshot or the first

@@ -91,6 +91,7 @@ impl ChunkVecBuffer {
     /// This function returns `None` if the object `is_empty`.
     pub(crate) fn pop(&mut self) -> Option<Vec<u8>> {
         let mut first = self.chunks.pop_front();
+        self.release_if_empty(); // sse-gateway patch
 
         if let Some(first) = &mut first {
             // slice off `prefix_used` if needed (uncommon)
@@ -115,6 +116,15 @@ impl ChunkVecBuffer {
         }
 
         Ok(())
+    }
+
+    /// sse-gateway patch: an emptied queue gives its ring back (a VecDeque keeps its capacity),
+    /// so an idle connection holds none of the three queues it drained; the next append takes
+    /// it again.
+    fn release_if_empty(&mut self) {
+        if self.chunks.is_empty() && self.chunks.capacity() != 0 {
+            self.chunks = VecDeque::new();
+        }
     }
 
     /// Inspect the first chunk from this object.
@@ -183,6 +193,7 @@ impl ChunkVecBuffer {
                 self.chunks.pop_front();
             }
         }
+        self.release_if_empty(); // sse-gateway patch
 
         debug_assert_eq!(
             self.prefix_used, 0,

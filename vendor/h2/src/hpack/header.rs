@@ -194,6 +194,10 @@ impl Header {
                 *name,
                 header::AGE
                     | header::AUTHORIZATION
+                    // sse-gateway patch: a new value every second, so an indexed one is
+                    // seldom sent again, and the first puts a table under every connection
+                    // (about 550 B) that the rest of its responses may never use.
+                    | header::DATE
                     | header::CONTENT_LENGTH
                     | header::ETAG
                     | header::IF_MODIFIED_SINCE

@@ -102,6 +102,7 @@ impl Store {
     }
 
     pub fn insert(&mut self, id: StreamId, val: Stream) -> Ptr<'_> {
+        reserve_first(&mut self.slab); // sse-gateway patch
         let index = SlabIndex(self.slab.insert(val) as u32);
         assert!(self.ids.insert(id, index).is_none());
 
@@ -406,6 +407,11 @@ impl<'a> Ptr<'a> {
         // Remove the stream state
         let stream = self.store.slab.remove(self.key.index.0 as usize);
         assert_eq!(stream.id, self.key.stream_id);
+        // sse-gateway patch: a connection with no stream left keeps no slots (a stale key
+        // finds no stream either way).
+        if self.store.slab.is_empty() {
+            self.store.slab = slab::Slab::new();
+        }
         stream.id
     }
 
@@ -464,11 +470,21 @@ impl<'a> VacantEntry<'a> {
     pub fn insert(self, value: Stream) -> Key {
         // Insert the value in the slab
         let stream_id = value.id;
+        reserve_first(self.slab); // sse-gateway patch
         let index = SlabIndex(self.slab.insert(value) as u32);
 
         // Insert the handle in the ID map
         self.ids.insert(index);
 
         Key { index, stream_id }
+    }
+}
+
+/// sse-gateway patch: the first stream takes a slot for itself alone. A Vec grows from empty to
+/// four slots, about 900 B here, and most connections to the gateway carry one event stream;
+/// the second stream grows the slab to four as before.
+fn reserve_first(slab: &mut slab::Slab<Stream>) {
+    if slab.capacity() == 0 {
+        slab.reserve_exact(1);
     }
 }

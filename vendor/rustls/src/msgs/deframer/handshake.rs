@@ -339,6 +339,11 @@ impl<'b> Iterator for HandshakeIter<'_, 'b> {
 impl Drop for HandshakeIter<'_, '_> {
     fn drop(&mut self) {
         self.deframer.spans.drain(..self.index);
+        // sse-gateway patch: spans are only held while a flight is read; the 16 the deframer
+        // starts with (about 530 B) would otherwise stay under every connection for its life.
+        if self.deframer.spans.is_empty() {
+            self.deframer.spans = Vec::new();
+        }
     }
 }
 
