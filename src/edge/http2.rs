@@ -402,6 +402,6 @@ mod tests {
         let stream = size_of_output(stream_task);
         let connection = size_of_future(Connection::run);
         assert!(stream <= 864, "stream task {stream} B");
-        assert!(connection <= 1752, "connection task {connection} B");
+        assert!(connection <= 1424, "connection task {connection} B");
     }
 }
