@@ -543,13 +543,12 @@ pub(crate) struct Permit {
 /// against 2.6 KB on the direct path (plain HTTP/1.1), so that `max_clients` × 2.6 KB bounds
 /// the clients' memory whichever way they come.
 const PINGORA_SLOTS_PLAIN: usize = 46_000_usize.div_ceil(2_600);
-/// Over TLS a slot is the TLS direct path's 6.8 KB (`bench/run.sh --tls`, 10,000 clients), and
-/// pingora's session holds 47.1 KB: 54.3 KB measured (HTTP/1.0 over TLS, 2,000 clients) with
-/// pingora's TLS stream and rustls's record buffer kept, less the 3.1 KB `tls_stream.rs`'s
-/// stream is smaller by (their sizes) and the 4.1 KB buffer `vendor/rustls` gives back. HTTP/2
-/// streams are on the direct path (`http2.rs`) and take one slot each; what their connection
-/// holds beyond them is bounded by `max_connections`, as every connection is.
-const PINGORA_SLOTS_TLS: usize = 47_100_usize.div_ceil(6_800);
+/// Over TLS a slot is the TLS direct path's 5.6 KB (`bench/run.sh --tls`, 10,000 clients), and
+/// pingora's session holds 41.5 KB (measured: 2,000 HTTP/1.0 subscriptions over TLS, the
+/// gateway's PSS before and after). HTTP/2 streams are on the direct path (`http2.rs`) and
+/// take one slot each; what their connection holds beyond them is bounded by
+/// `max_connections`, as every connection is.
+const PINGORA_SLOTS_TLS: usize = 41_500_usize.div_ceil(5_600);
 
 impl Permit {
     fn acquire(side: &Arc<ClientSide>, max: usize, slots: usize) -> Option<Permit> {

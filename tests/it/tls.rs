@@ -232,3 +232,34 @@ async fn over_http1_with_tls_a_stream_after_proxied_requests_on_one_connection_i
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.contains("event: snapshot"), "{text}");
 }
+
+/// Over TLS a slot is the TLS direct path's cost, so a client on pingora's session (HTTP/1.0)
+/// takes 8 of them (41.5 KB against 5.6 KB): with 9, one direct client fits beside it and the
+/// next is told the gateway is overloaded.
+#[tokio::test]
+async fn over_tls_a_subscription_through_pingoras_session_takes_8_slots() {
+    let up = Upstream::json("/doc", json!({"v": 1})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, pem) = tls_gateway(&up, dir.path(), |c| c.limit("max_clients", 9)).await;
+    let mut heavy = tls_connect(&pem, gw.port, b"http/1.1").await;
+    heavy
+        .write_all(b"GET /sse/doc HTTP/1.0\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    read_until(&mut heavy, "event: snapshot").await;
+    assert_eq!(gw.metric("sse_gateway_client_slots").await, Some(8.0));
+    assert_eq!(
+        gw.metric("sse_gateway_clients_pingora_session").await,
+        Some(1.0)
+    );
+
+    let client = client_trusting(&pem);
+    let light = subscribe(&client, gw.port).await.unwrap();
+    assert_eq!(light.status(), 200);
+    let mut light = SseClient::new(light);
+    assert_eq!(light.snapshot().await, json!({"v": 1}));
+    assert_eq!(gw.metric("sse_gateway_client_slots").await, Some(9.0));
+
+    let mut refused = SseClient::new(subscribe(&client, gw.port).await.unwrap());
+    assert_eq!(refused.next_event().await.event, "overloaded");
+}
