@@ -193,10 +193,34 @@ impl DeframerVecBuffer {
     }
 }
 
+/// sse-gateway patch: what a read into no buffer may bring: a WINDOW_UPDATE, a PING, most
+/// request heads, a ClientHello with a post-quantum key share (about 1.8 KB) fit in one.
+#[cfg(feature = "std")]
+const PROBE_SIZE: usize = 2048;
+
 #[cfg(feature = "std")]
 impl DeframerVecBuffer {
     /// Read some bytes from `rd`, and add them to the buffer.
     pub(crate) fn read(&mut self, rd: &mut dyn io::Read, in_handshake: bool) -> io::Result<usize> {
+        // sse-gateway patch: holding no buffer (given back below), read into a small one on
+        // the stack first. An idle connection is read whenever its task is polled (an HTTP/2
+        // connection's for every frame it writes), and such a read brings nothing: it must not
+        // take, zero and give back 4 KB each time. A read that brings bytes takes the buffer
+        // and puts them in it; at most one more read follows for the rest of a burst.
+        if self.used == 0 && self.buf.is_empty() {
+            let mut probe = [0u8; PROBE_SIZE];
+            let new_bytes = rd.read(&mut probe)?;
+            if new_bytes == 0 {
+                return Ok(0);
+            }
+            if let Err(err) = self.prepare_read(in_handshake) {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, err));
+            }
+            self.buf[..new_bytes].copy_from_slice(&probe[..new_bytes]);
+            self.used = new_bytes;
+            return Ok(new_bytes);
+        }
+
         if let Err(err) = self.prepare_read(in_handshake) {
             return Err(io::Error::new(io::ErrorKind::InvalidData, err));
         }
@@ -222,6 +246,9 @@ impl DeframerVecBuffer {
     }
 
     /// Resize the internal `buf` if necessary for reading more bytes.
+    ///
+    /// sse-gateway patch: `READ_SIZE` is at least `PROBE_SIZE`, so what a probe read brought
+    /// fits in the buffer it takes.
     fn prepare_read(&mut self, is_joining_hs: bool) -> Result<(), &'static str> {
         /// TLS allows for handshake messages of up to 16MB.  We
         /// restrict that to 64KB to limit potential for denial-of-
