@@ -160,7 +160,10 @@ impl Table {
     fn index_dynamic(&mut self, header: Header, statik: Option<(usize, bool)>) -> Index {
         debug_assert!(self.assert_valid_state("one"));
 
-        if header.len() + self.size < self.max_size || !header.is_sensitive() {
+        // sse-gateway patch: a sensitive header is never inserted, only looked up, and a
+        // lookup needs no room: without this, the first one (an event stream's headers, sent
+        // sensitive) would allocate the index of an empty table under the connection.
+        if !header.is_sensitive() {
             // Only grow internal storage if needed
             self.reserve_one();
         }
