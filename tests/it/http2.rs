@@ -300,6 +300,34 @@ async fn documents_bodies_and_headers_larger_than_the_codec_buffers_cross_whole(
     assert_eq!(stream.next_document().await, rows(2));
 }
 
+/// A client with h2's default 64 KB windows takes a 300 KB snapshot in many windows: the
+/// gateway's stream waits for each WINDOW_UPDATE and is woken by it (vendor/h2 keeps a stream
+/// from waking itself when it asks for capacity, never when the client grants it), on two
+/// streams sharing the connection's window at once.
+#[tokio::test]
+async fn a_snapshot_larger_than_the_client_s_window_arrives_as_the_client_reads() {
+    let rows = |n: usize| {
+        let rows: Vec<String> = (0..6000)
+            .map(|i| format!("row {i:05} of version {n}, wider than any window"))
+            .collect();
+        json!({ "rows": rows })
+    };
+    let up = Upstream::json("/doc", rows(1)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, pem) = tls_gateway(&up, dir.path(), |c| c).await;
+    let (send, _conn) = connect(&pem, gw.port).await;
+    let (_a, mut first) = open(&send, "/sse/doc").await;
+    let (_b, mut second) = open(&send, "/sse/doc").await;
+    // Read side by side: the connection's 64 KB window is shared, and data one stream holds
+    // unread keeps it from the other.
+    let (a, b) = tokio::join!(first.snapshot(), second.snapshot());
+    assert_eq!((a, b), (rows(1), rows(1)));
+
+    up.set("/doc", rows(2));
+    let (a, b) = tokio::join!(first.next_document(), second.next_document());
+    assert_eq!((a, b), (rows(2), rows(2)));
+}
+
 /// The connection's limit on concurrent streams is in its SETTINGS, and that many subscriptions
 /// run on it at once.
 #[tokio::test]

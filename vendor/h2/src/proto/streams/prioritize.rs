@@ -278,7 +278,17 @@ impl Prioritize {
                 // Try to assign additional capacity to the stream. If none is
                 // currently available, the stream will be queued to receive some
                 // when more becomes available.
+                //
+                // sse-gateway patch: the caller is the stream's own task, running now, and
+                // sees capacity assigned here from its next `poll_capacity`; waking it as
+                // well would poll it once more for nothing (once per event per client). No
+                // other task can be waiting on this stream's capacity: `reserve_capacity` and
+                // `poll_capacity` both take the `SendStream` by `&mut`, so the waker held aside
+                // is this caller's own (registered by an earlier `poll_capacity` or
+                // `poll_reset`).
+                let task = stream.take_send_task();
                 self.try_assign_capacity(stream);
+                stream.restore_send_task(task);
             }
         }
     }

@@ -375,6 +375,20 @@ impl Stream {
         self.send_task = Some(cx.waker().clone());
     }
 
+    /// sse-gateway patch: takes the send task's waker out while the stream's own task changes
+    /// the stream, so the change does not wake the task that made it.
+    pub fn take_send_task(&mut self) -> Option<Waker> {
+        self.send_task.take()
+    }
+
+    /// sse-gateway patch: puts back a waker taken by `take_send_task`, unless a newer one was
+    /// registered meanwhile.
+    pub fn restore_send_task(&mut self, task: Option<Waker>) {
+        if self.send_task.is_none() {
+            self.send_task = task;
+        }
+    }
+
     pub fn notify_recv(&mut self) {
         if let Some(task) = self.recv_task.take() {
             task.wake();
