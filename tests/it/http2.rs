@@ -252,18 +252,21 @@ async fn beside_a_stream_other_requests_on_the_connection_are_proxied_or_answere
     assert_eq!(gw.metric("sse_gateway_connections").await, Some(1.0));
 }
 
+/// Version `n` of a document of about 300 KB: larger than h2's codec buffers and than its
+/// default 64 KB windows.
+fn rows(n: usize) -> serde_json::Value {
+    let rows: Vec<String> = (0..6000)
+        .map(|i| format!("row {i:05} of version {n}, wider than any buffer or window"))
+        .collect();
+    json!({ "rows": rows })
+}
+
 /// h2's codec buffers are taken for a read or a write and given back between them
 /// (vendor/h2/SSE-GATEWAY.md): what is larger than any of them still crosses one connection
 /// whole, a 300 KB snapshot and its change on a stream, a 1 MB proxied body, and 30 KB headers
 /// each way (header blocks that need CONTINUATION frames).
 #[tokio::test]
 async fn documents_bodies_and_headers_larger_than_the_codec_buffers_cross_whole() {
-    let rows = |n: usize| {
-        let rows: Vec<String> = (0..6000)
-            .map(|i| format!("row {i:05} of version {n}, wider than any codec buffer"))
-            .collect();
-        json!({ "rows": rows })
-    };
     let up = Upstream::json("/doc", rows(1)).await;
     let body: String = (0..131_072).map(|i| format!("{i:07}\n")).collect();
     // 30,000 letters are more than 16 KB even Huffman-coded: a header block of more than one
@@ -306,12 +309,6 @@ async fn documents_bodies_and_headers_larger_than_the_codec_buffers_cross_whole(
 /// streams sharing the connection's window at once.
 #[tokio::test]
 async fn a_snapshot_larger_than_the_client_s_window_arrives_as_the_client_reads() {
-    let rows = |n: usize| {
-        let rows: Vec<String> = (0..6000)
-            .map(|i| format!("row {i:05} of version {n}, wider than any window"))
-            .collect();
-        json!({ "rows": rows })
-    };
     let up = Upstream::json("/doc", rows(1)).await;
     let dir = tempfile::tempdir().unwrap();
     let (gw, pem) = tls_gateway(&up, dir.path(), |c| c).await;

@@ -381,12 +381,10 @@ impl Stream {
         self.send_task.take()
     }
 
-    /// sse-gateway patch: puts back a waker taken by `take_send_task`, unless a newer one was
-    /// registered meanwhile.
+    /// sse-gateway patch: puts back a waker taken by `take_send_task`. Nothing registers one
+    /// in between: the change made meanwhile has no task context to register.
     pub fn restore_send_task(&mut self, task: Option<Waker>) {
-        if self.send_task.is_none() {
-            self.send_task = task;
-        }
+        self.send_task = task;
     }
 
     pub fn notify_recv(&mut self) {
